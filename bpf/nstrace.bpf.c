@@ -1,0 +1,704 @@
+// SPDX-License-Identifier: GPL-2.0
+//
+// nstrace BPF side. Program names say which backend they belong to:
+//   fentry_* / fexit_*        fentry backend
+//   kprobe_* / kretprobe_*    kprobe backend
+//   tp_*                      tracepoint backend
+//   common_*                  every backend (hooks that only exist as tracepoints)
+// The handlers below them are shared, so an event means the same thing
+// whichever backend produced it.
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define CLONE_NEWTIME   0x00000080
+#define CLONE_NEWNS     0x00020000
+#define CLONE_NEWCGROUP 0x02000000
+#define CLONE_NEWUTS    0x04000000
+#define CLONE_NEWIPC    0x08000000
+#define CLONE_NEWUSER   0x10000000
+#define CLONE_NEWPID    0x20000000
+#define CLONE_NEWNET    0x40000000
+#define NS_CLONE_FLAGS                                                       \
+	(CLONE_NEWTIME | CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS |          \
+	 CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET)
+#define CSIGNAL 0xff
+
+#define MAX_ERRNO 4095
+#define IS_ERR_OR_NULL(p) (!(p) || (unsigned long)(p) >= (unsigned long)-MAX_ERRNO)
+
+// User and pid namespaces nest at most 32 deep (MAX_USER_NS_LEVEL, MAX_PID_NS_LEVEL).
+#define MAX_NS_LEVEL 33
+
+// Namespace types. pid and time are the *_for_children pointers of an
+// nsproxy: that is where a new one appears; the active time_ns gets its
+// own slot so a released nsproxy reports everything it held.
+enum ns_slot {
+	NS_MNT,
+	NS_UTS,
+	NS_IPC,
+	NS_PID,
+	NS_NET,
+	NS_USER,
+	NS_CGROUP,
+	NS_TIME,
+	NS_TYPES,
+	NS_TIME_ACTIVE = NS_TYPES,
+	NS_SLOTS,
+};
+
+enum event_kind {
+	EV_CREATE = 1,
+	EV_JOIN,
+	EV_NSPROXY_FREE,
+	EV_DESTROY,
+};
+
+enum destroy_how {
+	HOW_LAST_REF = 1, // the last reference went away with an nsproxy or a parent
+	HOW_FREED,        // the kernel's own free function ran
+};
+
+enum syscall_id {
+	SC_UNKNOWN,
+	SC_CLONE,
+	SC_CLONE3,
+	SC_FORK,
+	SC_VFORK,
+	SC_UNSHARE,
+	SC_SETNS,
+	SC_EXECVE,
+	SC_EXECVEAT,
+};
+
+struct event {
+	__u64 ts_ns; // CLOCK_BOOTTIME
+	__u64 flags; // clone/unshare flags, or setns nstype
+	__u32 lost;  // events this CPU dropped since its previous event
+	__u32 pid;
+	__u32 tid;
+	__u32 ppid;
+	__u32 uid;
+	__u32 inum;
+	__u32 old_inum;
+	__u32 inums[NS_SLOTS]; // EV_NSPROXY_FREE: what the nsproxy held
+	__u8 kind;
+	__u8 ns_type;
+	__u8 syscall;
+	__u8 how;
+	__u8 for_children;
+	__u8 _pad[3];
+	char comm[16];
+};
+
+// A process's namespaces at one instant. ref[] is read only to tell, when an
+// nsproxy goes, which namespaces it held the last reference to.
+struct snap {
+	__u32 inum[NS_SLOTS];
+	__u32 ref[NS_SLOTS];
+	__u64 nsproxy;
+	__u64 flags;
+	__u32 nsproxy_count;
+	__u32 _pad;
+};
+
+
+// Puts struct event in BTF, so bpf2go generates its Go type.
+const struct event *unused_event __attribute__((unused));
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 << 20); // resized from userspace
+} events SEC(".maps");
+
+// Per-CPU count of events that could not be reserved (ring buffer full) or
+// whose state could not be kept; carried in-band on the next event.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} lost SEC(".maps");
+
+// unshare/setns in flight: namespaces at syscall entry, keyed by tid.
+// Entries live for one syscall; the bound only limits concurrent callers.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct snap);
+} syscall_snaps SEC(".maps");
+
+// kprobe -> kretprobe argument hand-off, keyed by tid. LRU so a missed
+// kretprobe (maxactive exhausted) cannot leak entries.
+struct kargs {
+	__u64 arg0;
+	__u64 arg1;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct kargs);
+} kprobe_args SEC(".maps");
+
+// Set by userspace before load.
+// Addresses of the work functions that free user and pid namespaces
+// (from /proc/kallsyms); 0 disables that teardown hook.
+volatile const __u64 free_user_ns_fn = 0;
+volatile const __u64 destroy_pidns_fn = 0;
+// Tracepoint backend only: nothing hooks free_nsproxy, so an nsproxy that
+// unshare/setns replaced is known to be freed from its refcount at entry.
+volatile const bool release_at_syscall_exit = false;
+
+// ns_common's refcount was renamed in 6.18.
+struct ns_common___new {
+	refcount_t __ns_ref;
+} __attribute__((preserve_access_index));
+struct ns_common___old {
+	refcount_t count;
+} __attribute__((preserve_access_index));
+
+static __always_inline __u32 ns_inum(struct ns_common *ns)
+{
+	return ns ? BPF_CORE_READ(ns, inum) : 0;
+}
+
+static __always_inline __u32 ns_refs(struct ns_common *ns)
+{
+	__u32 v = 0;
+
+	if (!ns)
+		return 0;
+	if (bpf_core_field_exists(struct ns_common___new, __ns_ref))
+		bpf_core_read(&v, sizeof(v), &((struct ns_common___new *)ns)->__ns_ref);
+	else
+		bpf_core_read(&v, sizeof(v), &((struct ns_common___old *)ns)->count);
+	return v;
+}
+
+// nsproxy.count is atomic_t up to 6.5 and refcount_t after; both are one
+// 32-bit counter at the same field, so read the raw word.
+static __always_inline __u32 nsproxy_count(struct nsproxy *p)
+{
+	__u32 v = 0;
+
+	bpf_core_read(&v, sizeof(v), &p->count);
+	return v;
+}
+
+static __always_inline struct ns_common *nsproxy_slot(struct nsproxy *p, int slot)
+{
+	switch (slot) {
+	case NS_MNT: {
+		struct mnt_namespace *n = BPF_CORE_READ(p, mnt_ns);
+		return n ? &n->ns : NULL;
+	}
+	case NS_UTS: {
+		struct uts_namespace *n = BPF_CORE_READ(p, uts_ns);
+		return n ? &n->ns : NULL;
+	}
+	case NS_IPC: {
+		struct ipc_namespace *n = BPF_CORE_READ(p, ipc_ns);
+		return n ? &n->ns : NULL;
+	}
+	case NS_PID: {
+		struct pid_namespace *n = BPF_CORE_READ(p, pid_ns_for_children);
+		return n ? &n->ns : NULL;
+	}
+	case NS_NET: {
+		struct net *n = BPF_CORE_READ(p, net_ns);
+		return n ? &n->ns : NULL;
+	}
+	case NS_CGROUP: {
+		struct cgroup_namespace *n = BPF_CORE_READ(p, cgroup_ns);
+		return n ? &n->ns : NULL;
+	}
+	case NS_TIME: {
+		struct time_namespace *n = BPF_CORE_READ(p, time_ns_for_children);
+		return n ? &n->ns : NULL;
+	}
+	case NS_TIME_ACTIVE: {
+		struct time_namespace *n = BPF_CORE_READ(p, time_ns);
+		return n ? &n->ns : NULL;
+	}
+	}
+	return NULL;
+}
+
+static __always_inline void snap_nsproxy(struct nsproxy *p, struct snap *s)
+{
+	s->nsproxy = (__u64)p;
+	if (!p)
+		return;
+	s->nsproxy_count = nsproxy_count(p);
+#pragma unroll
+	for (int i = 0; i < NS_SLOTS; i++) {
+		struct ns_common *ns;
+
+		if (i == NS_USER)
+			continue;
+		ns = nsproxy_slot(p, i);
+		s->inum[i] = ns_inum(ns);
+		s->ref[i] = ns_refs(ns);
+	}
+}
+
+static __always_inline void snap_task(struct task_struct *t, struct snap *s)
+{
+	struct user_namespace *u;
+
+	snap_nsproxy(BPF_CORE_READ(t, nsproxy), s);
+	u = BPF_CORE_READ(t, real_cred, user_ns);
+	if (u) {
+		s->inum[NS_USER] = ns_inum(&u->ns);
+		s->ref[NS_USER] = ns_refs(&u->ns);
+	}
+}
+
+static __always_inline void count_lost(void)
+{
+	__u32 zero = 0;
+	__u64 *l = bpf_map_lookup_elem(&lost, &zero);
+
+	if (l)
+		*l += 1;
+}
+
+static __always_inline struct event *ev_new(__u8 kind, __u8 ns_type)
+{
+	struct task_struct *cur;
+	struct event *e;
+	__u32 zero = 0;
+	__u64 *l, id;
+
+	l = bpf_map_lookup_elem(&lost, &zero);
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		if (l)
+			*l += 1;
+		return NULL;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	if (l) {
+		e->lost = *l;
+		*l = 0;
+	}
+	e->ts_ns = bpf_ktime_get_boot_ns();
+	id = bpf_get_current_pid_tgid();
+	e->pid = id >> 32;
+	e->tid = (__u32)id;
+	e->uid = (__u32)bpf_get_current_uid_gid();
+	cur = (struct task_struct *)bpf_get_current_task();
+	e->ppid = BPF_CORE_READ(cur, real_parent, tgid);
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	e->kind = kind;
+	e->ns_type = ns_type;
+	return e;
+}
+
+// The syscall the current task is in, from its saved user registers: this
+// is the same in every backend, whatever kernel function we are hooked on.
+static __always_inline struct pt_regs *user_regs(void)
+{
+	return (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+}
+
+static __always_inline __u8 cur_syscall(void)
+{
+	long nr = BPF_CORE_READ(user_regs(), orig_ax);
+
+	switch (nr) {
+	case 56:
+		return SC_CLONE;
+	case 57:
+		return SC_FORK;
+	case 58:
+		return SC_VFORK;
+	case 59:
+		return SC_EXECVE;
+	case 272:
+		return SC_UNSHARE;
+	case 308:
+		return SC_SETNS;
+	case 322:
+		return SC_EXECVEAT;
+	case 435:
+		return SC_CLONE3;
+	}
+	return SC_UNKNOWN;
+}
+
+// The flags the caller passed, as the kernel interprets them, so every
+// backend reports the same value for the same call.
+static __always_inline __u64 syscall_flags(__u8 sc)
+{
+	struct pt_regs *r = user_regs();
+	__u64 flags = 0;
+
+	switch (sc) {
+	case SC_CLONE:
+		return (__u32)BPF_CORE_READ(r, di) & ~CSIGNAL;
+	case SC_CLONE3:
+		// struct clone_args starts with the u64 flags
+		bpf_probe_read_user(&flags, sizeof(flags), (void *)BPF_CORE_READ(r, di));
+		return flags;
+	case SC_UNSHARE:
+		return BPF_CORE_READ(r, di);
+	case SC_SETNS:
+		return BPF_CORE_READ(r, si);
+	}
+	return 0;
+}
+
+static __always_inline bool for_children(int type, __u8 sc)
+{
+	// unshare/setns of pid and time only affect children; after a clone
+	// the child itself is in the new namespace.
+	return (type == NS_PID || type == NS_TIME) && (sc == SC_UNSHARE || sc == SC_SETNS);
+}
+
+static __always_inline void emit_ns(__u8 kind, int type, __u32 inum, __u32 old_inum,
+				    __u64 flags, __u8 sc)
+{
+	struct event *e = ev_new(kind, type);
+
+	if (!e)
+		return;
+	e->inum = inum;
+	e->old_inum = old_inum;
+	e->flags = flags;
+	e->syscall = sc;
+	e->for_children = for_children(type, sc);
+	bpf_ringbuf_submit(e, 0);
+}
+
+// One event per namespace type whose inum differs between two snapshots.
+static __always_inline void emit_diff(struct snap *old, struct snap *new, __u8 kind,
+				      __u64 flags, __u8 sc, bool with_user)
+{
+#pragma unroll
+	for (int i = 0; i < NS_TYPES; i++) {
+		if (i == NS_USER && !with_user)
+			continue;
+		if (!new->inum[i] || new->inum[i] == old->inum[i])
+			continue;
+		emit_ns(kind, i, new->inum[i], old->inum[i], flags, sc);
+	}
+}
+
+static __always_inline void emit_destroy(int type, __u32 inum, __u8 how)
+{
+	struct event *e = ev_new(EV_DESTROY, type);
+
+	if (!e)
+		return;
+	e->inum = inum;
+	e->how = how;
+	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline bool pidns_freed_by_work(void)
+{
+	return destroy_pidns_fn && bpf_core_field_exists(struct pid_namespace, work);
+}
+
+// An nsproxy is going away; s was read before it dropped its references.
+// A namespace dies with it when the nsproxy held every reference to it.
+// after, if set, is what replaced it (unshare/setns): namespaces carried
+// over got a reference from the new nsproxy.
+static __always_inline void emit_release(struct snap *s, struct snap *after)
+{
+	struct event *e = ev_new(EV_NSPROXY_FREE, 0);
+
+	if (e) {
+#pragma unroll
+		for (int i = 0; i < NS_SLOTS; i++)
+			e->inums[i] = s->inum[i];
+		e->inums[NS_USER] = 0;
+		bpf_ringbuf_submit(e, 0);
+	}
+
+#pragma unroll
+	for (int i = 0; i < NS_SLOTS; i++) {
+		__u32 holds = 1;
+
+		if (i == NS_USER || !s->inum[i])
+			continue;
+		if (i == NS_PID && pidns_freed_by_work())
+			continue;
+		if (i == NS_TIME_ACTIVE && s->inum[i] == s->inum[NS_TIME])
+			continue;
+		if (i == NS_TIME && s->inum[i] == s->inum[NS_TIME_ACTIVE])
+			holds = 2;
+		if (s->ref[i] != holds)
+			continue;
+		if (after && after->inum[i] == s->inum[i])
+			continue;
+		emit_destroy(i == NS_TIME_ACTIVE ? NS_TIME : i, s->inum[i], HOW_LAST_REF);
+	}
+}
+
+/* ---- creation: clone path ---- */
+
+// fentry/kprobe: create_new_namespaces() built a new nsproxy for tsk (the
+// child on clone, current on unshare) that still points at the old one.
+static __always_inline int on_new_nsproxy(struct task_struct *tsk, struct nsproxy *new,
+					  __u64 flags)
+{
+	struct snap o = {}, n = {};
+	__u8 sc;
+
+	if (IS_ERR_OR_NULL(new))
+		return 0;
+	snap_nsproxy(BPF_CORE_READ(tsk, nsproxy), &o);
+	snap_nsproxy(new, &n);
+	sc = cur_syscall();
+	if (sc == SC_UNSHARE || sc == SC_CLONE3 || sc == SC_CLONE)
+		flags = syscall_flags(sc);
+	emit_diff(&o, &n, EV_CREATE, flags, sc, false);
+	return 0;
+}
+
+// fentry/kprobe: create_user_ns() succeeded; cred->user_ns is the new one.
+static __always_inline int on_new_user_ns(struct cred *cred)
+{
+	struct user_namespace *ns = BPF_CORE_READ(cred, user_ns);
+	struct user_namespace *parent;
+	__u8 sc;
+
+	if (!ns)
+		return 0;
+	parent = BPF_CORE_READ(ns, parent);
+	sc = cur_syscall();
+	emit_ns(EV_CREATE, NS_USER, ns_inum(&ns->ns), parent ? ns_inum(&parent->ns) : 0,
+		syscall_flags(sc), sc);
+	return 0;
+}
+
+SEC("fexit/create_new_namespaces")
+int BPF_PROG(fexit_create_new_namespaces, u64 flags, struct task_struct *tsk,
+	     struct user_namespace *user_ns, struct fs_struct *new_fs, struct nsproxy *ret)
+{
+	return on_new_nsproxy(tsk, ret, flags);
+}
+
+SEC("fexit/create_user_ns")
+int BPF_PROG(fexit_create_user_ns, struct cred *new, int ret)
+{
+	return ret ? 0 : on_new_user_ns(new);
+}
+
+SEC("kprobe/create_new_namespaces")
+int BPF_KPROBE(kprobe_create_new_namespaces, u64 flags, struct task_struct *tsk)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct kargs a = { .arg0 = flags, .arg1 = (__u64)tsk };
+
+	bpf_map_update_elem(&kprobe_args, &tid, &a, BPF_ANY);
+	return 0;
+}
+
+SEC("kretprobe/create_new_namespaces")
+int BPF_KRETPROBE(kretprobe_create_new_namespaces, struct nsproxy *ret)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct kargs *a = bpf_map_lookup_elem(&kprobe_args, &tid);
+	struct kargs args;
+
+	if (!a) {
+		if (!IS_ERR_OR_NULL(ret))
+			count_lost();
+		return 0;
+	}
+	args = *a;
+	bpf_map_delete_elem(&kprobe_args, &tid);
+	return on_new_nsproxy((struct task_struct *)args.arg1, ret, args.arg0);
+}
+
+SEC("kprobe/create_user_ns")
+int BPF_KPROBE(kprobe_create_user_ns, struct cred *new)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct kargs a = { .arg0 = (__u64)new };
+
+	bpf_map_update_elem(&kprobe_args, &tid, &a, BPF_ANY);
+	return 0;
+}
+
+SEC("kretprobe/create_user_ns")
+int BPF_KRETPROBE(kretprobe_create_user_ns, int ret)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct kargs *a = bpf_map_lookup_elem(&kprobe_args, &tid);
+	struct cred *cred;
+
+	if (!a) {
+		if (!ret)
+			count_lost();
+		return 0;
+	}
+	cred = (struct cred *)a->arg0;
+	bpf_map_delete_elem(&kprobe_args, &tid);
+	return ret ? 0 : on_new_user_ns(cred);
+}
+
+// tracepoint: task_newtask fires in the parent once the child has its
+// namespaces; a fork without namespace flags costs one test.
+SEC("tp_btf/task_newtask")
+int BPF_PROG(tp_task_newtask, struct task_struct *task, u64 clone_flags)
+{
+	struct snap o = {}, n = {};
+
+	if (!(clone_flags & NS_CLONE_FLAGS))
+		return 0;
+	snap_task(bpf_get_current_task_btf(), &o);
+	snap_task(task, &n);
+	emit_diff(&o, &n, EV_CREATE, clone_flags, cur_syscall(), true);
+	return 0;
+}
+
+/* ---- unshare and setns, at the syscall boundary ---- */
+
+static __always_inline int on_sys_enter(void)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct snap s = {};
+
+	snap_task(bpf_get_current_task_btf(), &s);
+	if (bpf_map_update_elem(&syscall_snaps, &tid, &s, BPF_ANY))
+		count_lost();
+	return 0;
+}
+
+static __always_inline int on_sys_exit(long ret, __u8 kind, __u8 sc)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct snap n = {};
+	struct snap *o;
+
+	o = bpf_map_lookup_elem(&syscall_snaps, &tid);
+	if (!o)
+		return 0;
+	if (ret == 0) {
+		snap_task(bpf_get_current_task_btf(), &n);
+		emit_diff(o, &n, kind, syscall_flags(sc), sc, true);
+		if (release_at_syscall_exit && o->nsproxy != n.nsproxy && o->nsproxy_count == 1)
+			emit_release(o, &n);
+	}
+	bpf_map_delete_elem(&syscall_snaps, &tid);
+	return 0;
+}
+
+// setns joins happen in commit_nsset(), static and inlined, with the user
+// namespace part in commit_creds(): the syscall boundary is the one place
+// every kernel and backend can diff. These fire only on setns itself.
+SEC("tracepoint/syscalls/sys_enter_setns")
+int common_sys_enter_setns(void *ctx)
+{
+	return on_sys_enter();
+}
+
+SEC("tracepoint/syscalls/sys_exit_setns")
+int common_sys_exit_setns(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_sys_exit(ctx->ret, EV_JOIN, SC_SETNS);
+}
+
+SEC("tracepoint/syscalls/sys_enter_unshare")
+int tp_sys_enter_unshare(void *ctx)
+{
+	return on_sys_enter();
+}
+
+SEC("tracepoint/syscalls/sys_exit_unshare")
+int tp_sys_exit_unshare(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_sys_exit(ctx->ret, EV_CREATE, SC_UNSHARE);
+}
+
+/* ---- teardown ---- */
+
+SEC("fentry/free_nsproxy")
+int BPF_PROG(fentry_free_nsproxy, struct nsproxy *p)
+{
+	struct snap s = {};
+
+	snap_nsproxy(p, &s);
+	emit_release(&s, NULL);
+	return 0;
+}
+
+SEC("kprobe/free_nsproxy")
+int BPF_KPROBE(kprobe_free_nsproxy, struct nsproxy *p)
+{
+	struct snap s = {};
+
+	snap_nsproxy(p, &s);
+	emit_release(&s, NULL);
+	return 0;
+}
+
+// tracepoint: a task exiting with the only reference to its nsproxy frees
+// it in exit_task_namespaces(), right after this tracepoint.
+SEC("tp_btf/sched_process_exit")
+int tp_sched_process_exit(void *ctx)
+{
+	struct nsproxy *p = BPF_CORE_READ(bpf_get_current_task_btf(), nsproxy);
+	struct snap s = {};
+
+	if (!p || nsproxy_count(p) != 1)
+		return 0;
+	snap_nsproxy(p, &s);
+	emit_release(&s, NULL);
+	return 0;
+}
+
+// User namespaces (always) and pid namespaces (6.14+) are freed from a work
+// item; the work function frees the namespace, then each ancestor whose
+// last reference was the child's.
+static __always_inline void user_ns_freed(struct work_struct *work)
+{
+	struct user_namespace *ns;
+
+	ns = (void *)work - bpf_core_field_offset(struct user_namespace, work);
+	emit_destroy(NS_USER, ns_inum(&ns->ns), HOW_FREED);
+	for (int i = 0; i < MAX_NS_LEVEL; i++) {
+		ns = BPF_CORE_READ(ns, parent);
+		if (!ns || ns_refs(&ns->ns) != 1)
+			break;
+		emit_destroy(NS_USER, ns_inum(&ns->ns), HOW_LAST_REF);
+	}
+}
+
+static __always_inline void pid_ns_freed(struct work_struct *work)
+{
+	struct pid_namespace *ns;
+
+	if (!bpf_core_field_exists(struct pid_namespace, work))
+		return;
+	ns = (void *)work - bpf_core_field_offset(struct pid_namespace, work);
+	emit_destroy(NS_PID, ns_inum(&ns->ns), HOW_FREED);
+	for (int i = 0; i < MAX_NS_LEVEL; i++) {
+		ns = BPF_CORE_READ(ns, parent);
+		if (!ns || ns_refs(&ns->ns) != 1)
+			break;
+		emit_destroy(NS_PID, ns_inum(&ns->ns), HOW_LAST_REF);
+	}
+}
+
+SEC("tp_btf/workqueue_execute_start")
+int BPF_PROG(common_workqueue_execute_start, struct work_struct *work)
+{
+	__u64 fn = (__u64)BPF_CORE_READ(work, func);
+
+	if (fn == free_user_ns_fn)
+		user_ns_freed(work);
+	else if (fn == destroy_pidns_fn)
+		pid_ns_freed(work);
+	return 0;
+}

@@ -1,0 +1,168 @@
+// Command nstrace shows Linux namespaces being created, joined and torn
+// down, live.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/nstrace/nstrace/events"
+	"github.com/nstrace/nstrace/tracer"
+)
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitError = 1 // could not trace: privileges, kernel, backend
+	exitUsage = 2 // bad command line
+)
+
+type options struct {
+	output   string
+	backend  tracer.Backend
+	duration time.Duration
+	count    uint64
+	verbose  bool
+}
+
+const usageText = `Usage: nstrace [flags]
+
+Trace Linux namespaces live: every namespace created (clone, clone3,
+unshare), joined (setns) and torn down, with the flags that caused it.
+
+Examples:
+  sudo nstrace                      # human-readable, one line per event
+  sudo nstrace -o json | jq .       # JSON lines for log pipelines
+  sudo nstrace --count 10           # stop after 10 events
+  sudo nstrace --duration 30s       # stop after 30 seconds
+  sudo nstrace --backend tracepoint # force a backend
+
+Flags:
+`
+
+func main() {
+	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func realMain(args []string, stdout, stderr io.Writer) int {
+	opts, err := parseFlags(args, stderr)
+	if errors.Is(err, pflag.ErrHelp) {
+		return exitOK
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "nstrace: %v (see nstrace --help)\n", err)
+		return exitUsage
+	}
+	level := slog.LevelInfo
+	if opts.verbose {
+		level = slog.LevelDebug
+	}
+	slog.SetDefault(slog.New(newLogHandler(stderr, level)))
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, opts, stdout, stderr); err != nil {
+		fmt.Fprintf(stderr, "nstrace: %v\n", err)
+		return exitError
+	}
+	return exitOK
+}
+
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	var opts options
+	var backend string
+	fs := pflag.NewFlagSet("nstrace", pflag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors are reported by realMain, in one line
+	fs.StringVarP(&opts.output, "output", "o", "text", "output format: "+strings.Join(events.Formats, ", "))
+	fs.StringVar(&backend, "backend", string(tracer.Auto), "kernel hooks to use: auto, fentry, kprobe, tracepoint (auto tries them in that order)")
+	fs.DurationVar(&opts.duration, "duration", 0, "stop after this long (e.g. 30s, 5m); 0 runs until Ctrl-C")
+	fs.Uint64Var(&opts.count, "count", 0, "stop after this many events; 0 means no limit")
+	fs.BoolVarP(&opts.verbose, "verbose", "v", false, "log diagnostics (probes, skipped hooks) on stderr")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usageText)
+		fs.SetOutput(stderr)
+		fs.PrintDefaults()
+	}
+	help := fs.BoolP("help", "h", false, "show this help")
+	if err := fs.Parse(args); err != nil {
+		return opts, err
+	}
+	if *help {
+		fs.Usage()
+		return opts, pflag.ErrHelp
+	}
+	if fs.NArg() > 0 {
+		return opts, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if _, err := events.NewWriter(opts.output, io.Discard); err != nil {
+		return opts, err
+	}
+	b, err := tracer.ParseBackend(backend)
+	if err != nil {
+		return opts, err
+	}
+	opts.backend = b
+	if opts.duration < 0 {
+		return opts, fmt.Errorf("invalid duration %s: must not be negative", opts.duration)
+	}
+	return opts, nil
+}
+
+func run(ctx context.Context, opts options, stdout, stderr io.Writer) error {
+	out, err := events.NewWriter(opts.output, stdout)
+	if err != nil {
+		return err
+	}
+	dec, err := events.NewDecoder()
+	if err != nil {
+		return fmt.Errorf("read clocks: %w", err)
+	}
+	t, err := tracer.Open(tracer.Options{Backend: opts.backend})
+	if err != nil {
+		return err
+	}
+	defer t.Close()
+	for _, s := range t.Skipped {
+		slog.Info("not reported on this kernel: " + s)
+	}
+	if opts.duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, opts.duration)
+		defer cancel()
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	fmt.Fprintf(stderr, "nstrace: tracing namespaces (backend: %s); Ctrl-C to stop\n", t.Backend())
+
+	// Stopping: detach first so nothing new arrives, then the reader drains
+	// what is buffered and sees ringbuf.ErrFlushed.
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		<-ctx.Done()
+		if err := t.Detach(); err != nil {
+			slog.Warn("detach", "err", err)
+		}
+	}()
+
+	s := stream{t: t, dec: dec, out: out, life: events.NewLifetimes(), limit: opts.count}
+	err = s.loop(cancel)
+	cancel()
+	<-stopped
+	if ferr := s.finish(); err == nil {
+		err = ferr
+	}
+	fmt.Fprintf(stderr, "nstrace: %d events, %d lost\n", s.printed, s.lost)
+	return err
+}

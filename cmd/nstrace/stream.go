@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/nstrace/nstrace/events"
+	"github.com/nstrace/nstrace/tracer"
+)
+
+// stream moves events from the ring buffer to the output.
+type stream struct {
+	t       *tracer.Tracer
+	dec     *events.Decoder
+	out     events.Writer
+	life    *events.Lifetimes
+	limit   uint64 // stop after this many events; 0: no limit
+	printed uint64
+	lost    uint64
+}
+
+// loop reads until the tracer is flushed (after Detach) or the count limit
+// is reached, in which case it calls stop and keeps draining.
+func (s *stream) loop(stop context.CancelFunc) error {
+	var rec ringbuf.Record
+	for {
+		err := s.t.Read(&rec)
+		if errors.Is(err, ringbuf.ErrFlushed) || errors.Is(err, ringbuf.ErrClosed) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read ring buffer: %w", err)
+		}
+		ev, lost, err := s.dec.Decode(rec.RawSample)
+		if lost > 0 {
+			if err := s.reportLost(uint64(lost), ev); err != nil {
+				return err
+			}
+		}
+		if err != nil {
+			slog.Warn("skipping record", "err", err)
+			continue
+		}
+		if s.limit > 0 && s.printed >= s.limit {
+			continue // draining after --count
+		}
+		s.life.Annotate(&ev)
+		if err := s.out.Write(&ev); err != nil {
+			return fmt.Errorf("write: %w", err)
+		}
+		s.printed++
+		if s.limit > 0 && s.printed == s.limit {
+			stop()
+		}
+		if !s.t.Pending() {
+			if err := s.out.Flush(); err != nil {
+				return fmt.Errorf("write: %w", err)
+			}
+		}
+	}
+}
+
+func (s *stream) reportLost(n uint64, at events.Event) error {
+	s.lost += n
+	ev := events.Event{Kind: events.Lost, Time: at.Time, Count: n}
+	return s.out.Write(&ev)
+}
+
+// finish reports drops no record carried, then flushes.
+func (s *stream) finish() error {
+	n, err := s.t.Lost()
+	if err != nil {
+		slog.Warn("could not read drop counters", "err", err)
+	}
+	if n > 0 {
+		if err := s.reportLost(n, events.Event{Time: time.Now()}); err != nil {
+			return err
+		}
+	}
+	if err := s.out.Flush(); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	return nil
+}

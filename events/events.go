@@ -1,0 +1,166 @@
+// Package events decodes the records nstrace's BPF programs write and
+// formats them as text or JSON lines.
+package events
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	"github.com/nstrace/nstrace"
+)
+
+// Kind is what happened to a namespace.
+type Kind uint8
+
+// Values match enum event_kind in bpf/nstrace.bpf.c.
+const (
+	Create Kind = iota + 1
+	Join
+	NsproxyFree
+	Destroy
+	// Lost is synthesized in userspace from the drop counters.
+	Lost
+)
+
+var kindNames = [...]string{Create: "create", Join: "join", NsproxyFree: "nsproxy_free", Destroy: "destroy", Lost: "lost"}
+
+func (k Kind) String() string {
+	if int(k) < len(kindNames) && kindNames[k] != "" {
+		return kindNames[k]
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+// NsType is a namespace type; names are those of lsns and /proc/PID/ns.
+type NsType uint8
+
+// Values match enum ns_slot in bpf/nstrace.bpf.c.
+const (
+	Mnt NsType = iota
+	UTS
+	IPC
+	PID
+	Net
+	User
+	Cgroup
+	Time
+	numTypes
+)
+
+var typeNames = [...]string{"mnt", "uts", "ipc", "pid", "net", "user", "cgroup", "time"}
+
+func (t NsType) String() string {
+	if t < numTypes {
+		return typeNames[t]
+	}
+	return fmt.Sprintf("type(%d)", uint8(t))
+}
+
+// SlotNames names the namespaces an nsproxy holds, as the files in
+// /proc/PID/ns do; indexed like Event.Namespaces (user is not in an
+// nsproxy, so its slot is empty).
+var SlotNames = [...]string{"mnt", "uts", "ipc", "pid_for_children", "net", "", "cgroup", "time_for_children", "time"}
+
+var syscallNames = [...]string{"unknown", "clone", "clone3", "fork", "vfork", "unshare", "setns", "execve", "execveat"}
+
+var howNames = [...]string{1: "last_ref", 2: "freed"}
+
+// Event is one decoded namespace event.
+type Event struct {
+	Time     time.Time
+	Kind     Kind
+	Type     NsType
+	Inum     uint32
+	OldInum  uint32
+	Pid      uint32
+	Tid      uint32
+	Ppid     uint32
+	Uid      uint32
+	Comm     string
+	Syscall  string
+	Flags    uint64
+	Children bool // pid/time namespace for the caller's future children
+	How      string
+	// Lifetime since the create, when it was seen (HasLifetime).
+	Lifetime    time.Duration
+	HasLifetime bool
+	// Namespaces held by a freed nsproxy, indexed like SlotNames.
+	Namespaces [len(SlotNames)]uint32
+	// Count of lost events, for Kind Lost.
+	Count uint64
+}
+
+// Decoder turns raw records into Events.
+type Decoder struct {
+	// bootToWall converts CLOCK_BOOTTIME (what BPF stamps) to wall time.
+	bootToWall time.Duration
+}
+
+// NewDecoder measures the offset between the boot clock and the wall clock
+// now, as perf does, so event times are wall-clock times.
+func NewDecoder() (*Decoder, error) {
+	boot, err := bootTime()
+	if err != nil {
+		return nil, err
+	}
+	return &Decoder{bootToWall: time.Duration(time.Now().UnixNano()) - boot}, nil
+}
+
+// RecordSize is the size of one raw record.
+var RecordSize = binary.Size(nstrace.BpfEvent{})
+
+// Decode decodes one record. lost is the number of events the same CPU
+// dropped before this one.
+func (d *Decoder) Decode(raw []byte) (ev Event, lost uint32, err error) {
+	var r nstrace.BpfEvent
+	if len(raw) < RecordSize {
+		return ev, 0, fmt.Errorf("short record: %d bytes, want %d", len(raw), RecordSize)
+	}
+	if _, err := binary.Decode(raw, binary.NativeEndian, &r); err != nil {
+		return ev, 0, fmt.Errorf("decode record: %w", err)
+	}
+	kind := Kind(r.Kind)
+	if kind < Create || kind > Destroy || NsType(r.NsType) >= numTypes {
+		return ev, r.Lost, fmt.Errorf("corrupt record: kind %d, type %d", r.Kind, r.NsType)
+	}
+	ev = Event{
+		Time:     time.Unix(0, int64(time.Duration(r.TsNs)+d.bootToWall)),
+		Kind:     kind,
+		Type:     NsType(r.NsType),
+		Inum:     r.Inum,
+		OldInum:  r.OldInum,
+		Pid:      r.Pid,
+		Tid:      r.Tid,
+		Ppid:     r.Ppid,
+		Uid:      r.Uid,
+		Comm:     commString(r.Comm[:]),
+		Flags:    r.Flags,
+		Children: r.ForChildren != 0,
+	}
+	if kind == Create || kind == Join {
+		ev.Syscall = syscallNames[0]
+		if int(r.Syscall) < len(syscallNames) {
+			ev.Syscall = syscallNames[r.Syscall]
+		}
+	}
+	if kind == Destroy && int(r.How) < len(howNames) {
+		ev.How = howNames[r.How]
+	}
+	if kind == NsproxyFree {
+		ev.Namespaces = r.Inums
+	}
+	return ev, r.Lost, nil
+}
+
+func commString(c []int8) string {
+	b := make([]byte, len(c))
+	for i, v := range c {
+		b[i] = byte(v)
+	}
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		b = b[:i]
+	}
+	return string(b)
+}

@@ -1,0 +1,161 @@
+package events
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// Writer prints events in one output format.
+type Writer interface {
+	Write(ev *Event) error
+	// Flush pushes buffered output to the underlying writer.
+	Flush() error
+}
+
+// Formats lists the valid -o values.
+var Formats = []string{"text", "json"}
+
+// NewWriter returns the Writer for format ("text" or "json").
+func NewWriter(format string, w io.Writer) (Writer, error) {
+	bw := bufio.NewWriter(w)
+	switch format {
+	case "text":
+		return &textWriter{w: bw}, nil
+	case "json":
+		return &jsonWriter{w: bw, enc: json.NewEncoder(bw)}, nil
+	}
+	return nil, fmt.Errorf("invalid output format %q (valid: %s)", format, strings.Join(Formats, ", "))
+}
+
+// TimeFormat is RFC 3339 with a fixed nine-digit fraction.
+const TimeFormat = "2006-01-02T15:04:05.000000000Z07:00"
+
+// jsonEvent is the JSON lines schema; README documents every field.
+type jsonEvent struct {
+	Time          string       `json:"time"`
+	Event         string       `json:"event"`
+	Type          string       `json:"type,omitempty"`
+	Inum          uint32       `json:"inum,omitempty"`
+	Pid           *uint32      `json:"pid,omitempty"`
+	Tid           *uint32      `json:"tid,omitempty"`
+	Ppid          *uint32      `json:"ppid,omitempty"`
+	Uid           *uint32      `json:"uid,omitempty"`
+	Comm          *string      `json:"comm,omitempty"`
+	OldInum       uint32       `json:"old_inum,omitempty"`
+	ForChildren   bool         `json:"for_children,omitempty"`
+	Syscall       string       `json:"syscall,omitempty"`
+	CloneFlags    *[]string    `json:"clone_flags,omitempty"`
+	CloneFlagsRaw *uint64      `json:"clone_flags_raw,omitempty"`
+	How           string       `json:"how,omitempty"`
+	LifetimeNs    *int64       `json:"lifetime_ns,omitempty"`
+	Namespaces    *jsonNsproxy `json:"namespaces,omitempty"`
+	Count         *uint64      `json:"count,omitempty"`
+}
+
+type jsonNsproxy struct {
+	Mnt             uint32 `json:"mnt,omitempty"`
+	UTS             uint32 `json:"uts,omitempty"`
+	IPC             uint32 `json:"ipc,omitempty"`
+	Net             uint32 `json:"net,omitempty"`
+	Cgroup          uint32 `json:"cgroup,omitempty"`
+	Time            uint32 `json:"time,omitempty"`
+	TimeForChildren uint32 `json:"time_for_children,omitempty"`
+	PidForChildren  uint32 `json:"pid_for_children,omitempty"`
+}
+
+type jsonWriter struct {
+	w   *bufio.Writer
+	enc *json.Encoder
+}
+
+func (j *jsonWriter) Write(ev *Event) error {
+	out := jsonEvent{
+		Time:  ev.Time.Format(TimeFormat),
+		Event: ev.Kind.String(),
+	}
+	if ev.Kind == Lost {
+		out.Count = &ev.Count
+		return j.enc.Encode(&out)
+	}
+	out.Pid, out.Tid, out.Ppid, out.Uid, out.Comm = &ev.Pid, &ev.Tid, &ev.Ppid, &ev.Uid, &ev.Comm
+	switch ev.Kind {
+	case Create, Join:
+		out.Type, out.Inum, out.OldInum = ev.Type.String(), ev.Inum, ev.OldInum
+		out.ForChildren = ev.Children
+		out.Syscall = ev.Syscall
+		names := CloneFlagNames(ev.Flags)
+		out.CloneFlags = &names
+		out.CloneFlagsRaw = &ev.Flags
+	case Destroy:
+		out.Type, out.Inum, out.How = ev.Type.String(), ev.Inum, ev.How
+		if ev.HasLifetime {
+			ns := ev.Lifetime.Nanoseconds()
+			out.LifetimeNs = &ns
+		}
+	case NsproxyFree:
+		n := ev.Namespaces
+		out.Namespaces = &jsonNsproxy{
+			Mnt: n[Mnt], UTS: n[UTS], IPC: n[IPC], Net: n[Net], Cgroup: n[Cgroup],
+			Time: n[8], TimeForChildren: n[Time], PidForChildren: n[PID],
+		}
+	}
+	return j.enc.Encode(&out)
+}
+
+func (j *jsonWriter) Flush() error { return j.w.Flush() }
+
+// Text columns, in the style of BCC tools.
+const textHeader = "%-15s %-12s %-6s %-10s %-7s %-16s %s\n"
+
+type textWriter struct {
+	w          *bufio.Writer
+	headerDone bool
+}
+
+func (t *textWriter) Write(ev *Event) error {
+	if !t.headerDone {
+		fmt.Fprintf(t.w, textHeader, "TIME", "EVENT", "TYPE", "INUM", "PID", "COMM", "DETAILS")
+		t.headerDone = true
+	}
+	typ, inum, pid, comm := "-", "-", "-", "-"
+	if ev.Kind != Lost {
+		pid, comm = fmt.Sprint(ev.Pid), ev.Comm
+	}
+	if ev.Kind != Lost && ev.Kind != NsproxyFree {
+		typ, inum = ev.Type.String(), fmt.Sprint(ev.Inum)
+	}
+	_, err := fmt.Fprintf(t.w, textHeader, ev.Time.Format("15:04:05.000000"), ev.Kind, typ, inum, pid, comm, details(ev))
+	return err
+}
+
+func (t *textWriter) Flush() error { return t.w.Flush() }
+
+func details(ev *Event) string {
+	var b strings.Builder
+	switch ev.Kind {
+	case Create, Join:
+		fmt.Fprintf(&b, "syscall=%s flags=%s old=%d", ev.Syscall, FormatCloneFlags(ev.Flags), ev.OldInum)
+		if ev.Children {
+			b.WriteString(" for_children")
+		}
+	case Destroy:
+		fmt.Fprintf(&b, "how=%s", ev.How)
+		if ev.HasLifetime {
+			fmt.Fprintf(&b, " lifetime=%s", ev.Lifetime)
+		}
+	case NsproxyFree:
+		sep := ""
+		for i, name := range SlotNames {
+			if name != "" && ev.Namespaces[i] != 0 {
+				fmt.Fprintf(&b, "%s%s=%d", sep, name, ev.Namespaces[i])
+				sep = " "
+			}
+		}
+	case Lost:
+		fmt.Fprintf(&b, "count=%d", ev.Count)
+	}
+	return b.String()
+}

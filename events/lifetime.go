@@ -1,0 +1,58 @@
+package events
+
+import (
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func bootTime() (time.Duration, error) {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return 0, err
+	}
+	return time.Duration(ts.Nano()), nil
+}
+
+// MaxTracked bounds how many live namespaces Lifetimes remembers.
+const MaxTracked = 1 << 18
+
+type nsKey struct {
+	typ  NsType
+	inum uint32
+}
+
+// Lifetimes remembers when each namespace was created so that its destroy
+// event can carry its lifetime. Inode numbers are reused only after a
+// namespace is freed, so (type, inum) is unique among the live ones.
+type Lifetimes struct {
+	born map[nsKey]time.Time
+	// Untracked counts creates not remembered because MaxTracked was reached.
+	Untracked uint64
+}
+
+// NewLifetimes returns an empty tracker.
+func NewLifetimes() *Lifetimes {
+	return &Lifetimes{born: make(map[nsKey]time.Time)}
+}
+
+// Annotate records creates and fills the lifetime of destroys.
+func (l *Lifetimes) Annotate(ev *Event) {
+	k := nsKey{ev.Type, ev.Inum}
+	switch ev.Kind {
+	case Create:
+		if len(l.born) >= MaxTracked {
+			l.Untracked++
+			return
+		}
+		l.born[k] = ev.Time
+	case Destroy:
+		if t, ok := l.born[k]; ok {
+			ev.Lifetime, ev.HasLifetime = ev.Time.Sub(t), true
+			delete(l.born, k)
+		}
+	}
+}
+
+// Len is how many namespaces are being tracked.
+func (l *Lifetimes) Len() int { return len(l.born) }

@@ -1,0 +1,135 @@
+package tracer
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/features"
+	"golang.org/x/sys/unix"
+)
+
+// ErrPrivileges means the process may not load tracing BPF programs.
+var ErrPrivileges = errors.New("permission denied: tracing needs root, or the capabilities CAP_BPF + CAP_PERFMON (and CAP_SYS_ADMIN to mount tracefs if it is not mounted); run it with sudo")
+
+const (
+	capSysAdmin = 21
+	capPerfmon  = 38
+	capBPF      = 39
+)
+
+func checkPrivileges() error {
+	var hdr = unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("read capabilities: %w", err)
+	}
+	has := func(c uint) bool { return data[c/32].Effective&(1<<(c%32)) != 0 }
+	if has(capSysAdmin) || (has(capBPF) && has(capPerfmon)) {
+		return nil
+	}
+	return ErrPrivileges
+}
+
+// checkKernel explains, in words a user can act on, a kernel nstrace cannot
+// run on at all, whatever the backend.
+var checkKernel = sync.OnceValue(func() error {
+	if _, err := btf.LoadKernelSpec(); err != nil {
+		return fmt.Errorf("kernel BTF not found (%v): nstrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y, which exposes /sys/kernel/btf/vmlinux", err)
+	}
+	if err := features.HaveMapType(ebpf.RingBuf); err != nil {
+		return fmt.Errorf("BPF ring buffer not supported (%v): nstrace needs Linux 5.8 or newer", err)
+	}
+	return nil
+})
+
+// haveKprobes reports whether kprobes can be attached at all: through the
+// kprobe PMU, or tracefs's kprobe_events on older kernels.
+var haveKprobes = sync.OnceValue(func() error {
+	for _, p := range []string{
+		"/sys/bus/event_source/devices/kprobe",
+		"/sys/kernel/tracing/kprobe_events",
+		"/sys/kernel/debug/tracing/kprobe_events",
+	} {
+		if _, err := os.Stat(p); err == nil {
+			return nil
+		}
+	}
+	return errors.New("this kernel has no kprobe support (no kprobe PMU, no kprobe_events: CONFIG_KPROBES is off)")
+})
+
+// cilium/ebpf's hint for EPERM; on the kernels where BPF memory is charged to
+// the memory cgroup it points the wrong way, so it is replaced.
+const memlockHint = " (MEMLOCK may be too low, consider rlimit.RemoveMemlock)"
+
+// explainedError rewords an error but keeps it matchable with errors.Is.
+type explainedError struct {
+	msg string
+	err error
+}
+
+func (e *explainedError) Error() string { return e.msg }
+func (e *explainedError) Unwrap() error { return e.err }
+
+// explainLoad adds the likely cause to well-known load failures.
+func explainLoad(err error) error {
+	var ve *ebpf.VerifierError
+	switch {
+	case errors.Is(err, unix.EPERM):
+		msg := strings.Replace(err.Error(), memlockHint, "", 1)
+		return &explainedError{msg + " (the kernel refused it: lockdown, a security module, or missing privileges)", err}
+	case errors.As(err, &ve):
+		return fmt.Errorf("verifier rejected a program: %w", err)
+	}
+	return err
+}
+
+// kernelSymbols returns the addresses of the named symbols in
+// /proc/kallsyms; missing ones are absent from the map, and all are absent
+// when kallsyms hides addresses (kptr_restrict).
+func kernelSymbols(names ...string) (map[string]uint64, error) {
+	want := make(map[string]bool, len(names))
+	for _, n := range names {
+		want[n] = true
+	}
+	f, err := os.Open("/proc/kallsyms")
+	if err != nil {
+		return map[string]uint64{}, err
+	}
+	defer f.Close()
+	found := make(map[string]uint64, len(names))
+	sc := bufio.NewScanner(f)
+	for sc.Scan() && len(found) < len(names) {
+		// "ffffffff81464fe0 t free_user_ns" (module symbols have a 4th field)
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 3 || !want[fields[2]] || len(fields) > 3 {
+			continue
+		}
+		addr, err := strconv.ParseUint(fields[0], 16, 64)
+		if err != nil || addr == 0 {
+			continue
+		}
+		found[fields[2]] = addr
+	}
+	return found, sc.Err()
+}
+
+// ensureTracefs mounts tracefs where it normally lives if no tracefs is
+// mounted: classic tracepoints are looked up there.
+func ensureTracefs() error {
+	for _, dir := range []string{"/sys/kernel/tracing", "/sys/kernel/debug/tracing"} {
+		if _, err := os.Stat(dir + "/events"); err == nil {
+			return nil
+		}
+	}
+	if err := unix.Mount("nodev", "/sys/kernel/tracing", "tracefs", 0, ""); err != nil {
+		return fmt.Errorf("tracefs is not mounted and mounting it on /sys/kernel/tracing failed: %w", err)
+	}
+	return nil
+}

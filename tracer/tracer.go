@@ -1,0 +1,288 @@
+// Package tracer loads nstrace's BPF programs for one backend, attaches them
+// and hands out the raw records they write to the ring buffer.
+package tracer
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+
+	"github.com/nstrace/nstrace"
+)
+
+// Backend names a set of kernel hooks.
+type Backend string
+
+const (
+	Auto       Backend = "auto"
+	Fentry     Backend = "fentry"
+	Kprobe     Backend = "kprobe"
+	Tracepoint Backend = "tracepoint"
+)
+
+// Backends lists the valid --backend values, in the order auto tries them.
+var Backends = []Backend{Auto, Fentry, Kprobe, Tracepoint}
+
+// ParseBackend checks a --backend value.
+func ParseBackend(s string) (Backend, error) {
+	for _, b := range Backends {
+		if string(b) == s {
+			return b, nil
+		}
+	}
+	return "", fmt.Errorf("invalid backend %q (valid: %s)", s, joinBackends())
+}
+
+func joinBackends() string {
+	names := make([]string, len(Backends))
+	for i, b := range Backends {
+		names[i] = string(b)
+	}
+	return strings.Join(names, ", ")
+}
+
+// programPrefixes says which programs, by name, make up a backend.
+// "common_" programs are hooks every backend shares.
+var programPrefixes = map[Backend][]string{
+	Fentry:     {"fentry_", "fexit_", "common_"},
+	Kprobe:     {"kprobe_", "kretprobe_", "common_"},
+	Tracepoint: {"tp_", "common_"},
+}
+
+// Options configure Open.
+type Options struct {
+	Backend Backend
+	// RingBufferSize in bytes, a power of two multiple of the page size;
+	// 0 means the default.
+	RingBufferSize int
+}
+
+// DefaultRingBufferSize holds about 40k events.
+const DefaultRingBufferSize = 4 << 20
+
+// Tracer is a loaded and attached backend.
+type Tracer struct {
+	backend Backend
+	coll    *ebpf.Collection
+	links   []link.Link
+	reader  *ringbuf.Reader
+	// Skipped lists optional hooks that this kernel lacks.
+	Skipped []string
+}
+
+// Open checks privileges and kernel support, then loads and attaches a
+// backend. With Auto it tries fentry, kprobe and tracepoint in turn and logs
+// why each one it passed over could not be used.
+func Open(opts Options) (*Tracer, error) {
+	if err := checkPrivileges(); err != nil {
+		return nil, err
+	}
+	if err := checkKernel(); err != nil {
+		return nil, err
+	}
+	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; later ones
+	// to the memory cgroup, where this does nothing.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		slog.Debug("could not raise RLIMIT_MEMLOCK", "err", err)
+	}
+	if opts.RingBufferSize == 0 {
+		opts.RingBufferSize = DefaultRingBufferSize
+	}
+	if opts.Backend != Auto {
+		t, err := open(opts.Backend, opts)
+		if err != nil {
+			return nil, fmt.Errorf("backend %s: %w", opts.Backend, err)
+		}
+		return t, nil
+	}
+	var errs []error
+	for _, b := range Backends[1:] {
+		t, err := open(b, opts)
+		if err == nil {
+			return t, nil
+		}
+		slog.Info("backend unavailable, trying the next", "backend", b, "reason", err)
+		errs = append(errs, fmt.Errorf("%s: %w", b, err))
+	}
+	return nil, fmt.Errorf("no backend works on this kernel: %w", errors.Join(errs...))
+}
+
+func open(b Backend, opts Options) (_ *Tracer, err error) {
+	if b == Kprobe {
+		if err := haveKprobes(); err != nil {
+			return nil, err
+		}
+	}
+	spec, err := LoadSpec(b)
+	if err != nil {
+		return nil, err
+	}
+	spec.Maps["events"].MaxEntries = uint32(opts.RingBufferSize)
+
+	skipped, err := setKnobs(spec, b)
+	if err != nil {
+		return nil, err
+	}
+	coll, err := ebpf.NewCollection(spec)
+	if err != nil {
+		return nil, fmt.Errorf("load: %w", explainLoad(err))
+	}
+	t := &Tracer{backend: b, coll: coll, Skipped: skipped}
+	defer func() {
+		if err != nil {
+			t.Close()
+		}
+	}()
+
+	if err := ensureTracefs(); err != nil {
+		return nil, err
+	}
+	for name, p := range spec.Programs {
+		l, err := attach(p, coll.Programs[name])
+		if err != nil {
+			return nil, fmt.Errorf("attach %s: %w", name, err)
+		}
+		t.links = append(t.links, l)
+	}
+	t.reader, err = ringbuf.NewReader(coll.Maps["events"])
+	if err != nil {
+		return nil, fmt.Errorf("open ring buffer: %w", err)
+	}
+	return t, nil
+}
+
+// LoadSpec returns the BPF collection with only backend b's programs in it.
+func LoadSpec(b Backend) (*ebpf.CollectionSpec, error) {
+	prefixes, ok := programPrefixes[b]
+	if !ok {
+		return nil, fmt.Errorf("unknown backend %q", b)
+	}
+	spec, err := nstrace.LoadBpf()
+	if err != nil {
+		return nil, fmt.Errorf("parse BPF object: %w", err)
+	}
+	for name := range spec.Programs {
+		if !hasAnyPrefix(name, prefixes) {
+			delete(spec.Programs, name)
+		}
+	}
+	return spec, nil
+}
+
+func hasAnyPrefix(s string, prefixes []string) bool {
+	for _, p := range prefixes {
+		if strings.HasPrefix(s, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// setKnobs fills the BPF programs' run-time constants and drops optional
+// programs whose hook this kernel does not have.
+func setKnobs(spec *ebpf.CollectionSpec, b Backend) (skipped []string, err error) {
+	syms, err := kernelSymbols("free_user_ns", "destroy_pid_namespace_work")
+	if err != nil {
+		slog.Debug("kallsyms unreadable", "err", err)
+	}
+	set := map[string]any{
+		"free_user_ns_fn":         syms["free_user_ns"],
+		"destroy_pidns_fn":        syms["destroy_pid_namespace_work"],
+		"release_at_syscall_exit": b == Tracepoint,
+	}
+	for name, v := range set {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return nil, fmt.Errorf("set %s: %w", name, err)
+		}
+	}
+	if syms["free_user_ns"] == 0 {
+		skipped = append(skipped, "user namespace destroy (free_user_ns not in /proc/kallsyms)")
+	}
+	if syms["destroy_pid_namespace_work"] == 0 {
+		skipped = append(skipped, "pid namespace destroy from its work item (kernel before 6.14)")
+	}
+	if syms["free_user_ns"] == 0 && syms["destroy_pid_namespace_work"] == 0 {
+		delete(spec.Programs, "common_workqueue_execute_start")
+	}
+	return skipped, nil
+}
+
+func attach(spec *ebpf.ProgramSpec, prog *ebpf.Program) (link.Link, error) {
+	switch spec.Type {
+	case ebpf.Tracing:
+		return link.AttachTracing(link.TracingOptions{Program: prog})
+	case ebpf.Kprobe:
+		if strings.HasPrefix(spec.SectionName, "kretprobe/") {
+			return link.Kretprobe(spec.AttachTo, prog, nil)
+		}
+		return link.Kprobe(spec.AttachTo, prog, nil)
+	case ebpf.TracePoint:
+		group, name, ok := strings.Cut(spec.AttachTo, "/")
+		if !ok {
+			return nil, fmt.Errorf("bad tracepoint %q", spec.AttachTo)
+		}
+		return link.Tracepoint(group, name, prog, nil)
+	}
+	return nil, fmt.Errorf("program type %s: %w", spec.Type, errors.ErrUnsupported)
+}
+
+// Backend reports which backend is attached.
+func (t *Tracer) Backend() Backend { return t.backend }
+
+// Read blocks until a record is available, or until Flush has been called
+// and everything buffered before it has been returned (then it returns
+// ringbuf.ErrFlushed), or until Close.
+func (t *Tracer) Read(rec *ringbuf.Record) error { return t.reader.ReadInto(rec) }
+
+// Pending reports whether records are waiting in the ring buffer.
+func (t *Tracer) Pending() bool { return t.reader.AvailableBytes() > 0 }
+
+// Detach removes every hook, so no new records arrive, and wakes Read so
+// that it returns what is still buffered and then ringbuf.ErrFlushed.
+func (t *Tracer) Detach() error {
+	var errs []error
+	for _, l := range t.links {
+		errs = append(errs, l.Close())
+	}
+	t.links = nil
+	if t.reader != nil {
+		errs = append(errs, t.reader.Flush())
+	}
+	return errors.Join(errs...)
+}
+
+// Lost returns, and resets, the events dropped that no record carried yet.
+func (t *Tracer) Lost() (uint64, error) {
+	m := t.coll.Maps["lost"]
+	var perCPU []uint64
+	if err := m.Lookup(uint32(0), &perCPU); err != nil {
+		return 0, fmt.Errorf("read lost counters: %w", err)
+	}
+	var n uint64
+	for _, v := range perCPU {
+		n += v
+	}
+	zero := make([]uint64, len(perCPU))
+	if err := m.Put(uint32(0), zero); err != nil {
+		return 0, fmt.Errorf("reset lost counters: %w", err)
+	}
+	return n, nil
+}
+
+// Close detaches and frees everything.
+func (t *Tracer) Close() error {
+	errs := []error{t.Detach()}
+	if t.reader != nil {
+		errs = append(errs, t.reader.Close())
+	}
+	if t.coll != nil {
+		t.coll.Close()
+	}
+	return errors.Join(errs...)
+}
