@@ -1,0 +1,222 @@
+package events
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nstrace/nstrace"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func init() {
+	// Golden output must not depend on the machine's time zone.
+	time.Local = time.UTC
+}
+
+func TestCloneFlagNames(t *testing.T) {
+	for _, tc := range []struct {
+		flags uint64
+		want  []string
+	}{
+		{0, []string{}},
+		{0x4e020000, []string{"CLONE_NEWNS", "CLONE_NEWCGROUP", "CLONE_NEWUTS", "CLONE_NEWIPC", "CLONE_NEWNET"}},
+		{0x30000080, []string{"CLONE_NEWTIME", "CLONE_NEWUSER", "CLONE_NEWPID"}},
+		{0x10000000 | 0x200000000, []string{"CLONE_NEWUSER", "CLONE_INTO_CGROUP"}},
+		// unknown bits are kept, not dropped
+		{0x40000000 | 0x1 | 0x400000000, []string{"CLONE_NEWNET", "0x400000001"}},
+	} {
+		if got := CloneFlagNames(tc.flags); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("CloneFlagNames(%#x) = %q, want %q", tc.flags, got, tc.want)
+		}
+	}
+	if got := FormatCloneFlags(0); got != "0" {
+		t.Errorf("FormatCloneFlags(0) = %q", got)
+	}
+	if got := FormatCloneFlags(0x44000000); got != "CLONE_NEWUTS|CLONE_NEWNET" {
+		t.Errorf("FormatCloneFlags = %q", got)
+	}
+}
+
+func comm(s string) (c [16]int8) {
+	for i := range len(s) {
+		c[i] = int8(s[i])
+	}
+	return c
+}
+
+func encode(t *testing.T, r nstrace.BpfEvent) []byte {
+	t.Helper()
+	b, err := binary.Append(nil, binary.NativeEndian, &r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// testDecoder stamps boot time 0 at 2026-11-30T12:00:00Z.
+var testDecoder = &Decoder{bootToWall: time.Duration(time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC).UnixNano())}
+
+// records is one of each kind of event, as the BPF side writes them.
+func records() []nstrace.BpfEvent {
+	proc := func(r nstrace.BpfEvent) nstrace.BpfEvent {
+		r.Pid, r.Tid, r.Ppid, r.Uid, r.Comm = 4242, 4243, 1, 0, comm("unshare")
+		return r
+	}
+	return []nstrace.BpfEvent{
+		proc(nstrace.BpfEvent{TsNs: 1_000_000_001, Kind: 1, NsType: 4, Inum: 4026532181, OldInum: 4026531833, Syscall: 5, Flags: 0x4e020000}),
+		proc(nstrace.BpfEvent{TsNs: 1_000_000_002, Kind: 1, NsType: 3, Inum: 4026532178, OldInum: 4026531836, Syscall: 5, Flags: 0x20000000, ForChildren: 1}),
+		proc(nstrace.BpfEvent{TsNs: 1_000_000_003, Kind: 2, NsType: 1, Inum: 4026532190, OldInum: 4026531838, Syscall: 6, Flags: 0}),
+		proc(nstrace.BpfEvent{TsNs: 2_500_000_000, Kind: 3, Inums: [9]uint32{4026532177, 4026532178, 4026532179, 4026531836, 4026532181, 0, 4026532180, 4026531834, 4026531834}}),
+		proc(nstrace.BpfEvent{TsNs: 2_500_000_100, Kind: 4, NsType: 4, Inum: 4026532181, How: 1}),
+		proc(nstrace.BpfEvent{TsNs: 2_500_000_200, Kind: 4, NsType: 5, Inum: 4026532999, How: 2}),
+	}
+}
+
+// decodeAll runs the records through Decode and Lifetimes, as nstrace does.
+func decodeAll(t *testing.T) []Event {
+	t.Helper()
+	life := NewLifetimes()
+	var evs []Event
+	for _, r := range records() {
+		ev, lost, err := testDecoder.Decode(encode(t, r))
+		if err != nil || lost != 0 {
+			t.Fatalf("Decode: %v (lost %d)", err, lost)
+		}
+		life.Annotate(&ev)
+		evs = append(evs, ev)
+	}
+	return append(evs, Event{Kind: Lost, Time: evs[len(evs)-1].Time, Count: 7})
+}
+
+func TestDecode(t *testing.T) {
+	evs := decodeAll(t)
+	create := evs[0]
+	if create.Kind != Create || create.Type != Net || create.Inum != 4026532181 || create.OldInum != 4026531833 ||
+		create.Syscall != "unshare" || create.Comm != "unshare" || create.Pid != 4242 || create.Tid != 4243 {
+		t.Errorf("create decoded as %+v", create)
+	}
+	if want := time.Date(2026, 11, 30, 12, 0, 1, 1, time.UTC); !create.Time.Equal(want) {
+		t.Errorf("time = %v, want %v", create.Time, want)
+	}
+	destroy := evs[4]
+	if !destroy.HasLifetime || destroy.Lifetime != 1_500_000_099 || destroy.How != "last_ref" {
+		t.Errorf("destroy decoded as %+v", destroy)
+	}
+	if evs[5].HasLifetime {
+		t.Errorf("destroy of a namespace whose create was not seen has a lifetime: %+v", evs[5])
+	}
+}
+
+func TestDecodeRejectsBadRecords(t *testing.T) {
+	good := encode(t, records()[0])
+	if _, _, err := testDecoder.Decode(good[:len(good)-1]); err == nil {
+		t.Error("short record decoded without error")
+	}
+	bad := records()[0]
+	bad.Kind = 99
+	if _, _, err := testDecoder.Decode(encode(t, bad)); err == nil {
+		t.Error("unknown kind decoded without error")
+	}
+	bad = records()[0]
+	bad.NsType = 8
+	if _, _, err := testDecoder.Decode(encode(t, bad)); err == nil {
+		t.Error("unknown namespace type decoded without error")
+	}
+	lostRec := records()[0]
+	lostRec.Lost = 3
+	if _, lost, err := testDecoder.Decode(encode(t, lostRec)); err != nil || lost != 3 {
+		t.Errorf("lost count = %d, %v; want 3", lost, err)
+	}
+}
+
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test ./events -update to create it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs from golden output:\n--- got\n%s\n--- want\n%s", name, got, want)
+	}
+}
+
+func format(t *testing.T, name string) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	w, err := NewWriter(name, &buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range decodeAll(t) {
+		if err := w.Write(&ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func TestTextGolden(t *testing.T) {
+	golden(t, "events.txt", format(t, "text"))
+}
+
+func TestJSONGolden(t *testing.T) {
+	out := format(t, "json")
+	golden(t, "events.jsonl", out)
+	// Every line is one JSON object with the fields the README promises.
+	for i, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("line %d: %v", i, err)
+		}
+		for _, k := range []string{"time", "event"} {
+			if _, ok := m[k]; !ok {
+				t.Errorf("line %d has no %q: %s", i, k, line)
+			}
+		}
+		if _, err := time.Parse(time.RFC3339Nano, m["time"].(string)); err != nil {
+			t.Errorf("line %d: time: %v", i, err)
+		}
+	}
+}
+
+func TestNewWriterRejectsUnknownFormat(t *testing.T) {
+	_, err := NewWriter("xml", &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), "text, json") {
+		t.Errorf("NewWriter(xml) error = %v, want one naming the valid formats", err)
+	}
+}
+
+func TestLifetimesBounded(t *testing.T) {
+	l := NewLifetimes()
+	now := time.Now()
+	for i := range MaxTracked + 10 {
+		l.Annotate(&Event{Kind: Create, Type: Net, Inum: uint32(i), Time: now})
+	}
+	if l.Len() != MaxTracked || l.Untracked != 10 {
+		t.Fatalf("tracked %d, untracked %d", l.Len(), l.Untracked)
+	}
+	for i := range MaxTracked {
+		l.Annotate(&Event{Kind: Destroy, Type: Net, Inum: uint32(i), Time: now})
+	}
+	if l.Len() != 0 {
+		t.Fatalf("%d entries left after every namespace was destroyed", l.Len())
+	}
+}
