@@ -45,6 +45,7 @@ type BpfSnap struct {
 	Inum         [9]uint32
 	Ref          [9]uint32
 	Nsproxy      uint64
+	Net          uint64
 	Flags        uint64
 	NsproxyCount uint32
 	Pad          uint32
@@ -56,6 +57,7 @@ type BpfSnap struct {
 const (
 	BpfMapEvents                        = "events"
 	BpfMapKprobeArgs                    = "kprobe_args"
+	BpfMapLiveNets                      = "live_nets"
 	BpfMapLost                          = "lost"
 	BpfMapSyscallSnaps                  = "syscall_snaps"
 	BpfProgCommonSysEnterSetns          = "common_sys_enter_setns"
@@ -73,6 +75,7 @@ const (
 	BpfProgTpSysEnterUnshare            = "tp_sys_enter_unshare"
 	BpfProgTpSysExitUnshare             = "tp_sys_exit_unshare"
 	BpfProgTpTaskNewtask                = "tp_task_newtask"
+	BpfVarCleanupNetFn                  = "cleanup_net_fn"
 	BpfVarDestroyPidnsFn                = "destroy_pidns_fn"
 	BpfVarFreeUserNsFn                  = "free_user_ns_fn"
 	BpfVarReleaseAtSyscallExit          = "release_at_syscall_exit"
@@ -144,6 +147,7 @@ type BpfProgramSpecs struct {
 type BpfMapSpecs struct {
 	Events       *ebpf.MapSpec `ebpf:"events"`
 	KprobeArgs   *ebpf.MapSpec `ebpf:"kprobe_args"`
+	LiveNets     *ebpf.MapSpec `ebpf:"live_nets"`
 	Lost         *ebpf.MapSpec `ebpf:"lost"`
 	SyscallSnaps *ebpf.MapSpec `ebpf:"syscall_snaps"`
 }
@@ -152,6 +156,7 @@ type BpfMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BpfVariableSpecs struct {
+	CleanupNetFn         *ebpf.VariableSpec `ebpf:"cleanup_net_fn"`
 	DestroyPidnsFn       *ebpf.VariableSpec `ebpf:"destroy_pidns_fn"`
 	FreeUserNsFn         *ebpf.VariableSpec `ebpf:"free_user_ns_fn"`
 	ReleaseAtSyscallExit *ebpf.VariableSpec `ebpf:"release_at_syscall_exit"`
@@ -180,6 +185,7 @@ func (o *BpfObjects) Close() error {
 type BpfMaps struct {
 	Events       *ebpf.Map `ebpf:"events"`
 	KprobeArgs   *ebpf.Map `ebpf:"kprobe_args"`
+	LiveNets     *ebpf.Map `ebpf:"live_nets"`
 	Lost         *ebpf.Map `ebpf:"lost"`
 	SyscallSnaps *ebpf.Map `ebpf:"syscall_snaps"`
 }
@@ -188,6 +194,7 @@ func (m *BpfMaps) Close() error {
 	return _BpfClose(
 		m.Events,
 		m.KprobeArgs,
+		m.LiveNets,
 		m.Lost,
 		m.SyscallSnaps,
 	)
@@ -197,6 +204,7 @@ func (m *BpfMaps) Close() error {
 //
 // It can be passed to LoadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BpfVariables struct {
+	CleanupNetFn         *ebpf.Variable `ebpf:"cleanup_net_fn"`
 	DestroyPidnsFn       *ebpf.Variable `ebpf:"destroy_pidns_fn"`
 	FreeUserNsFn         *ebpf.Variable `ebpf:"free_user_ns_fn"`
 	ReleaseAtSyscallExit *ebpf.Variable `ebpf:"release_at_syscall_exit"`

@@ -101,6 +101,7 @@ struct snap {
 	__u32 inum[NS_SLOTS];
 	__u32 ref[NS_SLOTS];
 	__u64 nsproxy;
+	__u64 net; // struct net *, to follow it to its cleanup
 	__u64 flags;
 	__u32 nsproxy_count;
 	__u32 _pad;
@@ -146,11 +147,22 @@ struct {
 	__type(value, struct kargs);
 } kprobe_args SEC(".maps");
 
+// Network namespaces die asynchronously, often long after the last process
+// left (sockets closing at exit hold them): they are remembered from
+// creation to cleanup_net(). Key: struct net *; value: inum.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u32);
+} live_nets SEC(".maps");
+
 // Set by userspace before load.
 // Addresses of the work functions that free user and pid namespaces
 // (from /proc/kallsyms); 0 disables that teardown hook.
 volatile const __u64 free_user_ns_fn = 0;
 volatile const __u64 destroy_pidns_fn = 0;
+volatile const __u64 cleanup_net_fn = 0;
 // Tracepoint backend only: nothing hooks free_nsproxy, so an nsproxy that
 // unshare/setns replaced is known to be freed from its refcount at entry.
 volatile const bool release_at_syscall_exit = false;
@@ -236,6 +248,7 @@ static __always_inline void snap_nsproxy(struct nsproxy *p, struct snap *s)
 	if (!p)
 		return;
 	s->nsproxy_count = nsproxy_count(p);
+	s->net = (__u64)BPF_CORE_READ(p, net_ns);
 #pragma unroll
 	for (int i = 0; i < NS_SLOTS; i++) {
 		struct ns_common *ns;
@@ -388,6 +401,9 @@ static __always_inline void emit_diff(struct snap *old, struct snap *new, __u8 k
 		if (!new->inum[i] || new->inum[i] == old->inum[i])
 			continue;
 		emit_ns(kind, i, new->inum[i], old->inum[i], flags, sc);
+		if (i == NS_NET && kind == EV_CREATE && cleanup_net_fn &&
+		    bpf_map_update_elem(&live_nets, &new->net, &new->inum[i], BPF_NOEXIST))
+			count_lost();
 	}
 }
 
@@ -430,6 +446,8 @@ static __always_inline void emit_release(struct snap *s, struct snap *after)
 		if (i == NS_USER || !s->inum[i])
 			continue;
 		if (i == NS_PID && pidns_freed_by_work())
+			continue;
+		if (i == NS_NET && cleanup_net_fn)
 			continue;
 		if (i == NS_TIME_ACTIVE && s->inum[i] == s->inum[NS_TIME])
 			continue;
@@ -691,6 +709,19 @@ static __always_inline void pid_ns_freed(struct work_struct *work)
 	}
 }
 
+// cleanup_net() is about to tear down every network namespace whose count
+// dropped to zero; a tracked one still at zero is among them.
+static long sweep_net(struct bpf_map *map, __u64 *key, __u32 *inum, void *ctx)
+{
+	struct net *net = (struct net *)*key;
+
+	if (ns_refs(&net->ns) == 0) {
+		emit_destroy(NS_NET, *inum, HOW_FREED);
+		bpf_map_delete_elem(map, key);
+	}
+	return 0;
+}
+
 SEC("tp_btf/workqueue_execute_start")
 int BPF_PROG(common_workqueue_execute_start, struct work_struct *work)
 {
@@ -700,5 +731,7 @@ int BPF_PROG(common_workqueue_execute_start, struct work_struct *work)
 		user_ns_freed(work);
 	else if (fn == destroy_pidns_fn)
 		pid_ns_freed(work);
+	else if (fn == cleanup_net_fn)
+		bpf_for_each_map_elem(&live_nets, sweep_net, NULL, 0);
 	return 0;
 }

@@ -187,13 +187,14 @@ func hasAnyPrefix(s string, prefixes []string) bool {
 // setKnobs fills the BPF programs' run-time constants and drops optional
 // programs whose hook this kernel does not have.
 func setKnobs(spec *ebpf.CollectionSpec, b Backend) (skipped []string, err error) {
-	syms, err := kernelSymbols("free_user_ns", "destroy_pid_namespace_work")
+	syms, err := kernelSymbols("free_user_ns", "destroy_pid_namespace_work", "cleanup_net")
 	if err != nil {
 		slog.Debug("kallsyms unreadable", "err", err)
 	}
 	set := map[string]any{
 		"free_user_ns_fn":         syms["free_user_ns"],
 		"destroy_pidns_fn":        syms["destroy_pid_namespace_work"],
+		"cleanup_net_fn":          syms["cleanup_net"],
 		"release_at_syscall_exit": b == Tracepoint,
 	}
 	for name, v := range set {
@@ -207,7 +208,10 @@ func setKnobs(spec *ebpf.CollectionSpec, b Backend) (skipped []string, err error
 	if syms["destroy_pid_namespace_work"] == 0 {
 		skipped = append(skipped, "pid namespace destroy from its work item (kernel before 6.14)")
 	}
-	if syms["free_user_ns"] == 0 && syms["destroy_pid_namespace_work"] == 0 {
+	if syms["cleanup_net"] == 0 {
+		skipped = append(skipped, "network namespace destroy when sockets outlive the processes (cleanup_net not in /proc/kallsyms)")
+	}
+	if len(syms) == 0 {
 		delete(spec.Programs, "common_workqueue_execute_start")
 	}
 	return skipped, nil
