@@ -48,4 +48,6 @@ vmtest:
 deps:
 	scripts/deps.sh
 
+# Under check a missing tool or privilege fails a test instead of skipping it.
+check: export NSTRACE_TEST_STRICT = 1
 check: deps lint check-generated test vmtest
