@@ -666,7 +666,9 @@ int BPF_KPROBE(kprobe_free_nsproxy, struct nsproxy *p)
 SEC("tp_btf/sched_process_exit")
 int tp_sched_process_exit(void *ctx)
 {
-	struct nsproxy *p = BPF_CORE_READ(bpf_get_current_task_btf(), nsproxy);
+	// Runs on every exit: direct BTF loads, no helper calls, until we know
+	// this exit frees an nsproxy.
+	struct nsproxy *p = bpf_get_current_task_btf()->nsproxy;
 	struct snap s = {};
 
 	if (!p || nsproxy_count(p) != 1)
@@ -725,7 +727,8 @@ static long sweep_net(struct bpf_map *map, __u64 *key, __u32 *inum, void *ctx)
 SEC("tp_btf/workqueue_execute_start")
 int BPF_PROG(common_workqueue_execute_start, struct work_struct *work)
 {
-	__u64 fn = (__u64)BPF_CORE_READ(work, func);
+	// Runs for every work item: one load and three compares.
+	__u64 fn = (__u64)work->func;
 
 	if (fn == free_user_ns_fn)
 		user_ns_freed(work);
