@@ -175,17 +175,18 @@ struct ns_common___old {
 	refcount_t count;
 } __attribute__((preserve_access_index));
 
+// Reads here are deliberately branch-free: a NULL namespace pointer makes
+// the probe read fail, which yields 0. Every branch multiplies the paths the
+// verifier walks, and older verifiers (6.1) give up on the unrolled loops.
 static __always_inline __u32 ns_inum(struct ns_common *ns)
 {
-	return ns ? BPF_CORE_READ(ns, inum) : 0;
+	return BPF_CORE_READ(ns, inum);
 }
 
 static __always_inline __u32 ns_refs(struct ns_common *ns)
 {
 	__u32 v = 0;
 
-	if (!ns)
-		return 0;
 	if (bpf_core_field_exists(struct ns_common___new, __ns_ref))
 		bpf_core_read(&v, sizeof(v), &((struct ns_common___new *)ns)->__ns_ref);
 	else
@@ -208,35 +209,35 @@ static __always_inline struct ns_common *nsproxy_slot(struct nsproxy *p, int slo
 	switch (slot) {
 	case NS_MNT: {
 		struct mnt_namespace *n = BPF_CORE_READ(p, mnt_ns);
-		return n ? &n->ns : NULL;
+		return &n->ns;
 	}
 	case NS_UTS: {
 		struct uts_namespace *n = BPF_CORE_READ(p, uts_ns);
-		return n ? &n->ns : NULL;
+		return &n->ns;
 	}
 	case NS_IPC: {
 		struct ipc_namespace *n = BPF_CORE_READ(p, ipc_ns);
-		return n ? &n->ns : NULL;
+		return &n->ns;
 	}
 	case NS_PID: {
 		struct pid_namespace *n = BPF_CORE_READ(p, pid_ns_for_children);
-		return n ? &n->ns : NULL;
+		return &n->ns;
 	}
 	case NS_NET: {
 		struct net *n = BPF_CORE_READ(p, net_ns);
-		return n ? &n->ns : NULL;
+		return &n->ns;
 	}
 	case NS_CGROUP: {
 		struct cgroup_namespace *n = BPF_CORE_READ(p, cgroup_ns);
-		return n ? &n->ns : NULL;
+		return &n->ns;
 	}
 	case NS_TIME: {
 		struct time_namespace *n = BPF_CORE_READ(p, time_ns_for_children);
-		return n ? &n->ns : NULL;
+		return &n->ns;
 	}
 	case NS_TIME_ACTIVE: {
 		struct time_namespace *n = BPF_CORE_READ(p, time_ns);
-		return n ? &n->ns : NULL;
+		return &n->ns;
 	}
 	}
 	return NULL;
@@ -368,26 +369,33 @@ static __always_inline __u64 syscall_flags(__u8 sc)
 	return 0;
 }
 
-static __always_inline bool for_children(int type, __u8 sc)
+static __always_inline bool for_children(__u32 type, __u32 sc)
 {
 	// unshare/setns of pid and time only affect children; after a clone
 	// the child itself is in the new namespace.
 	return (type == NS_PID || type == NS_TIME) && (sc == SC_UNSHARE || sc == SC_SETNS);
 }
 
-static __always_inline void emit_ns(__u8 kind, int type, __u32 inum, __u32 old_inum,
-				    __u64 flags, __u8 sc)
+// emit_ns and emit_destroy are global functions: the verifier checks each
+// once, instead of once per path through every caller.
+// BPF functions take at most five arguments: kind, type and syscall travel
+// packed in one.
+#define NS_WHAT(kind, type, sc) ((kind) | (type) << 8 | (sc) << 16)
+
+__noinline int emit_ns(__u32 what, __u32 inum, __u32 old_inum, __u64 flags)
 {
-	struct event *e = ev_new(kind, type);
+	__u32 type = (what >> 8) & 0xff, sc = what >> 16;
+	struct event *e = ev_new(what & 0xff, type);
 
 	if (!e)
-		return;
+		return 0;
 	e->inum = inum;
 	e->old_inum = old_inum;
 	e->flags = flags;
 	e->syscall = sc;
 	e->for_children = for_children(type, sc);
 	bpf_ringbuf_submit(e, 0);
+	return 0;
 }
 
 // One event per namespace type whose inum differs between two snapshots.
@@ -400,22 +408,23 @@ static __always_inline void emit_diff(struct snap *old, struct snap *new, __u8 k
 			continue;
 		if (!new->inum[i] || new->inum[i] == old->inum[i])
 			continue;
-		emit_ns(kind, i, new->inum[i], old->inum[i], flags, sc);
+		emit_ns(NS_WHAT(kind, i, sc), new->inum[i], old->inum[i], flags);
 		if (i == NS_NET && kind == EV_CREATE && cleanup_net_fn &&
 		    bpf_map_update_elem(&live_nets, &new->net, &new->inum[i], BPF_NOEXIST))
 			count_lost();
 	}
 }
 
-static __always_inline void emit_destroy(int type, __u32 inum, __u8 how)
+__noinline int emit_destroy(__u32 type, __u32 inum, __u32 how)
 {
 	struct event *e = ev_new(EV_DESTROY, type);
 
 	if (!e)
-		return;
+		return 0;
 	e->inum = inum;
 	e->how = how;
 	bpf_ringbuf_submit(e, 0);
+	return 0;
 }
 
 static __always_inline bool pidns_freed_by_work(void)
@@ -493,8 +502,8 @@ static __always_inline int on_new_user_ns(struct cred *cred)
 		return 0;
 	parent = BPF_CORE_READ(ns, parent);
 	sc = cur_syscall();
-	emit_ns(EV_CREATE, NS_USER, ns_inum(&ns->ns), parent ? ns_inum(&parent->ns) : 0,
-		syscall_flags(sc), sc);
+	emit_ns(NS_WHAT(EV_CREATE, NS_USER, sc), ns_inum(&ns->ns), ns_inum(&parent->ns),
+		syscall_flags(sc));
 	return 0;
 }
 
