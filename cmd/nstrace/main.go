@@ -147,16 +147,16 @@ func run(ctx context.Context, opts options, stdout, stderr io.Writer) error {
 
 	// Stopping: detach first so nothing new arrives, then the reader drains
 	// what is buffered and sees ringbuf.ErrFlushed.
+	s := &stream{t: t, dec: dec, out: out, life: events.NewLifetimes(), limit: opts.count}
 	stopped := make(chan struct{})
 	go func() {
 		defer close(stopped)
 		<-ctx.Done()
+		s.requestStop()
 		if err := t.Detach(); err != nil {
 			slog.Warn("detach", "err", err)
 		}
 	}()
-
-	s := stream{t: t, dec: dec, out: out, life: events.NewLifetimes(), limit: opts.count}
 	err = s.loop(cancel)
 	cancel()
 	<-stopped

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf/ringbuf"
@@ -22,6 +23,7 @@ type stream struct {
 	limit   uint64 // stop after this many events; 0: no limit
 	printed uint64
 	lost    uint64
+	stopAt  atomic.Int64 // wall-clock ns of the stop request, 0 before
 }
 
 // loop reads until the tracer is flushed (after Detach) or the count limit
@@ -37,6 +39,12 @@ func (s *stream) loop(stop context.CancelFunc) error {
 			return fmt.Errorf("read ring buffer: %w", err)
 		}
 		ev, lost, err := s.dec.Decode(rec.RawSample)
+		if s.stopped(&ev) {
+			// Detaching takes a while and not all hooks go at once: what
+			// they report after the stop request is a partial picture.
+			s.lost += uint64(lost)
+			continue
+		}
 		if lost > 0 {
 			if err := s.reportLost(uint64(lost), ev); err != nil {
 				return err
@@ -45,9 +53,6 @@ func (s *stream) loop(stop context.CancelFunc) error {
 		if err != nil {
 			slog.Warn("skipping record", "err", err)
 			continue
-		}
-		if s.limit > 0 && s.printed >= s.limit {
-			continue // draining after --count
 		}
 		s.life.Annotate(&ev)
 		if err := s.out.Write(&ev); err != nil {
@@ -63,6 +68,20 @@ func (s *stream) loop(stop context.CancelFunc) error {
 			}
 		}
 	}
+}
+
+// requestStop marks the moment nstrace was asked to stop.
+func (s *stream) requestStop() {
+	s.stopAt.CompareAndSwap(0, time.Now().UnixNano())
+}
+
+// stopped reports whether ev comes after the stop request or the count limit.
+func (s *stream) stopped(ev *events.Event) bool {
+	if s.limit > 0 && s.printed >= s.limit {
+		return true
+	}
+	at := s.stopAt.Load()
+	return at != 0 && !ev.Time.IsZero() && ev.Time.UnixNano() > at
 }
 
 func (s *stream) reportLost(n uint64, at events.Event) error {

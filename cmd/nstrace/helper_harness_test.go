@@ -1,0 +1,627 @@
+package main
+
+// The harness (nstraceRun): runs the real nstrace binary, waits for its
+// ready line, records every stdout line (decoding and schema-checking JSON
+// events), and stops it with a signal, checking the exit status and the
+// integrity of the output.
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var readyRE = regexp.MustCompile(`^nstrace: tracing namespaces \(backend: ([a-z]+)\); Ctrl-C to stop$`)
+
+var knownBackends = []string{"fentry", "kprobe", "tracepoint"}
+
+// jsonEvent is one JSON line of `nstrace -o json`.
+type jsonEvent struct {
+	Time          string            `json:"time"`
+	Event         string            `json:"event"`
+	PID           int               `json:"pid"`
+	TID           int               `json:"tid"`
+	PPID          int               `json:"ppid"`
+	UID           int64             `json:"uid"`
+	Comm          string            `json:"comm"`
+	Type          string            `json:"type"`
+	Inum          uint64            `json:"inum"`
+	OldInum       uint64            `json:"old_inum"`
+	Syscall       string            `json:"syscall"`
+	CloneFlags    []string          `json:"clone_flags"`
+	CloneFlagsRaw uint64            `json:"clone_flags_raw"`
+	ForChildren   *bool             `json:"for_children"`
+	Namespaces    map[string]uint64 `json:"namespaces"`
+	How           string            `json:"how"`
+	LifetimeNS    *int64            `json:"lifetime_ns"`
+	Count         uint64            `json:"count"`
+
+	fields   map[string]json.RawMessage // which keys were present
+	problems []string                   // schema violations
+	line     string                     // the raw line
+	recv     time.Time                  // when the harness read it
+	wall     time.Time                  // Time, parsed
+}
+
+func (e *jsonEvent) has(key string) bool { _, ok := e.fields[key]; return ok }
+
+func (e *jsonEvent) String() string { return e.line }
+
+// outLine is one stdout line with the time it was read.
+type outLine struct {
+	text string
+	recv time.Time
+}
+
+type nstraceRun struct {
+	t       *testing.T
+	args    []string
+	json    bool
+	cmd     *exec.Cmd
+	backend string    // as named by the ready line
+	started time.Time // just before exec
+	stopAt  time.Time // wall clock when the stop signal was sent
+
+	mu       sync.Mutex
+	lines    []outLine
+	events   []*jsonEvent
+	problems []string            // invalid JSON, truncated output
+	watchAll bool                // every event is the test's concern
+	watched  map[int]bool        // pids whose events are the test's concern
+	matched  map[*jsonEvent]bool // events a test waited for
+	stderr   bytes.Buffer
+	notify   chan struct{} // closed (and replaced) whenever something is recorded
+
+	stdoutDone chan struct{}
+	stderrDone chan struct{}
+	exited     chan struct{}
+	waitErr    error
+}
+
+// startTracer runs nstrace with -o format --backend <configured> and extra
+// arguments, and returns once it has printed its ready line.
+func startTracer(t *testing.T, format string, extra ...string) *nstraceRun {
+	t.Helper()
+	needRoot(t, "nstrace loads BPF programs")
+	tr := &nstraceRun{
+		t:          t,
+		args:       append([]string{"-o", format, "--backend", itCfg.backend}, extra...),
+		json:       format == "json",
+		notify:     make(chan struct{}),
+		watched:    map[int]bool{},
+		matched:    map[*jsonEvent]bool{},
+		stdoutDone: make(chan struct{}),
+		stderrDone: make(chan struct{}),
+		exited:     make(chan struct{}),
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.cmd = exec.Command(itCfg.bin, tr.args...)
+	tr.cmd.Stdout, tr.cmd.Stderr = outW, errW
+	tr.started = time.Now()
+	err = tr.cmd.Start()
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		outR.Close()
+		errR.Close()
+		t.Fatalf("starting %s: %v", tr.cmdline(), err)
+	}
+	t.Cleanup(tr.kill)
+	t.Cleanup(tr.keepArtifacts)
+	readyCh := make(chan string, 1)
+	go tr.readStdout(outR)
+	go tr.readStderr(errR, readyCh)
+	go func() {
+		tr.waitErr = tr.cmd.Wait()
+		close(tr.exited)
+	}()
+
+	timer := time.NewTimer(readyTimeout())
+	defer timer.Stop()
+	select {
+	case tr.backend = <-readyCh:
+	case <-tr.exited:
+		<-tr.stderrDone
+		t.Fatalf("%s exited (%v) before printing its ready line; stderr:\n%s", tr.cmdline(), tr.waitErr, tr.stderrText())
+	case <-timer.C:
+		t.Fatalf("%s printed no ready line within %v; stderr so far:\n%s", tr.cmdline(), readyTimeout(), tr.stderrText())
+	}
+	if !slices.Contains(knownBackends, tr.backend) {
+		t.Fatalf("ready line names backend %q, not one of %v", tr.backend, knownBackends)
+	}
+	if itCfg.backend != "auto" && tr.backend != itCfg.backend {
+		t.Fatalf("requested --backend %s but the ready line names %q", itCfg.backend, tr.backend)
+	}
+	return tr
+}
+
+func (tr *nstraceRun) cmdline() string {
+	return strings.Join(append([]string{"nstrace"}, tr.args...), " ")
+}
+
+func (tr *nstraceRun) signalChanged() {
+	close(tr.notify)
+	tr.notify = make(chan struct{})
+}
+
+func (tr *nstraceRun) readStdout(r io.ReadCloser) {
+	defer close(tr.stdoutDone)
+	defer r.Close()
+	br := bufio.NewReaderSize(r, 1<<16)
+	for {
+		line, err := br.ReadString('\n')
+		now := time.Now()
+		tr.mu.Lock()
+		if strings.HasSuffix(line, "\n") {
+			text := strings.TrimSuffix(line, "\n")
+			tr.lines = append(tr.lines, outLine{text, now})
+			if tr.json {
+				tr.decode(text, now)
+			}
+		} else if line != "" {
+			tr.problems = append(tr.problems, fmt.Sprintf("stdout ends with an unterminated line: %q", line))
+		}
+		tr.signalChanged()
+		tr.mu.Unlock()
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				tr.mu.Lock()
+				tr.problems = append(tr.problems, fmt.Sprintf("reading stdout: %v", err))
+				tr.mu.Unlock()
+			}
+			return
+		}
+	}
+}
+
+// decode parses one JSON line; called with tr.mu held.
+func (tr *nstraceRun) decode(text string, now time.Time) {
+	e := &jsonEvent{line: text, recv: now}
+	if err := json.Unmarshal([]byte(text), &e.fields); err != nil {
+		tr.problems = append(tr.problems, fmt.Sprintf("stdout line is not a JSON object (%v): %q", err, text))
+		return
+	}
+	if err := json.Unmarshal([]byte(text), e); err != nil {
+		tr.problems = append(tr.problems, fmt.Sprintf("JSON line does not fit the schema's types (%v): %s", err, text))
+		return
+	}
+	e.problems = validateEvent(e, tr.started, now)
+	tr.events = append(tr.events, e)
+}
+
+func (tr *nstraceRun) readStderr(r io.ReadCloser, readyCh chan<- string) {
+	defer close(tr.stderrDone)
+	defer r.Close()
+	sent := false
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		tr.mu.Lock()
+		tr.stderr.WriteString(sc.Text() + "\n")
+		tr.mu.Unlock()
+		if m := readyRE.FindStringSubmatch(sc.Text()); m != nil && !sent {
+			readyCh <- m[1]
+			sent = true
+		}
+	}
+}
+
+func (tr *nstraceRun) stderrText() string {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return tr.stderr.String()
+}
+
+// snapshot returns the events decoded so far.
+func (tr *nstraceRun) snapshot() []*jsonEvent {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return slices.Clone(tr.events)
+}
+
+// outLines returns the stdout lines read so far.
+func (tr *nstraceRun) outLines() []outLine {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return slices.Clone(tr.lines)
+}
+
+func (tr *nstraceRun) lost() uint64 {
+	var n uint64
+	for _, e := range tr.snapshot() {
+		if e.Event == "lost" {
+			n += e.Count
+		}
+	}
+	return n
+}
+
+// waitUntil re-evaluates cond whenever output arrives, until it holds (true)
+// or the timeout passes or stdout is closed (false).
+func (tr *nstraceRun) waitUntil(timeout time.Duration, cond func(evs []*jsonEvent, lines []outLine) bool) bool {
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	for {
+		tr.mu.Lock()
+		ok := cond(tr.events, tr.lines)
+		ch := tr.notify
+		tr.mu.Unlock()
+		if ok {
+			return true
+		}
+		select {
+		case <-ch:
+		case <-tr.stdoutDone:
+			tr.mu.Lock()
+			ok := cond(tr.events, tr.lines)
+			tr.mu.Unlock()
+			return ok
+		case <-timer.C:
+			return false
+		}
+	}
+}
+
+// want is one event a scenario waits for.
+type wantEvent struct {
+	desc  string
+	match func(*jsonEvent) bool
+}
+
+// await waits up to timeout until every want has a matching event, and
+// returns the first match of each. On timeout it fails the test, listing what
+// is missing and every event related to the scenario.
+func (tr *nstraceRun) await(timeout time.Duration, related func(*jsonEvent) bool, wants ...wantEvent) []*jsonEvent {
+	tr.t.Helper()
+	found := make([]*jsonEvent, len(wants))
+	ok := tr.waitUntil(timeout, func(evs []*jsonEvent, _ []outLine) bool {
+		all := true
+		for i, w := range wants {
+			if found[i] != nil {
+				continue
+			}
+			for _, e := range evs {
+				if w.match(e) {
+					found[i] = e
+					tr.matched[e] = true // under tr.mu, as waitUntil calls us
+					break
+				}
+			}
+			all = all && found[i] != nil
+		}
+		return all
+	})
+	if !ok {
+		var missing []string
+		for i, w := range wants {
+			if found[i] == nil {
+				missing = append(missing, w.desc)
+			}
+		}
+		tr.t.Fatalf("within %v, no event for:\n  %s\n%s", timeout, strings.Join(missing, "\n  "), tr.describe(related))
+	}
+	return found
+}
+
+// describe lists the events related to a scenario, for failure messages.
+func (tr *nstraceRun) describe(related func(*jsonEvent) bool) string {
+	evs := tr.snapshot()
+	var b strings.Builder
+	n := 0
+	for _, e := range evs {
+		if related(e) {
+			if n < 60 {
+				fmt.Fprintf(&b, "    %s\n", e.line)
+			}
+			n++
+		}
+	}
+	fmt.Fprintf(&b, "  (%d related events of %d seen; lost events reported: %d; backend %s)", n, len(evs), tr.lost(), tr.backend)
+	return "  related events seen:\n" + b.String()
+}
+
+// stop sends sig, requires exit status 0 within the deadline, and returns all
+// events after checking the output's integrity.
+func (tr *nstraceRun) stop(sig os.Signal) []*jsonEvent {
+	tr.t.Helper()
+	tr.stopAt = time.Now()
+	if err := tr.cmd.Process.Signal(sig); err != nil {
+		tr.t.Fatalf("sending %v to nstrace: %v", sig, err)
+	}
+	tr.expectExit(0, stopTimeout())
+	return tr.finish()
+}
+
+// expectExit waits for nstrace to exit by itself and requires the exit code.
+func (tr *nstraceRun) expectExit(code int, timeout time.Duration) {
+	tr.t.Helper()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case <-tr.exited:
+	case <-timer.C:
+		tr.kill()
+		tr.t.Fatalf("%s did not exit within %v; stderr:\n%s", tr.cmdline(), timeout, tr.stderrText())
+	}
+	if got := itExitCode(tr.waitErr); got != code {
+		<-tr.stderrDone
+		tr.t.Fatalf("%s: exit status %v, want %d; stderr:\n%s", tr.cmdline(), tr.waitErr, code, tr.stderrText())
+	}
+}
+
+// watch declares pids whose events the test is about (with no pid: all
+// events). finish fails on schema violations in those events, in events a
+// test waited for, and in lost events. Those of other events (activity the
+// tests do not control) are only logged, so it cannot decide the outcome.
+func (tr *nstraceRun) watch(pids ...int) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if len(pids) == 0 {
+		tr.watchAll = true
+	}
+	for _, p := range pids {
+		tr.watched[p] = true
+	}
+}
+
+// concerns reports whether the test is about e (see watch); with tr.mu held.
+func (tr *nstraceRun) concerns(e *jsonEvent) bool {
+	return tr.watchAll || tr.matched[e] || e.Event == "lost" || (e.has("pid") && tr.watched[e.PID])
+}
+
+// finish waits for the output to be fully read after exit, fails on any
+// invalid output, and returns all events.
+func (tr *nstraceRun) finish() []*jsonEvent {
+	tr.t.Helper()
+	for _, ch := range []chan struct{}{tr.stdoutDone, tr.stderrDone} {
+		select {
+		case <-ch:
+		case <-time.After(stopTimeout()):
+			tr.t.Fatalf("nstrace exited but its output was not closed within %v (a child holds it?)", stopTimeout())
+		}
+	}
+	tr.mu.Lock()
+	problems := slices.Clone(tr.problems)
+	concerned := map[*jsonEvent]bool{}
+	for _, e := range tr.events {
+		concerned[e] = tr.concerns(e)
+	}
+	tr.mu.Unlock()
+	unrelated := 0
+	for _, e := range tr.snapshot() {
+		if len(e.problems) == 0 {
+			continue
+		}
+		if concerned[e] {
+			for _, p := range e.problems {
+				problems = append(problems, p+": "+e.line)
+			}
+		} else if unrelated++; unrelated <= 5 {
+			tr.t.Logf("NOTE, not failing this test: schema violation in an event of unrelated activity: %s: %s", strings.Join(e.problems, "; "), e.line)
+		}
+	}
+	if unrelated > 5 {
+		tr.t.Logf("NOTE: %d unrelated events had schema violations", unrelated)
+	}
+	for i, p := range problems {
+		if i == 20 {
+			tr.t.Errorf("... and %d more output problems", len(problems)-i)
+			break
+		}
+		tr.t.Errorf("invalid output: %s", p)
+	}
+	stderr := tr.stderrText()
+	checkNoCrash(tr.t, "nstrace stderr", stderr)
+	n := 0
+	for _, l := range strings.Split(stderr, "\n") {
+		if readyRE.MatchString(l) {
+			n++
+		}
+	}
+	if n != 1 {
+		tr.t.Errorf("stderr has %d ready lines, want exactly 1:\n%s", n, stderr)
+	}
+	return tr.snapshot()
+}
+
+// keepArtifacts saves the full output of a failed test's nstrace run.
+func (tr *nstraceRun) keepArtifacts() {
+	if !tr.t.Failed() || itCfg.keep == "" {
+		return
+	}
+	tr.kill()
+	<-tr.stdoutDone
+	<-tr.stderrDone
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	var out strings.Builder
+	for _, l := range tr.lines {
+		fmt.Fprintf(&out, "%s\n", l.text)
+	}
+	base := filepath.Join(itCfg.keep, strings.NewReplacer("/", "_", " ", "_").Replace(tr.t.Name())+fmt.Sprintf("-%d", tr.cmd.Process.Pid))
+	err := errors.Join(os.MkdirAll(itCfg.keep, 0o755),
+		os.WriteFile(base+".stdout", []byte(out.String()), 0o644),
+		os.WriteFile(base+".stderr", tr.stderr.Bytes(), 0o644))
+	if err != nil {
+		tr.t.Logf("saving nstrace output: %v", err)
+	} else {
+		tr.t.Logf("nstrace output kept in %s.{stdout,stderr}", base)
+	}
+}
+
+func (tr *nstraceRun) kill() {
+	select {
+	case <-tr.exited:
+	default:
+		tr.cmd.Process.Kill()
+		<-tr.exited
+	}
+}
+
+func itExitCode(err error) int {
+	if err == nil {
+		return 0
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return -int(ws.Signal())
+		}
+		return ee.ExitCode()
+	}
+	return -1000
+}
+
+// checkNoCrash fails if output shows a Go panic or stack trace.
+func checkNoCrash(t *testing.T, what, out string) {
+	t.Helper()
+	for _, bad := range []string{"panic", "goroutine ", "runtime error", "SIGSEGV"} {
+		if strings.Contains(out, bad) {
+			t.Errorf("%s contains %q (a crash or Go stack trace):\n%s", what, bad, out)
+		}
+	}
+}
+
+// Schema (CONTRACT.md "JSON lines").
+
+var (
+	nsTypes       = []string{"mnt", "uts", "ipc", "pid", "net", "user", "cgroup", "time"}
+	knownSyscalls = []string{"clone", "clone3", "fork", "vfork", "unshare", "unknown"}
+	eventKeys     = map[string][]string{
+		"create":       {"time", "event", "pid", "tid", "ppid", "uid", "comm", "type", "inum", "old_inum", "syscall", "clone_flags", "clone_flags_raw"},
+		"join":         {"time", "event", "pid", "tid", "ppid", "uid", "comm", "type", "inum", "old_inum", "syscall", "clone_flags", "clone_flags_raw"},
+		"nsproxy_free": {"time", "event", "pid", "tid", "ppid", "uid", "comm", "namespaces"},
+		"destroy":      {"time", "event", "pid", "tid", "ppid", "uid", "comm", "type", "inum", "how"},
+		"lost":         {"time", "event", "count"},
+	}
+	forbiddenKeys = map[string][]string{
+		"nsproxy_free": {"type", "inum"},
+		"lost":         {"type", "inum", "pid"},
+	}
+	timeRE = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}(Z|[+-]\d\d:\d\d)$`)
+)
+
+// nsproxyKeys are the keys of nsproxy_free's "namespaces" on this kernel.
+func nsproxyKeys() []string {
+	keys := []string{"mnt", "uts", "ipc", "net", "cgroup", "pid_for_children"}
+	if _, err := os.Stat("/proc/self/ns/time"); err == nil {
+		keys = append(keys, "time", "time_for_children")
+	}
+	return keys
+}
+
+// validateEvent checks one event against the contract's schema. started and
+// recv bound the wall-clock time (with a tolerance for the clock conversion;
+// this catches a monotonic or boot-relative clock printed as if it were wall
+// time).
+func validateEvent(e *jsonEvent, started, recv time.Time) []string {
+	var p []string
+	bad := func(format string, args ...any) { p = append(p, fmt.Sprintf(format, args...)) }
+	keys, known := eventKeys[e.Event]
+	if !known {
+		return []string{fmt.Sprintf("unknown event %q", e.Event)}
+	}
+	for _, k := range keys {
+		if !e.has(k) {
+			bad("%s event lacks %q", e.Event, k)
+		}
+	}
+	for _, k := range forbiddenKeys[e.Event] {
+		if e.has(k) {
+			bad("%s event must not have %q", e.Event, k)
+		}
+	}
+	if !timeRE.MatchString(e.Time) {
+		bad("time %q is not RFC 3339 with 9-digit nanoseconds", e.Time)
+	} else if w, err := time.Parse(time.RFC3339Nano, e.Time); err != nil {
+		bad("time %q: %v", e.Time, err)
+	} else {
+		e.wall = w
+		tol := scaled(2 * time.Second)
+		if w.Before(started.Add(-tol)) || w.After(recv.Add(tol)) {
+			bad("time %s is not wall-clock time between nstrace's start (%s) and reception (%s)",
+				e.Time, started.Format(time.RFC3339Nano), recv.Format(time.RFC3339Nano))
+		}
+	}
+	switch e.Event {
+	case "create", "join":
+		if !slices.Contains(nsTypes, e.Type) {
+			bad("type %q is not one of %v", e.Type, nsTypes)
+		}
+		if e.Inum == 0 || e.OldInum == 0 {
+			bad("inum and old_inum must be non-zero")
+		}
+		if e.Event == "create" && !slices.Contains(knownSyscalls, e.Syscall) {
+			bad("create syscall %q is not one of %v", e.Syscall, knownSyscalls)
+		}
+		if e.Event == "join" && e.Syscall != "setns" {
+			bad("join syscall %q, want setns", e.Syscall)
+		}
+		// README: for_children marks pid/time namespaces that only the
+		// caller's future children enter (unshare, setns); after clone the
+		// child itself is in the new one.
+		forChildren := (e.Type == "pid" || e.Type == "time") && (e.Syscall == "unshare" || e.Syscall == "setns")
+		switch {
+		case forChildren && (e.ForChildren == nil || !*e.ForChildren):
+			bad("%s %s event needs \"for_children\": true", e.Type, e.Event)
+		case !forChildren && e.has("for_children"):
+			bad("for_children must be omitted for type %s after %s", e.Type, e.Syscall)
+		}
+		if e.has("clone_flags") && e.CloneFlags == nil {
+			bad("clone_flags must be an array, not null")
+		}
+		p = append(p, checkFlagNames(e)...)
+	case "nsproxy_free":
+		want := nsproxyKeys()
+		for k, v := range e.Namespaces {
+			if !slices.Contains(want, k) {
+				bad("namespaces has unexpected key %q (want %v)", k, want)
+			}
+			if v == 0 {
+				bad("namespaces[%q] is 0", k)
+			}
+		}
+		for _, k := range want {
+			if _, ok := e.Namespaces[k]; !ok {
+				bad("namespaces lacks %q", k)
+			}
+		}
+	case "destroy":
+		if !slices.Contains(nsTypes, e.Type) {
+			bad("type %q is not one of %v", e.Type, nsTypes)
+		}
+		if e.Inum == 0 {
+			bad("inum must be non-zero")
+		}
+		if e.How != "last_ref" && e.How != "freed" {
+			bad("how %q, want last_ref or freed", e.How)
+		}
+		if e.LifetimeNS != nil && *e.LifetimeNS <= 0 {
+			bad("lifetime_ns %d must be positive", *e.LifetimeNS)
+		}
+	case "lost":
+		if e.Count == 0 {
+			bad("lost count must be positive")
+		}
+	}
+	return p
+}

@@ -1,0 +1,148 @@
+package main
+
+// Test entry point, configuration and the re-exec helper for the integration
+// tests. See integration_test.go for the scenarios.
+//
+// Environment:
+//
+//	NSTRACE_BIN             nstrace binary under test (default: built with `go build` here)
+//	NSTRACE_TEST_BACKEND    value passed as --backend (default: auto)
+//	NSTRACE_TEST_STRICT=1   a missing tool, privilege or kernel feature fails instead of skipping
+//	NSTRACE_TEST_SLOW       factor (>= 1) applied to every deadline, e.g. 10 under emulation
+//	NSTRACE_TEST_ARTIFACTS  directory where a failed test leaves nstrace's full stdout and stderr
+//	NSTRACE_TEST_HELPER     internal: set when the test binary re-executes itself as a helper
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+)
+
+const helperEnv = "NSTRACE_TEST_HELPER"
+
+var itCfg struct {
+	bin     string  // absolute path of the nstrace binary under test
+	backend string  // --backend value for every traced run
+	strict  bool    // missing requirements fail instead of skip
+	slow    float64 // deadline multiplier
+	keep    string  // NSTRACE_TEST_ARTIFACTS
+}
+
+func TestMain(m *testing.M) {
+	if mode, ok := os.LookupEnv(helperEnv); ok {
+		os.Exit(runHelper(mode))
+	}
+	cleanup, err := setup()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "nstrace integration tests: %v\n", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	cleanup()
+	os.Exit(code)
+}
+
+func setup() (cleanup func(), err error) {
+	cleanup = func() {}
+	itCfg.backend = os.Getenv("NSTRACE_TEST_BACKEND")
+	if itCfg.backend == "" {
+		itCfg.backend = "auto"
+	}
+	itCfg.strict = os.Getenv("NSTRACE_TEST_STRICT") == "1"
+	itCfg.keep = os.Getenv("NSTRACE_TEST_ARTIFACTS")
+	itCfg.slow = 1
+	if s := os.Getenv("NSTRACE_TEST_SLOW"); s != "" {
+		itCfg.slow, err = strconv.ParseFloat(s, 64)
+		if err != nil || itCfg.slow < 1 {
+			return cleanup, fmt.Errorf("NSTRACE_TEST_SLOW=%q: want a number >= 1", s)
+		}
+	}
+	if bin := os.Getenv("NSTRACE_BIN"); bin != "" {
+		if itCfg.bin, err = filepath.Abs(bin); err != nil {
+			return cleanup, err
+		}
+		if st, err := os.Stat(itCfg.bin); err != nil || st.Mode()&0o111 == 0 {
+			return cleanup, fmt.Errorf("NSTRACE_BIN=%q is not an executable file (%v)", bin, err)
+		}
+		return cleanup, nil
+	}
+	dir, err := os.MkdirTemp("", "nstrace-it-")
+	if err != nil {
+		return cleanup, err
+	}
+	cleanup = func() { os.RemoveAll(dir) }
+	itCfg.bin = filepath.Join(dir, "nstrace")
+	out, err := exec.Command("go", "build", "-o", itCfg.bin, ".").CombinedOutput()
+	if err != nil {
+		cleanup()
+		return func() {}, fmt.Errorf("NSTRACE_BIN is unset and `go build -o %s .` failed: %v\n%s", itCfg.bin, err, out)
+	}
+	return cleanup, nil
+}
+
+// scaled applies NSTRACE_TEST_SLOW to a deadline.
+func scaled(d time.Duration) time.Duration { return time.Duration(float64(d) * itCfg.slow) }
+
+// Deadlines. eventTimeout is the contract's "within 2 s of the action".
+func eventTimeout() time.Duration { return scaled(2 * time.Second) }
+func readyTimeout() time.Duration { return scaled(15 * time.Second) }
+func procTimeout() time.Duration  { return scaled(5 * time.Second) }
+func stopTimeout() time.Duration  { return scaled(5 * time.Second) }
+
+// need skips the test (loudly) when a requirement is missing, or fails it
+// under NSTRACE_TEST_STRICT=1.
+func need(t *testing.T, ok bool, format string, args ...any) {
+	t.Helper()
+	if ok {
+		return
+	}
+	what := fmt.Sprintf(format, args...)
+	if itCfg.strict {
+		t.Fatalf("NSTRACE_TEST_STRICT=1 and a requirement is missing: %s", what)
+	}
+	t.Skipf("SKIPPED, REQUIREMENT MISSING: %s (NSTRACE_TEST_STRICT=1 turns this into a failure)", what)
+}
+
+func needRoot(t *testing.T, why string) {
+	t.Helper()
+	need(t, os.Geteuid() == 0, "root (euid %d): %s", os.Geteuid(), why)
+}
+
+func needTools(t *testing.T, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		_, err := exec.LookPath(n)
+		need(t, err == nil, "program %q in PATH: %v", n, err)
+	}
+}
+
+func needTimeNS(t *testing.T) {
+	t.Helper()
+	_, err := os.Stat("/proc/self/ns/time")
+	need(t, err == nil, "time namespaces (CONFIG_TIME_NS): %v", err)
+}
+
+// runHelper is the body of the test binary when re-executed with
+// NSTRACE_TEST_HELPER set.
+func runHelper(mode string) int {
+	switch mode {
+	case "nsdump":
+		// Same output as nsScript: the namespaces this process is in, then
+		// "ready"; stay alive (holding them) until stdin is closed.
+		for _, f := range nsFiles {
+			if l, err := os.Readlink("/proc/self/ns/" + f); err == nil {
+				fmt.Printf("ns %s %s\n", f, l)
+			}
+		}
+		fmt.Println("ready")
+		io.Copy(io.Discard, os.Stdin)
+		return 0
+	}
+	fmt.Fprintf(os.Stderr, "%s=%q: unknown helper mode\n", helperEnv, mode)
+	return 2
+}
