@@ -63,11 +63,13 @@ const (
 	BpfProgCommonSysEnterSetns          = "common_sys_enter_setns"
 	BpfProgCommonSysExitSetns           = "common_sys_exit_setns"
 	BpfProgCommonWorkqueueExecuteStart  = "common_workqueue_execute_start"
+	BpfProgFentryDelayedFreePidns       = "fentry_delayed_free_pidns"
 	BpfProgFentryFreeNsproxy            = "fentry_free_nsproxy"
 	BpfProgFexitCreateNewNamespaces     = "fexit_create_new_namespaces"
 	BpfProgFexitCreateUserNs            = "fexit_create_user_ns"
 	BpfProgKprobeCreateNewNamespaces    = "kprobe_create_new_namespaces"
 	BpfProgKprobeCreateUserNs           = "kprobe_create_user_ns"
+	BpfProgKprobeDelayedFreePidns       = "kprobe_delayed_free_pidns"
 	BpfProgKprobeFreeNsproxy            = "kprobe_free_nsproxy"
 	BpfProgKretprobeCreateNewNamespaces = "kretprobe_create_new_namespaces"
 	BpfProgKretprobeCreateUserNs        = "kretprobe_create_user_ns"
@@ -78,6 +80,7 @@ const (
 	BpfVarCleanupNetFn                  = "cleanup_net_fn"
 	BpfVarDestroyPidnsFn                = "destroy_pidns_fn"
 	BpfVarFreeUserNsFn                  = "free_user_ns_fn"
+	BpfVarPidNsFreeHooked               = "pid_ns_free_hooked"
 	BpfVarReleaseAtSyscallExit          = "release_at_syscall_exit"
 	BpfVarUnusedEvent                   = "unused_event"
 )
@@ -127,11 +130,13 @@ type BpfProgramSpecs struct {
 	CommonSysEnterSetns          *ebpf.ProgramSpec `ebpf:"common_sys_enter_setns"`
 	CommonSysExitSetns           *ebpf.ProgramSpec `ebpf:"common_sys_exit_setns"`
 	CommonWorkqueueExecuteStart  *ebpf.ProgramSpec `ebpf:"common_workqueue_execute_start"`
+	FentryDelayedFreePidns       *ebpf.ProgramSpec `ebpf:"fentry_delayed_free_pidns"`
 	FentryFreeNsproxy            *ebpf.ProgramSpec `ebpf:"fentry_free_nsproxy"`
 	FexitCreateNewNamespaces     *ebpf.ProgramSpec `ebpf:"fexit_create_new_namespaces"`
 	FexitCreateUserNs            *ebpf.ProgramSpec `ebpf:"fexit_create_user_ns"`
 	KprobeCreateNewNamespaces    *ebpf.ProgramSpec `ebpf:"kprobe_create_new_namespaces"`
 	KprobeCreateUserNs           *ebpf.ProgramSpec `ebpf:"kprobe_create_user_ns"`
+	KprobeDelayedFreePidns       *ebpf.ProgramSpec `ebpf:"kprobe_delayed_free_pidns"`
 	KprobeFreeNsproxy            *ebpf.ProgramSpec `ebpf:"kprobe_free_nsproxy"`
 	KretprobeCreateNewNamespaces *ebpf.ProgramSpec `ebpf:"kretprobe_create_new_namespaces"`
 	KretprobeCreateUserNs        *ebpf.ProgramSpec `ebpf:"kretprobe_create_user_ns"`
@@ -159,6 +164,7 @@ type BpfVariableSpecs struct {
 	CleanupNetFn         *ebpf.VariableSpec `ebpf:"cleanup_net_fn"`
 	DestroyPidnsFn       *ebpf.VariableSpec `ebpf:"destroy_pidns_fn"`
 	FreeUserNsFn         *ebpf.VariableSpec `ebpf:"free_user_ns_fn"`
+	PidNsFreeHooked      *ebpf.VariableSpec `ebpf:"pid_ns_free_hooked"`
 	ReleaseAtSyscallExit *ebpf.VariableSpec `ebpf:"release_at_syscall_exit"`
 	UnusedEvent          *ebpf.VariableSpec `ebpf:"unused_event"`
 }
@@ -207,6 +213,7 @@ type BpfVariables struct {
 	CleanupNetFn         *ebpf.Variable `ebpf:"cleanup_net_fn"`
 	DestroyPidnsFn       *ebpf.Variable `ebpf:"destroy_pidns_fn"`
 	FreeUserNsFn         *ebpf.Variable `ebpf:"free_user_ns_fn"`
+	PidNsFreeHooked      *ebpf.Variable `ebpf:"pid_ns_free_hooked"`
 	ReleaseAtSyscallExit *ebpf.Variable `ebpf:"release_at_syscall_exit"`
 	UnusedEvent          *ebpf.Variable `ebpf:"unused_event"`
 }
@@ -218,11 +225,13 @@ type BpfPrograms struct {
 	CommonSysEnterSetns          *ebpf.Program `ebpf:"common_sys_enter_setns"`
 	CommonSysExitSetns           *ebpf.Program `ebpf:"common_sys_exit_setns"`
 	CommonWorkqueueExecuteStart  *ebpf.Program `ebpf:"common_workqueue_execute_start"`
+	FentryDelayedFreePidns       *ebpf.Program `ebpf:"fentry_delayed_free_pidns"`
 	FentryFreeNsproxy            *ebpf.Program `ebpf:"fentry_free_nsproxy"`
 	FexitCreateNewNamespaces     *ebpf.Program `ebpf:"fexit_create_new_namespaces"`
 	FexitCreateUserNs            *ebpf.Program `ebpf:"fexit_create_user_ns"`
 	KprobeCreateNewNamespaces    *ebpf.Program `ebpf:"kprobe_create_new_namespaces"`
 	KprobeCreateUserNs           *ebpf.Program `ebpf:"kprobe_create_user_ns"`
+	KprobeDelayedFreePidns       *ebpf.Program `ebpf:"kprobe_delayed_free_pidns"`
 	KprobeFreeNsproxy            *ebpf.Program `ebpf:"kprobe_free_nsproxy"`
 	KretprobeCreateNewNamespaces *ebpf.Program `ebpf:"kretprobe_create_new_namespaces"`
 	KretprobeCreateUserNs        *ebpf.Program `ebpf:"kretprobe_create_user_ns"`
@@ -237,11 +246,13 @@ func (p *BpfPrograms) Close() error {
 		p.CommonSysEnterSetns,
 		p.CommonSysExitSetns,
 		p.CommonWorkqueueExecuteStart,
+		p.FentryDelayedFreePidns,
 		p.FentryFreeNsproxy,
 		p.FexitCreateNewNamespaces,
 		p.FexitCreateUserNs,
 		p.KprobeCreateNewNamespaces,
 		p.KprobeCreateUserNs,
+		p.KprobeDelayedFreePidns,
 		p.KprobeFreeNsproxy,
 		p.KretprobeCreateNewNamespaces,
 		p.KretprobeCreateUserNs,

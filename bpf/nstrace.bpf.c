@@ -163,6 +163,9 @@ struct {
 volatile const __u64 free_user_ns_fn = 0;
 volatile const __u64 destroy_pidns_fn = 0;
 volatile const __u64 cleanup_net_fn = 0;
+// Whether a hook reports pid namespaces freed: the work item (6.14+) or,
+// before, fentry/kprobe on the RCU callback delayed_free_pidns().
+volatile const bool pid_ns_free_hooked = false;
 // Tracepoint backend only: nothing hooks free_nsproxy, so an nsproxy that
 // unshare/setns replaced is known to be freed from its refcount at entry.
 volatile const bool release_at_syscall_exit = false;
@@ -427,11 +430,6 @@ __noinline int emit_destroy(__u32 type, __u32 inum, __u32 how)
 	return 0;
 }
 
-static __always_inline bool pidns_freed_by_work(void)
-{
-	return destroy_pidns_fn && bpf_core_field_exists(struct pid_namespace, work);
-}
-
 // An nsproxy is going away; s was read before it dropped its references.
 // A namespace dies with it when the nsproxy held every reference to it.
 // after, if set, is what replaced it (unshare/setns): namespaces carried
@@ -454,7 +452,7 @@ static __always_inline void emit_release(struct snap *s, struct snap *after)
 
 		if (i == NS_USER || !s->inum[i])
 			continue;
-		if (i == NS_PID && pidns_freed_by_work())
+		if (i == NS_PID && pid_ns_free_hooked)
 			continue;
 		if (i == NS_NET && cleanup_net_fn)
 			continue;
@@ -731,6 +729,28 @@ static long sweep_net(struct bpf_map *map, __u64 *key, __u32 *inum, void *ctx)
 		bpf_map_delete_elem(map, key);
 	}
 	return 0;
+}
+
+// Before 6.14 a pid namespace is freed from this RCU callback, one call per
+// namespace (ancestors freed with it get their own).
+static __always_inline int pid_ns_rcu_freed(struct callback_head *rcu)
+{
+	struct pid_namespace *ns = (void *)rcu - bpf_core_field_offset(struct pid_namespace, rcu);
+
+	emit_destroy(NS_PID, ns_inum(&ns->ns), HOW_FREED);
+	return 0;
+}
+
+SEC("fentry/delayed_free_pidns")
+int BPF_PROG(fentry_delayed_free_pidns, struct callback_head *rcu)
+{
+	return pid_ns_rcu_freed(rcu);
+}
+
+SEC("kprobe/delayed_free_pidns")
+int BPF_KPROBE(kprobe_delayed_free_pidns, struct callback_head *rcu)
+{
+	return pid_ns_rcu_freed(rcu);
 }
 
 SEC("tp_btf/workqueue_execute_start")

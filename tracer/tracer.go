@@ -72,8 +72,8 @@ type Tracer struct {
 	coll    *ebpf.Collection
 	links   []link.Link
 	reader  *ringbuf.Reader
-	// Skipped lists optional hooks that this kernel lacks.
-	Skipped []string
+	// BlindSpots lists the teardowns this backend cannot see on this kernel.
+	BlindSpots []string
 }
 
 // Open checks privileges and kernel support, then loads and attaches a
@@ -125,7 +125,7 @@ func open(b Backend, opts Options) (_ *Tracer, err error) {
 	}
 	spec.Maps["events"].MaxEntries = uint32(opts.RingBufferSize)
 
-	skipped, err := setKnobs(spec, b)
+	blind, err := setKnobs(spec, b)
 	if err != nil {
 		return nil, err
 	}
@@ -133,7 +133,7 @@ func open(b Backend, opts Options) (_ *Tracer, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("load: %w", explainLoad(err))
 	}
-	t := &Tracer{backend: b, coll: coll, Skipped: skipped}
+	t := &Tracer{backend: b, coll: coll, BlindSpots: blind}
 	defer func() {
 		if err != nil {
 			t.Close()
@@ -184,17 +184,21 @@ func hasAnyPrefix(s string, prefixes []string) bool {
 	return false
 }
 
-// setKnobs fills the BPF programs' run-time constants and drops optional
-// programs whose hook this kernel does not have.
-func setKnobs(spec *ebpf.CollectionSpec, b Backend) (skipped []string, err error) {
-	syms, err := kernelSymbols("free_user_ns", "destroy_pid_namespace_work", "cleanup_net")
+// setKnobs fills the BPF programs' run-time constants, drops optional
+// programs whose hook this kernel does not have, and says which teardowns
+// the backend cannot see here.
+func setKnobs(spec *ebpf.CollectionSpec, b Backend) (blind []string, err error) {
+	syms, err := kernelSymbols("free_user_ns", "destroy_pid_namespace_work", "cleanup_net", "delayed_free_pidns")
 	if err != nil {
 		slog.Debug("kallsyms unreadable", "err", err)
 	}
+	pidWork := syms["destroy_pid_namespace_work"] != 0
+	pidRCU := !pidWork && b != Tracepoint && syms["delayed_free_pidns"] != 0
 	set := map[string]any{
 		"free_user_ns_fn":         syms["free_user_ns"],
 		"destroy_pidns_fn":        syms["destroy_pid_namespace_work"],
 		"cleanup_net_fn":          syms["cleanup_net"],
+		"pid_ns_free_hooked":      pidWork || pidRCU,
 		"release_at_syscall_exit": b == Tracepoint,
 	}
 	for name, v := range set {
@@ -202,19 +206,28 @@ func setKnobs(spec *ebpf.CollectionSpec, b Backend) (skipped []string, err error
 			return nil, fmt.Errorf("set %s: %w", name, err)
 		}
 	}
-	if syms["free_user_ns"] == 0 {
-		skipped = append(skipped, "user namespace destroy (free_user_ns not in /proc/kallsyms)")
+	if !pidRCU {
+		delete(spec.Programs, "fentry_delayed_free_pidns")
+		delete(spec.Programs, "kprobe_delayed_free_pidns")
 	}
-	if syms["destroy_pid_namespace_work"] == 0 {
-		skipped = append(skipped, "pid namespace destroy from its work item (kernel before 6.14)")
-	}
-	if syms["cleanup_net"] == 0 {
-		skipped = append(skipped, "network namespace destroy when sockets outlive the processes (cleanup_net not in /proc/kallsyms)")
-	}
-	if len(syms) == 0 {
+	if syms["free_user_ns"] == 0 && !pidWork && syms["cleanup_net"] == 0 {
 		delete(spec.Programs, "common_workqueue_execute_start")
 	}
-	return skipped, nil
+
+	if syms["free_user_ns"] == 0 {
+		blind = append(blind, "user namespace destroy (free_user_ns is not in /proc/kallsyms)")
+	}
+	switch {
+	case pidWork || pidRCU:
+	case b == Tracepoint:
+		blind = append(blind, "pid namespace destroy, unless its last reference goes with an nsproxy (before Linux 6.14 pid namespaces are freed from an RCU callback no tracepoint sees; the fentry and kprobe backends see it)")
+	default:
+		blind = append(blind, "pid namespace destroy, unless its last reference goes with an nsproxy (neither destroy_pid_namespace_work nor delayed_free_pidns is in /proc/kallsyms)")
+	}
+	if syms["cleanup_net"] == 0 {
+		blind = append(blind, "net namespace destroy, unless its last reference goes with an nsproxy (cleanup_net is not in /proc/kallsyms)")
+	}
+	return blind, nil
 }
 
 func attach(spec *ebpf.ProgramSpec, prog *ebpf.Program) (link.Link, error) {

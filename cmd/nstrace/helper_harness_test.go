@@ -225,6 +225,19 @@ func (tr *nstraceRun) readStderr(r io.ReadCloser, readyCh chan<- string) {
 	}
 }
 
+var blindSpotRE = regexp.MustCompile(`(?m)^nstrace: blind spot: ([a-z]+) namespace destroy.*$`)
+
+// blindSpot returns the startup line in which nstrace said it cannot see
+// the destroy of namespaces of type typ, or "".
+func (tr *nstraceRun) blindSpot(typ string) string {
+	for _, m := range blindSpotRE.FindAllStringSubmatch(tr.stderrText(), -1) {
+		if m[1] == typ {
+			return m[0]
+		}
+	}
+	return ""
+}
+
 func (tr *nstraceRun) stderrText() string {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()

@@ -87,7 +87,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&backend, "backend", string(tracer.Auto), "kernel hooks to use: auto, fentry, kprobe, tracepoint (auto tries them in that order)")
 	fs.DurationVar(&opts.duration, "duration", 0, "stop after this long (e.g. 30s, 5m); 0 runs until Ctrl-C")
 	fs.Uint64Var(&opts.count, "count", 0, "stop after this many events; 0 means no limit")
-	fs.BoolVarP(&opts.verbose, "verbose", "v", false, "log diagnostics (probes, skipped hooks) on stderr")
+	fs.BoolVarP(&opts.verbose, "verbose", "v", false, "log diagnostics (backend probing, blind spots) on stderr")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, usageText)
 		fs.SetOutput(stderr)
@@ -132,8 +132,8 @@ func run(ctx context.Context, opts options, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer t.Close()
-	for _, s := range t.Skipped {
-		slog.Info("not reported on this kernel: " + s)
+	for _, s := range t.BlindSpots {
+		slog.Info("blind spot: " + s)
 	}
 	if opts.duration > 0 {
 		var cancel context.CancelFunc
