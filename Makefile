@@ -43,7 +43,7 @@ test:
 	$(GO) test -count=1 ./...
 
 vmtest:
-	scripts/vmtest.sh
+	PKGS="$${PKGS:-$(KERNEL_PKGS)}" scripts/vmtest.sh
 
 deps:
 	scripts/deps.sh

@@ -1,0 +1,89 @@
+//go:build linux && amd64
+
+package main
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseConfig(t *testing.T) {
+	in := "# run.conf\n" +
+		"timeout=90s\n" +
+		"run=TestA|TestB/sub=1\n" +
+		"backend=fentry\nbackend=kprobe\n" +
+		"pkg=./tracer\t/vmtest/bin/tracer.test\t/vmtest/src/tracer\n" +
+		"env=NSTRACE_BIN=/usr/bin/nstrace\n" +
+		"arg=-test.failfast\n" +
+		"\n" +
+		"kernel=linux-image-6.1.0-57-cloud-amd64\r\n" +
+		"module=/lib/modules/x/veth.ko\n" +
+		"shell=1\n"
+	c := &Config{}
+	if err := ParseConfig(c, strings.NewReader(in)); err != nil {
+		t.Fatal(err)
+	}
+	want := &Config{
+		Kernel:   "linux-image-6.1.0-57-cloud-amd64",
+		Backends: []string{"fentry", "kprobe"},
+		Packages: []Package{{Name: "./tracer", Binary: "/vmtest/bin/tracer.test", Dir: "/vmtest/src/tracer"}},
+		Timeout:  90 * time.Second,
+		Run:      "TestA|TestB/sub=1",
+		Env:      []string{"NSTRACE_BIN=/usr/bin/nstrace"},
+		Args:     []string{"-test.failfast"},
+		Modules:  []string{"/lib/modules/x/veth.ko"},
+		Shell:    true,
+	}
+	if !reflect.DeepEqual(c, want) {
+		t.Fatalf("got  %+v\nwant %+v", c, want)
+	}
+}
+
+func TestParseConfigErrors(t *testing.T) {
+	for _, in := range []string{
+		"nonsense",
+		"color=blue",
+		"timeout=soon",
+		"timeout=-1s",
+		"pkg=./tracer /bin/x /dir",
+		"env=NOVALUE",
+	} {
+		if err := ParseConfig(&Config{}, strings.NewReader(in)); err == nil {
+			t.Errorf("%q: no error", in)
+		}
+	}
+}
+
+func TestLoadConfigDefaults(t *testing.T) {
+	c, err := LoadConfig("/nonexistent/run.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Kernel != "unknown" || !reflect.DeepEqual(c.Backends, []string{"auto"}) || c.Timeout != 5*time.Minute {
+		t.Fatalf("defaults: %+v", c)
+	}
+}
+
+func TestMarkerLine(t *testing.T) {
+	got := markerLine("END", "kernel", "k 1", "backend", "fentry", "pkg", "./tracer", "result", "PASS", "run", "")
+	want := "@@VMTEST@@ END kernel=k_1 backend=fentry pkg=./tracer result=PASS run=-"
+	if got != want {
+		t.Fatalf("got %q want %q", got, want)
+	}
+}
+
+func TestTestEnvAndArgs(t *testing.T) {
+	c := &Config{Timeout: 2 * time.Minute, Run: "TestX", Env: []string{"NSTRACE_BIN=/usr/bin/nstrace", "NSTRACE_TEST_STRICT=0"}, Args: []string{"-test.count=2"}}
+	env := TestEnv([]string{"PATH=/bin", "NSTRACE_TEST_BACKEND=old"}, c, "kprobe")
+	want := []string{"NSTRACE_BIN=/usr/bin/nstrace", "NSTRACE_TEST_BACKEND=kprobe", "NSTRACE_TEST_STRICT=1", "NSTRACE_TEST_VM=1", "PATH=/bin"}
+	if !reflect.DeepEqual(env, want) {
+		t.Fatalf("env %q want %q", env, want)
+	}
+	args := TestArgs(c, Package{Binary: "/vmtest/bin/t.test"})
+	wantArgs := []string{"/vmtest/bin/t.test", "-test.v", "-test.timeout=2m0s", "-test.run=TestX", "-test.count=2"}
+	if !reflect.DeepEqual(args, wantArgs) {
+		t.Fatalf("args %q want %q", args, wantArgs)
+	}
+}
