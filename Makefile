@@ -39,8 +39,9 @@ lint:
 	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 	$(GO) vet ./...
 
+# -v so that every skip shows its reason in CI's log.
 test:
-	$(GO) test -count=1 ./...
+	$(GO) test -count=1 -v ./...
 
 vmtest:
 	PKGS="$${PKGS:-$(KERNEL_PKGS)}" scripts/vmtest.sh

@@ -60,6 +60,8 @@ const (
 	BpfMapLiveNets                      = "live_nets"
 	BpfMapLost                          = "lost"
 	BpfMapSyscallSnaps                  = "syscall_snaps"
+	BpfProgCommonIterTask               = "common_iter_task"
+	BpfProgCommonIterTaskFile           = "common_iter_task_file"
 	BpfProgCommonSysEnterSetns          = "common_sys_enter_setns"
 	BpfProgCommonSysExitSetns           = "common_sys_exit_setns"
 	BpfProgCommonWorkqueueExecuteStart  = "common_workqueue_execute_start"
@@ -127,6 +129,8 @@ type BpfSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BpfProgramSpecs struct {
+	CommonIterTask               *ebpf.ProgramSpec `ebpf:"common_iter_task"`
+	CommonIterTaskFile           *ebpf.ProgramSpec `ebpf:"common_iter_task_file"`
 	CommonSysEnterSetns          *ebpf.ProgramSpec `ebpf:"common_sys_enter_setns"`
 	CommonSysExitSetns           *ebpf.ProgramSpec `ebpf:"common_sys_exit_setns"`
 	CommonWorkqueueExecuteStart  *ebpf.ProgramSpec `ebpf:"common_workqueue_execute_start"`
@@ -222,6 +226,8 @@ type BpfVariables struct {
 //
 // It can be passed to LoadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BpfPrograms struct {
+	CommonIterTask               *ebpf.Program `ebpf:"common_iter_task"`
+	CommonIterTaskFile           *ebpf.Program `ebpf:"common_iter_task_file"`
 	CommonSysEnterSetns          *ebpf.Program `ebpf:"common_sys_enter_setns"`
 	CommonSysExitSetns           *ebpf.Program `ebpf:"common_sys_exit_setns"`
 	CommonWorkqueueExecuteStart  *ebpf.Program `ebpf:"common_workqueue_execute_start"`
@@ -243,6 +249,8 @@ type BpfPrograms struct {
 
 func (p *BpfPrograms) Close() error {
 	return _BpfClose(
+		p.CommonIterTask,
+		p.CommonIterTaskFile,
 		p.CommonSysEnterSetns,
 		p.CommonSysExitSetns,
 		p.CommonWorkqueueExecuteStart,

@@ -170,9 +170,14 @@ volatile const bool pid_ns_free_hooked = false;
 // unshare/setns replaced is known to be freed from its refcount at entry.
 volatile const bool release_at_syscall_exit = false;
 
-// ns_common's refcount was renamed in 6.18.
+// ns_common's refcount was renamed in 6.18, which also moved the type
+// (a CLONE_NEW* flag) from the proc_ns_operations into ns_common.
 struct ns_common___new {
 	refcount_t __ns_ref;
+	u32 ns_type;
+} __attribute__((preserve_access_index));
+struct proc_ns_operations___old {
+	int type;
 } __attribute__((preserve_access_index));
 struct ns_common___old {
 	refcount_t count;
@@ -716,6 +721,65 @@ static __always_inline void pid_ns_freed(struct work_struct *work)
 			break;
 		emit_destroy(NS_PID, ns_inum(&ns->ns), HOW_LAST_REF);
 	}
+}
+
+/* ---- what exists at start ---- */
+
+#define NSFS_MAGIC 0x6e736673
+
+static __always_inline __u32 ns_clone_type(struct ns_common *ns)
+{
+	struct proc_ns_operations___old *ops;
+
+	if (bpf_core_field_exists(struct ns_common___new, ns_type))
+		return BPF_CORE_READ((struct ns_common___new *)ns, ns_type);
+	ops = (void *)BPF_CORE_READ(ns, ops);
+	return BPF_CORE_READ(ops, type);
+}
+
+static __always_inline void track_net(struct net *net)
+{
+	__u64 key = (__u64)net;
+	__u32 inum = ns_inum(&net->ns);
+	long err;
+
+	if (!cleanup_net_fn || !inum)
+		return;
+	err = bpf_map_update_elem(&live_nets, &key, &inum, BPF_NOEXIST);
+	if (err && err != -17 /* EEXIST */)
+		count_lost();
+}
+
+// Run once at start, after every hook is attached: network namespaces that
+// already exist get followed to their cleanup like the ones created later.
+// Every task's own, and every one held open through an nsfs file (userspace
+// opens the bind mounts it knows of first, so those are seen as its files).
+SEC("iter/task")
+int common_iter_task(struct bpf_iter__task *ctx)
+{
+	struct task_struct *task = ctx->task;
+
+	if (task)
+		track_net(BPF_CORE_READ(task, nsproxy, net_ns));
+	return 0;
+}
+
+SEC("iter/task_file")
+int common_iter_task_file(struct bpf_iter__task_file *ctx)
+{
+	struct file *file = ctx->file;
+	struct inode *inode;
+	struct ns_common *ns;
+
+	if (!file)
+		return 0;
+	inode = BPF_CORE_READ(file, f_inode);
+	if (BPF_CORE_READ(inode, i_sb, s_magic) != NSFS_MAGIC)
+		return 0;
+	ns = BPF_CORE_READ(inode, i_private);
+	if (ns_clone_type(ns) == CLONE_NEWNET)
+		track_net((void *)ns - bpf_core_field_offset(struct net, ns));
+	return 0;
 }
 
 // cleanup_net() is about to tear down every network namespace whose count

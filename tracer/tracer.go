@@ -5,7 +5,10 @@ package tracer
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -144,11 +147,23 @@ func open(b Backend, opts Options) (_ *Tracer, err error) {
 		return nil, err
 	}
 	for name, p := range spec.Programs {
+		if p.AttachType == ebpf.AttachTraceIter {
+			continue
+		}
 		l, err := attach(p, coll.Programs[name])
 		if err != nil {
 			return nil, fmt.Errorf("attach %s: %w", name, err)
 		}
 		t.links = append(t.links, l)
+	}
+	// With every hook in place, learn what already exists: anything created
+	// from now on is seen by the hooks, so nothing falls in between.
+	for name, p := range spec.Programs {
+		if p.AttachType == ebpf.AttachTraceIter {
+			if err := runIter(coll.Programs[name]); err != nil {
+				return nil, fmt.Errorf("iterate %s: %w", name, err)
+			}
+		}
 	}
 	t.reader, err = ringbuf.NewReader(coll.Maps["events"])
 	if err != nil {
@@ -210,6 +225,11 @@ func setKnobs(spec *ebpf.CollectionSpec, b Backend) (blind []string, err error) 
 		delete(spec.Programs, "fentry_delayed_free_pidns")
 		delete(spec.Programs, "kprobe_delayed_free_pidns")
 	}
+	if syms["cleanup_net"] == 0 {
+		// Existing network namespaces are learnt only to follow them to it.
+		delete(spec.Programs, "common_iter_task")
+		delete(spec.Programs, "common_iter_task_file")
+	}
 	if syms["free_user_ns"] == 0 && !pidWork && syms["cleanup_net"] == 0 {
 		delete(spec.Programs, "common_workqueue_execute_start")
 	}
@@ -247,6 +267,32 @@ func attach(spec *ebpf.ProgramSpec, prog *ebpf.Program) (link.Link, error) {
 		return link.Tracepoint(group, name, prog, nil)
 	}
 	return nil, fmt.Errorf("program type %s: %w", spec.Type, errors.ErrUnsupported)
+}
+
+// runIter runs a BPF iterator over every task (or task file) once. The
+// network namespaces that iproute2 keeps in /run/netns are held open
+// meanwhile, so that the task_file iterator finds them among our files.
+func runIter(prog *ebpf.Program) error {
+	entries, _ := os.ReadDir("/run/netns")
+	for _, e := range entries {
+		f, err := os.Open(filepath.Join("/run/netns", e.Name()))
+		if err != nil {
+			continue // not a namespace bind mount, or gone
+		}
+		defer f.Close()
+	}
+	it, err := link.AttachIter(link.IterOptions{Program: prog})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	rd, err := it.Open()
+	if err != nil {
+		return err
+	}
+	defer rd.Close()
+	_, err = io.Copy(io.Discard, rd)
+	return err
 }
 
 // Backend reports which backend is attached.

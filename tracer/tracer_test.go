@@ -2,11 +2,15 @@ package tracer
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
@@ -219,3 +223,98 @@ func openForTest(t *testing.T, b Backend, ringSize int) (*Tracer, error) {
 	}
 	return Open(Options{Backend: b, RingBufferSize: ringSize})
 }
+
+// Network namespaces that exist before Open, held by a process or only by
+// a bind mount under /run/netns, are followed to their teardown too.
+func TestPreexistingNetsFollowed(t *testing.T) {
+	needRoot(t)
+	for _, tool := range []string{"ip", "unshare", "sleep"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("NSTRACE_TEST_STRICT") != "" {
+				t.Fatalf("NSTRACE_TEST_STRICT is set but %s is missing", tool)
+			}
+			t.Skipf("SKIP: %s not installed", tool)
+		}
+	}
+	name := fmt.Sprintf("nstrace-tracer-test-%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	defer exec.Command("ip", "netns", "del", name).Run()
+	var st unix.Stat_t
+	if err := unix.Stat("/run/netns/"+name, &st); err != nil {
+		t.Fatal(err)
+	}
+	bindMounted := uint32(st.Ino)
+
+	holder := exec.Command("unshare", "--net", "sleep", "30")
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Process.Kill()
+	var held uint32
+	for deadline := time.Now().Add(5 * time.Second); held == 0 || held == selfNetInum(t); {
+		if time.Now().After(deadline) {
+			t.Fatal("unshare --net did not move sleep into a new network namespace")
+		}
+		time.Sleep(20 * time.Millisecond)
+		held = netInum(t, holder.Process.Pid)
+	}
+
+	tr, err := Open(Options{Backend: testBackend()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	if slices.ContainsFunc(tr.BlindSpots, func(s string) bool { return strings.HasPrefix(s, "net ") }) {
+		t.Skipf("SKIP: backend %s announces it cannot see net teardown here: %v", tr.Backend(), tr.BlindSpots)
+	}
+
+	if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns del: %v: %s", err, out)
+	}
+	holder.Process.Kill()
+	holder.Wait()
+
+	want := map[uint32]bool{bindMounted: true, held: true}
+	dec, err := events.NewDecoder()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			tr.Detach()
+		}
+	}()
+	var rec ringbuf.Record
+	for len(want) > 0 {
+		if err := tr.Read(&rec); err != nil {
+			t.Fatalf("no destroy for network namespaces %v (created before Open) within 10 s: %v", want, err)
+		}
+		ev, _, err := dec.Decode(rec.RawSample)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Kind == events.Destroy && ev.Type == events.Net && want[ev.Inum] {
+			if ev.HasLifetime || ev.How != "freed" {
+				t.Errorf("destroy of a pre-existing net namespace: %+v", ev)
+			}
+			delete(want, ev.Inum)
+		}
+	}
+}
+
+func netInum(t *testing.T, pid int) uint32 {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/net", pid), &st); err != nil {
+		return 0
+	}
+	return uint32(st.Ino)
+}
+
+func selfNetInum(t *testing.T) uint32 { return netInum(t, os.Getpid()) }
