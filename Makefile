@@ -6,6 +6,7 @@
 #   make test             host test suite (root: loads BPF into the running kernel)
 #   make vmtest           the suite in qemu VMs, once per kernel × backend
 #   make check            everything CI runs: deps, lint, check-generated, test, vmtest
+#   make bench            cost of tracing: workloads untraced vs traced (prints, asserts nothing)
 
 GO          ?= go
 BPF_CLANG   ?= clang-16
@@ -15,7 +16,7 @@ KERNEL_PKGS := ./tracer ./cmd/nstrace
 
 export BPF_CLANG
 
-.PHONY: all build generate vmlinux check-generated lint test vmtest check deps
+.PHONY: all build generate vmlinux check-generated lint test vmtest check deps bench
 
 all: build
 
@@ -48,6 +49,9 @@ vmtest:
 
 deps:
 	scripts/deps.sh
+
+bench: build
+	$(GO) run ./scripts/bench -nstrace ./nstrace
 
 # Under check a missing tool or privilege fails a test instead of skipping it.
 check: export NSTRACE_TEST_STRICT = 1

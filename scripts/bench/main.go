@@ -1,0 +1,155 @@
+// Command bench measures what tracing with nstrace costs the traced
+// machine: each workload runs untraced and traced, alternating rounds in one
+// invocation (these machines are noisy), and the medians are compared.
+//
+//	go build -o /tmp/nstrace ./cmd/nstrace
+//	sudo go run ./scripts/bench -nstrace /tmp/nstrace
+//
+// It measures and prints; it asserts nothing.
+package main
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+type workload struct {
+	name string
+	n    int
+	op   func() error
+}
+
+func main() {
+	bin := flag.String("nstrace", "./nstrace", "nstrace binary")
+	backend := flag.String("backend", "auto", "backend to trace with")
+	rounds := flag.Int("rounds", 5, "rounds per workload and mode")
+	flag.Parse()
+	if err := run(*bin, *backend, *rounds); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(bin, backend string, rounds int) error {
+	workloads := []workload{
+		{"fork+exit (no namespaces)", 2000, func() error { return spawn(0) }},
+		{"clone(NEWUTS|NEWIPC)+exit", 2000, func() error { return spawn(unix.CLONE_NEWUTS | unix.CLONE_NEWIPC) }},
+		{"100x unshare(NEWUTS) on a new thread", 200, unshareUTS},
+		{"open+close /dev/null (kfree-heavy)", 200000, openClose},
+	}
+	fmt.Printf("%-38s %12s %12s %7s %s\n", "WORKLOAD", "UNTRACED", "TRACED", "RATIO", "EVENTS/S")
+	for _, w := range workloads {
+		var base, traced []time.Duration
+		var rate float64
+		for range rounds {
+			d, err := measure(w)
+			if err != nil {
+				return err
+			}
+			base = append(base, d)
+			d, r, err := measureTraced(bin, backend, w)
+			if err != nil {
+				return err
+			}
+			traced = append(traced, d)
+			rate = max(rate, r)
+		}
+		b, t := median(base), median(traced)
+		fmt.Printf("%-38s %12s %12s %7.3f %.0f\n", w.name, b/time.Duration(w.n), t/time.Duration(w.n), float64(t)/float64(b), rate)
+	}
+	return nil
+}
+
+func measure(w workload) (time.Duration, error) {
+	start := time.Now()
+	for range w.n {
+		if err := w.op(); err != nil {
+			return 0, fmt.Errorf("%s: %w", w.name, err)
+		}
+	}
+	return time.Since(start), nil
+}
+
+// measureTraced runs w while nstrace -o json writes to /dev/null, and
+// returns the time and the event rate nstrace reported.
+func measureTraced(bin, backend string, w workload) (time.Duration, float64, error) {
+	cmd := exec.Command(bin, "-o", "json", "--backend", backend)
+	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer devnull.Close()
+	cmd.Stdout = devnull
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return 0, 0, err
+	}
+	if err := cmd.Start(); err != nil {
+		return 0, 0, err
+	}
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() && !strings.Contains(sc.Text(), "tracing namespaces") {
+	}
+	d, err := measure(w)
+	cmd.Process.Signal(os.Interrupt)
+	var summary string
+	for sc.Scan() {
+		summary = sc.Text()
+	}
+	if werr := cmd.Wait(); err == nil && werr != nil {
+		err = fmt.Errorf("nstrace: %v (%s)", werr, summary)
+	}
+	var events, lost int
+	fmt.Sscanf(summary, "nstrace: %d events, %d lost", &events, &lost)
+	if lost > 0 {
+		fmt.Fprintf(os.Stderr, "bench: %s: nstrace lost %d events\n", w.name, lost)
+	}
+	return d, float64(events) / d.Seconds(), err
+}
+
+func spawn(flags uintptr) error {
+	cmd := exec.Command("/bin/true")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: flags}
+	return cmd.Run()
+}
+
+// unshareUTS creates a uts namespace and drops the previous one: the
+// cheapest full namespace lifecycle. The thread is thrown away at the end.
+func unshareUTS() error {
+	errc := make(chan error)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread exits with its namespaces
+		var err error
+		for range 100 {
+			if err = unix.Unshare(unix.CLONE_NEWUTS); err != nil {
+				break
+			}
+		}
+		errc <- err
+	}()
+	return <-errc
+}
+
+func openClose() error {
+	fd, err := unix.Open(os.DevNull, unix.O_RDONLY, 0)
+	if err != nil {
+		return err
+	}
+	return unix.Close(fd)
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
