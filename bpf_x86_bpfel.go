@@ -62,21 +62,25 @@ const (
 	BpfMapSyscallSnaps                  = "syscall_snaps"
 	BpfProgCommonIterTask               = "common_iter_task"
 	BpfProgCommonIterTaskFile           = "common_iter_task_file"
-	BpfProgCommonSysEnterSetns          = "common_sys_enter_setns"
-	BpfProgCommonSysExitSetns           = "common_sys_exit_setns"
 	BpfProgCommonWorkqueueExecuteStart  = "common_workqueue_execute_start"
 	BpfProgFentryDelayedFreePidns       = "fentry_delayed_free_pidns"
 	BpfProgFentryFreeNsproxy            = "fentry_free_nsproxy"
+	BpfProgFentrySysSetns               = "fentry_sys_setns"
 	BpfProgFexitCreateNewNamespaces     = "fexit_create_new_namespaces"
 	BpfProgFexitCreateUserNs            = "fexit_create_user_ns"
+	BpfProgFexitSysSetns                = "fexit_sys_setns"
 	BpfProgKprobeCreateNewNamespaces    = "kprobe_create_new_namespaces"
 	BpfProgKprobeCreateUserNs           = "kprobe_create_user_ns"
 	BpfProgKprobeDelayedFreePidns       = "kprobe_delayed_free_pidns"
 	BpfProgKprobeFreeNsproxy            = "kprobe_free_nsproxy"
+	BpfProgKprobeSysSetns               = "kprobe_sys_setns"
 	BpfProgKretprobeCreateNewNamespaces = "kretprobe_create_new_namespaces"
 	BpfProgKretprobeCreateUserNs        = "kretprobe_create_user_ns"
+	BpfProgKretprobeSysSetns            = "kretprobe_sys_setns"
 	BpfProgTpSchedProcessExit           = "tp_sched_process_exit"
+	BpfProgTpSysEnterSetns              = "tp_sys_enter_setns"
 	BpfProgTpSysEnterUnshare            = "tp_sys_enter_unshare"
+	BpfProgTpSysExitSetns               = "tp_sys_exit_setns"
 	BpfProgTpSysExitUnshare             = "tp_sys_exit_unshare"
 	BpfProgTpTaskNewtask                = "tp_task_newtask"
 	BpfVarCleanupNetFn                  = "cleanup_net_fn"
@@ -131,21 +135,25 @@ type BpfSpecs struct {
 type BpfProgramSpecs struct {
 	CommonIterTask               *ebpf.ProgramSpec `ebpf:"common_iter_task"`
 	CommonIterTaskFile           *ebpf.ProgramSpec `ebpf:"common_iter_task_file"`
-	CommonSysEnterSetns          *ebpf.ProgramSpec `ebpf:"common_sys_enter_setns"`
-	CommonSysExitSetns           *ebpf.ProgramSpec `ebpf:"common_sys_exit_setns"`
 	CommonWorkqueueExecuteStart  *ebpf.ProgramSpec `ebpf:"common_workqueue_execute_start"`
 	FentryDelayedFreePidns       *ebpf.ProgramSpec `ebpf:"fentry_delayed_free_pidns"`
 	FentryFreeNsproxy            *ebpf.ProgramSpec `ebpf:"fentry_free_nsproxy"`
+	FentrySysSetns               *ebpf.ProgramSpec `ebpf:"fentry_sys_setns"`
 	FexitCreateNewNamespaces     *ebpf.ProgramSpec `ebpf:"fexit_create_new_namespaces"`
 	FexitCreateUserNs            *ebpf.ProgramSpec `ebpf:"fexit_create_user_ns"`
+	FexitSysSetns                *ebpf.ProgramSpec `ebpf:"fexit_sys_setns"`
 	KprobeCreateNewNamespaces    *ebpf.ProgramSpec `ebpf:"kprobe_create_new_namespaces"`
 	KprobeCreateUserNs           *ebpf.ProgramSpec `ebpf:"kprobe_create_user_ns"`
 	KprobeDelayedFreePidns       *ebpf.ProgramSpec `ebpf:"kprobe_delayed_free_pidns"`
 	KprobeFreeNsproxy            *ebpf.ProgramSpec `ebpf:"kprobe_free_nsproxy"`
+	KprobeSysSetns               *ebpf.ProgramSpec `ebpf:"kprobe_sys_setns"`
 	KretprobeCreateNewNamespaces *ebpf.ProgramSpec `ebpf:"kretprobe_create_new_namespaces"`
 	KretprobeCreateUserNs        *ebpf.ProgramSpec `ebpf:"kretprobe_create_user_ns"`
+	KretprobeSysSetns            *ebpf.ProgramSpec `ebpf:"kretprobe_sys_setns"`
 	TpSchedProcessExit           *ebpf.ProgramSpec `ebpf:"tp_sched_process_exit"`
+	TpSysEnterSetns              *ebpf.ProgramSpec `ebpf:"tp_sys_enter_setns"`
 	TpSysEnterUnshare            *ebpf.ProgramSpec `ebpf:"tp_sys_enter_unshare"`
+	TpSysExitSetns               *ebpf.ProgramSpec `ebpf:"tp_sys_exit_setns"`
 	TpSysExitUnshare             *ebpf.ProgramSpec `ebpf:"tp_sys_exit_unshare"`
 	TpTaskNewtask                *ebpf.ProgramSpec `ebpf:"tp_task_newtask"`
 }
@@ -228,21 +236,25 @@ type BpfVariables struct {
 type BpfPrograms struct {
 	CommonIterTask               *ebpf.Program `ebpf:"common_iter_task"`
 	CommonIterTaskFile           *ebpf.Program `ebpf:"common_iter_task_file"`
-	CommonSysEnterSetns          *ebpf.Program `ebpf:"common_sys_enter_setns"`
-	CommonSysExitSetns           *ebpf.Program `ebpf:"common_sys_exit_setns"`
 	CommonWorkqueueExecuteStart  *ebpf.Program `ebpf:"common_workqueue_execute_start"`
 	FentryDelayedFreePidns       *ebpf.Program `ebpf:"fentry_delayed_free_pidns"`
 	FentryFreeNsproxy            *ebpf.Program `ebpf:"fentry_free_nsproxy"`
+	FentrySysSetns               *ebpf.Program `ebpf:"fentry_sys_setns"`
 	FexitCreateNewNamespaces     *ebpf.Program `ebpf:"fexit_create_new_namespaces"`
 	FexitCreateUserNs            *ebpf.Program `ebpf:"fexit_create_user_ns"`
+	FexitSysSetns                *ebpf.Program `ebpf:"fexit_sys_setns"`
 	KprobeCreateNewNamespaces    *ebpf.Program `ebpf:"kprobe_create_new_namespaces"`
 	KprobeCreateUserNs           *ebpf.Program `ebpf:"kprobe_create_user_ns"`
 	KprobeDelayedFreePidns       *ebpf.Program `ebpf:"kprobe_delayed_free_pidns"`
 	KprobeFreeNsproxy            *ebpf.Program `ebpf:"kprobe_free_nsproxy"`
+	KprobeSysSetns               *ebpf.Program `ebpf:"kprobe_sys_setns"`
 	KretprobeCreateNewNamespaces *ebpf.Program `ebpf:"kretprobe_create_new_namespaces"`
 	KretprobeCreateUserNs        *ebpf.Program `ebpf:"kretprobe_create_user_ns"`
+	KretprobeSysSetns            *ebpf.Program `ebpf:"kretprobe_sys_setns"`
 	TpSchedProcessExit           *ebpf.Program `ebpf:"tp_sched_process_exit"`
+	TpSysEnterSetns              *ebpf.Program `ebpf:"tp_sys_enter_setns"`
 	TpSysEnterUnshare            *ebpf.Program `ebpf:"tp_sys_enter_unshare"`
+	TpSysExitSetns               *ebpf.Program `ebpf:"tp_sys_exit_setns"`
 	TpSysExitUnshare             *ebpf.Program `ebpf:"tp_sys_exit_unshare"`
 	TpTaskNewtask                *ebpf.Program `ebpf:"tp_task_newtask"`
 }
@@ -251,21 +263,25 @@ func (p *BpfPrograms) Close() error {
 	return _BpfClose(
 		p.CommonIterTask,
 		p.CommonIterTaskFile,
-		p.CommonSysEnterSetns,
-		p.CommonSysExitSetns,
 		p.CommonWorkqueueExecuteStart,
 		p.FentryDelayedFreePidns,
 		p.FentryFreeNsproxy,
+		p.FentrySysSetns,
 		p.FexitCreateNewNamespaces,
 		p.FexitCreateUserNs,
+		p.FexitSysSetns,
 		p.KprobeCreateNewNamespaces,
 		p.KprobeCreateUserNs,
 		p.KprobeDelayedFreePidns,
 		p.KprobeFreeNsproxy,
+		p.KprobeSysSetns,
 		p.KretprobeCreateNewNamespaces,
 		p.KretprobeCreateUserNs,
+		p.KretprobeSysSetns,
 		p.TpSchedProcessExit,
+		p.TpSysEnterSetns,
 		p.TpSysEnterUnshare,
+		p.TpSysExitSetns,
 		p.TpSysExitUnshare,
 		p.TpTaskNewtask,
 	)

@@ -626,15 +626,41 @@ static __always_inline int on_sys_exit(long ret, __u8 kind, __u8 sc)
 
 // setns joins happen in commit_nsset(), static and inlined, with the user
 // namespace part in commit_creds(): the syscall boundary is the one place
-// every kernel and backend can diff. These fire only on setns itself.
+// every kernel and backend can diff. fentry and kprobe hook the syscall
+// function itself: enabling a syscall tracepoint would send every syscall
+// of every task through the kernel's tracing slow path.
+SEC("fentry/__x64_sys_setns")
+int BPF_PROG(fentry_sys_setns)
+{
+	return on_sys_enter();
+}
+
+SEC("fexit/__x64_sys_setns")
+int BPF_PROG(fexit_sys_setns, struct pt_regs *regs, long ret)
+{
+	return on_sys_exit(ret, EV_JOIN, SC_SETNS);
+}
+
+SEC("kprobe/__x64_sys_setns")
+int BPF_KPROBE(kprobe_sys_setns)
+{
+	return on_sys_enter();
+}
+
+SEC("kretprobe/__x64_sys_setns")
+int BPF_KRETPROBE(kretprobe_sys_setns, long ret)
+{
+	return on_sys_exit(ret, EV_JOIN, SC_SETNS);
+}
+
 SEC("tracepoint/syscalls/sys_enter_setns")
-int common_sys_enter_setns(void *ctx)
+int tp_sys_enter_setns(void *ctx)
 {
 	return on_sys_enter();
 }
 
 SEC("tracepoint/syscalls/sys_exit_setns")
-int common_sys_exit_setns(struct trace_event_raw_sys_exit *ctx)
+int tp_sys_exit_setns(struct trace_event_raw_sys_exit *ctx)
 {
 	return on_sys_exit(ctx->ret, EV_JOIN, SC_SETNS);
 }
