@@ -12,7 +12,7 @@ GO          ?= go
 BPF_CLANG   ?= clang-16
 VMLINUX_BTF ?= /sys/kernel/btf/vmlinux
 # Packages whose tests load BPF; they run as root on the host and in the VMs.
-KERNEL_PKGS := ./tracer ./cmd/nstrace
+KERNEL_PKGS := ./tracer ./cmd/nstrace ./snapshot
 
 export BPF_CLANG
 
@@ -40,9 +40,11 @@ lint:
 	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 	$(GO) vet ./...
 
-# -v so that every skip shows its reason in CI's log.
+# -v so that every skip shows its reason in CI's log; -p 1 because the
+# packages' tests share one kernel: one package's namespace churn would be
+# another's noise and ring-buffer pressure.
 test:
-	$(GO) test -count=1 -v ./...
+	$(GO) test -count=1 -p 1 -v ./...
 
 vmtest:
 	PKGS="$${PKGS:-$(KERNEL_PKGS)}" scripts/vmtest.sh

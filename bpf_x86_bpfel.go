@@ -58,13 +58,16 @@ const (
 	BpfMapEvents                        = "events"
 	BpfMapKprobeArgs                    = "kprobe_args"
 	BpfMapLiveNets                      = "live_nets"
+	BpfMapLiveNs                        = "live_ns"
 	BpfMapLost                          = "lost"
 	BpfMapSyscallSnaps                  = "syscall_snaps"
 	BpfProgCommonIterTask               = "common_iter_task"
 	BpfProgCommonIterTaskFile           = "common_iter_task_file"
+	BpfProgCommonWorkqueueExecuteEnd    = "common_workqueue_execute_end"
 	BpfProgCommonWorkqueueExecuteStart  = "common_workqueue_execute_start"
 	BpfProgFentryDelayedFreePidns       = "fentry_delayed_free_pidns"
 	BpfProgFentryFreeNsproxy            = "fentry_free_nsproxy"
+	BpfProgFentryProcFreeInum           = "fentry_proc_free_inum"
 	BpfProgFentrySysSetns               = "fentry_sys_setns"
 	BpfProgFexitCreateNewNamespaces     = "fexit_create_new_namespaces"
 	BpfProgFexitCreateUserNs            = "fexit_create_user_ns"
@@ -73,6 +76,7 @@ const (
 	BpfProgKprobeCreateUserNs           = "kprobe_create_user_ns"
 	BpfProgKprobeDelayedFreePidns       = "kprobe_delayed_free_pidns"
 	BpfProgKprobeFreeNsproxy            = "kprobe_free_nsproxy"
+	BpfProgKprobeProcFreeInum           = "kprobe_proc_free_inum"
 	BpfProgKprobeSysSetns               = "kprobe_sys_setns"
 	BpfProgKretprobeCreateNewNamespaces = "kretprobe_create_new_namespaces"
 	BpfProgKretprobeCreateUserNs        = "kretprobe_create_user_ns"
@@ -84,6 +88,7 @@ const (
 	BpfProgTpSysExitUnshare             = "tp_sys_exit_unshare"
 	BpfProgTpTaskNewtask                = "tp_task_newtask"
 	BpfVarCleanupNetFn                  = "cleanup_net_fn"
+	BpfVarDestroyAtFreeInum             = "destroy_at_free_inum"
 	BpfVarDestroyPidnsFn                = "destroy_pidns_fn"
 	BpfVarFreeUserNsFn                  = "free_user_ns_fn"
 	BpfVarPidNsFreeHooked               = "pid_ns_free_hooked"
@@ -135,9 +140,11 @@ type BpfSpecs struct {
 type BpfProgramSpecs struct {
 	CommonIterTask               *ebpf.ProgramSpec `ebpf:"common_iter_task"`
 	CommonIterTaskFile           *ebpf.ProgramSpec `ebpf:"common_iter_task_file"`
+	CommonWorkqueueExecuteEnd    *ebpf.ProgramSpec `ebpf:"common_workqueue_execute_end"`
 	CommonWorkqueueExecuteStart  *ebpf.ProgramSpec `ebpf:"common_workqueue_execute_start"`
 	FentryDelayedFreePidns       *ebpf.ProgramSpec `ebpf:"fentry_delayed_free_pidns"`
 	FentryFreeNsproxy            *ebpf.ProgramSpec `ebpf:"fentry_free_nsproxy"`
+	FentryProcFreeInum           *ebpf.ProgramSpec `ebpf:"fentry_proc_free_inum"`
 	FentrySysSetns               *ebpf.ProgramSpec `ebpf:"fentry_sys_setns"`
 	FexitCreateNewNamespaces     *ebpf.ProgramSpec `ebpf:"fexit_create_new_namespaces"`
 	FexitCreateUserNs            *ebpf.ProgramSpec `ebpf:"fexit_create_user_ns"`
@@ -146,6 +153,7 @@ type BpfProgramSpecs struct {
 	KprobeCreateUserNs           *ebpf.ProgramSpec `ebpf:"kprobe_create_user_ns"`
 	KprobeDelayedFreePidns       *ebpf.ProgramSpec `ebpf:"kprobe_delayed_free_pidns"`
 	KprobeFreeNsproxy            *ebpf.ProgramSpec `ebpf:"kprobe_free_nsproxy"`
+	KprobeProcFreeInum           *ebpf.ProgramSpec `ebpf:"kprobe_proc_free_inum"`
 	KprobeSysSetns               *ebpf.ProgramSpec `ebpf:"kprobe_sys_setns"`
 	KretprobeCreateNewNamespaces *ebpf.ProgramSpec `ebpf:"kretprobe_create_new_namespaces"`
 	KretprobeCreateUserNs        *ebpf.ProgramSpec `ebpf:"kretprobe_create_user_ns"`
@@ -165,6 +173,7 @@ type BpfMapSpecs struct {
 	Events       *ebpf.MapSpec `ebpf:"events"`
 	KprobeArgs   *ebpf.MapSpec `ebpf:"kprobe_args"`
 	LiveNets     *ebpf.MapSpec `ebpf:"live_nets"`
+	LiveNs       *ebpf.MapSpec `ebpf:"live_ns"`
 	Lost         *ebpf.MapSpec `ebpf:"lost"`
 	SyscallSnaps *ebpf.MapSpec `ebpf:"syscall_snaps"`
 }
@@ -174,6 +183,7 @@ type BpfMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type BpfVariableSpecs struct {
 	CleanupNetFn         *ebpf.VariableSpec `ebpf:"cleanup_net_fn"`
+	DestroyAtFreeInum    *ebpf.VariableSpec `ebpf:"destroy_at_free_inum"`
 	DestroyPidnsFn       *ebpf.VariableSpec `ebpf:"destroy_pidns_fn"`
 	FreeUserNsFn         *ebpf.VariableSpec `ebpf:"free_user_ns_fn"`
 	PidNsFreeHooked      *ebpf.VariableSpec `ebpf:"pid_ns_free_hooked"`
@@ -204,6 +214,7 @@ type BpfMaps struct {
 	Events       *ebpf.Map `ebpf:"events"`
 	KprobeArgs   *ebpf.Map `ebpf:"kprobe_args"`
 	LiveNets     *ebpf.Map `ebpf:"live_nets"`
+	LiveNs       *ebpf.Map `ebpf:"live_ns"`
 	Lost         *ebpf.Map `ebpf:"lost"`
 	SyscallSnaps *ebpf.Map `ebpf:"syscall_snaps"`
 }
@@ -213,6 +224,7 @@ func (m *BpfMaps) Close() error {
 		m.Events,
 		m.KprobeArgs,
 		m.LiveNets,
+		m.LiveNs,
 		m.Lost,
 		m.SyscallSnaps,
 	)
@@ -223,6 +235,7 @@ func (m *BpfMaps) Close() error {
 // It can be passed to LoadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BpfVariables struct {
 	CleanupNetFn         *ebpf.Variable `ebpf:"cleanup_net_fn"`
+	DestroyAtFreeInum    *ebpf.Variable `ebpf:"destroy_at_free_inum"`
 	DestroyPidnsFn       *ebpf.Variable `ebpf:"destroy_pidns_fn"`
 	FreeUserNsFn         *ebpf.Variable `ebpf:"free_user_ns_fn"`
 	PidNsFreeHooked      *ebpf.Variable `ebpf:"pid_ns_free_hooked"`
@@ -236,9 +249,11 @@ type BpfVariables struct {
 type BpfPrograms struct {
 	CommonIterTask               *ebpf.Program `ebpf:"common_iter_task"`
 	CommonIterTaskFile           *ebpf.Program `ebpf:"common_iter_task_file"`
+	CommonWorkqueueExecuteEnd    *ebpf.Program `ebpf:"common_workqueue_execute_end"`
 	CommonWorkqueueExecuteStart  *ebpf.Program `ebpf:"common_workqueue_execute_start"`
 	FentryDelayedFreePidns       *ebpf.Program `ebpf:"fentry_delayed_free_pidns"`
 	FentryFreeNsproxy            *ebpf.Program `ebpf:"fentry_free_nsproxy"`
+	FentryProcFreeInum           *ebpf.Program `ebpf:"fentry_proc_free_inum"`
 	FentrySysSetns               *ebpf.Program `ebpf:"fentry_sys_setns"`
 	FexitCreateNewNamespaces     *ebpf.Program `ebpf:"fexit_create_new_namespaces"`
 	FexitCreateUserNs            *ebpf.Program `ebpf:"fexit_create_user_ns"`
@@ -247,6 +262,7 @@ type BpfPrograms struct {
 	KprobeCreateUserNs           *ebpf.Program `ebpf:"kprobe_create_user_ns"`
 	KprobeDelayedFreePidns       *ebpf.Program `ebpf:"kprobe_delayed_free_pidns"`
 	KprobeFreeNsproxy            *ebpf.Program `ebpf:"kprobe_free_nsproxy"`
+	KprobeProcFreeInum           *ebpf.Program `ebpf:"kprobe_proc_free_inum"`
 	KprobeSysSetns               *ebpf.Program `ebpf:"kprobe_sys_setns"`
 	KretprobeCreateNewNamespaces *ebpf.Program `ebpf:"kretprobe_create_new_namespaces"`
 	KretprobeCreateUserNs        *ebpf.Program `ebpf:"kretprobe_create_user_ns"`
@@ -263,9 +279,11 @@ func (p *BpfPrograms) Close() error {
 	return _BpfClose(
 		p.CommonIterTask,
 		p.CommonIterTaskFile,
+		p.CommonWorkqueueExecuteEnd,
 		p.CommonWorkqueueExecuteStart,
 		p.FentryDelayedFreePidns,
 		p.FentryFreeNsproxy,
+		p.FentryProcFreeInum,
 		p.FentrySysSetns,
 		p.FexitCreateNewNamespaces,
 		p.FexitCreateUserNs,
@@ -274,6 +292,7 @@ func (p *BpfPrograms) Close() error {
 		p.KprobeCreateUserNs,
 		p.KprobeDelayedFreePidns,
 		p.KprobeFreeNsproxy,
+		p.KprobeProcFreeInum,
 		p.KprobeSysSetns,
 		p.KretprobeCreateNewNamespaces,
 		p.KretprobeCreateUserNs,

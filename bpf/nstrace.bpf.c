@@ -157,6 +157,18 @@ struct {
 	__type(value, __u32);
 } live_nets SEC(".maps");
 
+// fentry/kprobe: every live namespace nstrace knows of, by inum, with its
+// type, so that proc_free_inum() (called by every namespace type's
+// destructor, whatever held the namespace last) says which one died. Entries
+// come from creates, joins and the start-up iterators, and leave at the
+// free; the bound is on namespaces alive at once, overflow counts as lost.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u32);
+} live_ns SEC(".maps");
+
 // Set by userspace before load.
 // Addresses of the work functions that free user and pid namespaces
 // (from /proc/kallsyms); 0 disables that teardown hook.
@@ -166,6 +178,8 @@ volatile const __u64 cleanup_net_fn = 0;
 // Whether a hook reports pid namespaces freed: the work item (6.14+) or,
 // before, fentry/kprobe on the RCU callback delayed_free_pidns().
 volatile const bool pid_ns_free_hooked = false;
+// fentry/kprobe with proc_free_inum() hooked: destroys come from there only.
+volatile const bool destroy_at_free_inum = false;
 // Tracepoint backend only: nothing hooks free_nsproxy, so an nsproxy that
 // unshare/setns replaced is known to be freed from its refcount at entry.
 volatile const bool release_at_syscall_exit = false;
@@ -386,14 +400,32 @@ static __always_inline bool for_children(__u32 type, __u32 sc)
 
 // emit_ns and emit_destroy are global functions: the verifier checks each
 // once, instead of once per path through every caller.
+// keep says whether an entry already there stays (join, iterator) or is
+// replaced (create: the old namespace with that inum died unseen). Only a
+// failure to remember a namespace counts as lost, never its being known.
+static __always_inline void track_ns(__u32 type, __u32 inum, bool keep)
+{
+	if (!destroy_at_free_inum || !inum)
+		return;
+	if (keep && bpf_map_lookup_elem(&live_ns, &inum))
+		return;
+	if (bpf_map_update_elem(&live_ns, &inum, &type, BPF_ANY))
+		count_lost();
+}
+
 // BPF functions take at most five arguments: kind, type and syscall travel
 // packed in one.
 #define NS_WHAT(kind, type, sc) ((kind) | (type) << 8 | (sc) << 16)
 
 __noinline int emit_ns(__u32 what, __u32 inum, __u32 old_inum, __u64 flags)
 {
-	__u32 type = (what >> 8) & 0xff, sc = what >> 16;
-	struct event *e = ev_new(what & 0xff, type);
+	__u32 kind = what & 0xff, type = (what >> 8) & 0xff, sc = what >> 16;
+	struct event *e;
+
+	// A create replaces whatever had the inum before (its free was missed);
+	// a join only fills in a namespace nstrace did not know.
+	track_ns(type, inum, kind != EV_CREATE);
+	e = ev_new(kind, type);
 
 	if (!e)
 		return 0;
@@ -418,7 +450,7 @@ static __always_inline void emit_diff(struct snap *old, struct snap *new, __u8 k
 			continue;
 		emit_ns(NS_WHAT(kind, i, sc), new->inum[i], old->inum[i], flags);
 		if (i == NS_NET && kind == EV_CREATE && cleanup_net_fn &&
-		    bpf_map_update_elem(&live_nets, &new->net, &new->inum[i], BPF_NOEXIST))
+		    bpf_map_update_elem(&live_nets, &new->net, &new->inum[i], BPF_ANY))
 			count_lost();
 	}
 }
@@ -450,6 +482,8 @@ static __always_inline void emit_release(struct snap *s, struct snap *after)
 		e->inums[NS_USER] = 0;
 		bpf_ringbuf_submit(e, 0);
 	}
+	if (destroy_at_free_inum)
+		return;
 
 #pragma unroll
 	for (int i = 0; i < NS_SLOTS; i++) {
@@ -767,12 +801,10 @@ static __always_inline void track_net(struct net *net)
 {
 	__u64 key = (__u64)net;
 	__u32 inum = ns_inum(&net->ns);
-	long err;
 
-	if (!cleanup_net_fn || !inum)
+	if (!cleanup_net_fn || !inum || bpf_map_lookup_elem(&live_nets, &key))
 		return;
-	err = bpf_map_update_elem(&live_nets, &key, &inum, BPF_NOEXIST);
-	if (err && err != -17 /* EEXIST */)
+	if (bpf_map_update_elem(&live_nets, &key, &inum, BPF_ANY))
 		count_lost();
 }
 
@@ -785,8 +817,25 @@ int common_iter_task(struct bpf_iter__task *ctx)
 {
 	struct task_struct *task = ctx->task;
 
-	if (task)
-		track_net(BPF_CORE_READ(task, nsproxy, net_ns));
+	struct snap s = {};
+	struct pid *pid;
+	struct upid up = {};
+	__u32 level;
+
+	if (!task)
+		return 0;
+	track_net(BPF_CORE_READ(task, nsproxy, net_ns));
+	if (!destroy_at_free_inum)
+		return 0;
+	snap_task(task, &s);
+#pragma unroll
+	for (int i = 0; i < NS_SLOTS; i++)
+		track_ns(i == NS_TIME_ACTIVE ? NS_TIME : i, s.inum[i], true);
+	// The pid namespace the task is in, which pid_for_children may not be.
+	pid = BPF_CORE_READ(task, thread_pid);
+	level = BPF_CORE_READ(pid, level);
+	bpf_probe_read_kernel(&up, sizeof(up), (void *)&pid->numbers[0] + (level & 31) * sizeof(up));
+	track_ns(NS_PID, ns_inum(&up.ns->ns), true);
 	return 0;
 }
 
@@ -803,13 +852,70 @@ int common_iter_task_file(struct bpf_iter__task_file *ctx)
 	if (BPF_CORE_READ(inode, i_sb, s_magic) != NSFS_MAGIC)
 		return 0;
 	ns = BPF_CORE_READ(inode, i_private);
-	if (ns_clone_type(ns) == CLONE_NEWNET)
+	switch (ns_clone_type(ns)) {
+	case CLONE_NEWNET:
 		track_net((void *)ns - bpf_core_field_offset(struct net, ns));
+		track_ns(NS_NET, ns_inum(ns), true);
+		break;
+	case CLONE_NEWNS:
+		track_ns(NS_MNT, ns_inum(ns), true);
+		break;
+	case CLONE_NEWUTS:
+		track_ns(NS_UTS, ns_inum(ns), true);
+		break;
+	case CLONE_NEWIPC:
+		track_ns(NS_IPC, ns_inum(ns), true);
+		break;
+	case CLONE_NEWPID:
+		track_ns(NS_PID, ns_inum(ns), true);
+		break;
+	case CLONE_NEWUSER:
+		track_ns(NS_USER, ns_inum(ns), true);
+		break;
+	case CLONE_NEWCGROUP:
+		track_ns(NS_CGROUP, ns_inum(ns), true);
+		break;
+	case CLONE_NEWTIME:
+		track_ns(NS_TIME, ns_inum(ns), true);
+		break;
+	}
 	return 0;
 }
 
-// cleanup_net() is about to tear down every network namespace whose count
-// dropped to zero; a tracked one still at zero is among them.
+// Every namespace type's destructor gives its inode number back here,
+// whatever held the namespace last: an nsproxy, a bind mount, an open file,
+// a child namespace. /proc entries use it too: live_ns tells them apart.
+static __always_inline int on_free_inum(__u32 inum)
+{
+	__u32 *type = bpf_map_lookup_elem(&live_ns, &inum);
+	__u32 t;
+
+	if (!type)
+		return 0;
+	t = *type;
+	bpf_map_delete_elem(&live_ns, &inum);
+	emit_destroy(t, inum, HOW_FREED);
+	return 0;
+}
+
+SEC("fentry/proc_free_inum")
+int BPF_PROG(fentry_proc_free_inum, unsigned int inum)
+{
+	return on_free_inum(inum);
+}
+
+SEC("kprobe/proc_free_inum")
+int BPF_KPROBE(kprobe_proc_free_inum, unsigned int inum)
+{
+	return on_free_inum(inum);
+}
+
+// cleanup_net() tears down, in one batch, every network namespace whose
+// count had dropped to zero when it took the list. A tracked one at zero
+// when the work starts is in the batch; one that reached zero between that
+// and the taking of the list is caught when the work ends (its memory is
+// freed then, but slab memory stays readable and keeps the zero unless
+// reused at once).
 static long sweep_net(struct bpf_map *map, __u64 *key, __u32 *inum, void *ctx)
 {
 	struct net *net = (struct net *)*key;
@@ -854,6 +960,16 @@ int BPF_PROG(common_workqueue_execute_start, struct work_struct *work)
 	else if (fn == destroy_pidns_fn)
 		pid_ns_freed(work);
 	else if (fn == cleanup_net_fn)
+		bpf_for_each_map_elem(&live_nets, sweep_net, NULL, 0);
+	return 0;
+}
+
+SEC("tp_btf/workqueue_execute_end")
+int BPF_PROG(common_workqueue_execute_end, struct work_struct *work)
+{
+	// Runs for every work item: one load and one compare. The work item of
+	// cleanup_net is static, so it is still there to read.
+	if ((__u64)work->func == cleanup_net_fn)
 		bpf_for_each_map_elem(&live_nets, sweep_net, NULL, 0);
 	return 0;
 }

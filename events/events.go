@@ -22,9 +22,12 @@ const (
 	Destroy
 	// Lost is synthesized in userspace from the drop counters.
 	Lost
+	// Exist is a namespace alive at startup (--snapshot), found in
+	// userspace by package snapshot.
+	Exist
 )
 
-var kindNames = [...]string{Create: "create", Join: "join", NsproxyFree: "nsproxy_free", Destroy: "destroy", Lost: "lost"}
+var kindNames = [...]string{Create: "create", Join: "join", NsproxyFree: "nsproxy_free", Destroy: "destroy", Lost: "lost", Exist: "exist"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) && kindNames[k] != "" {
@@ -56,6 +59,16 @@ func (t NsType) String() string {
 		return typeNames[t]
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
+}
+
+// ParseNsType returns the type named name (an lsns name).
+func ParseNsType(name string) (NsType, bool) {
+	for i, n := range typeNames {
+		if n == name {
+			return NsType(i), true
+		}
+	}
+	return 0, false
 }
 
 // SlotNames names the namespaces an nsproxy holds, as the files in
@@ -90,6 +103,14 @@ type Event struct {
 	Namespaces [len(SlotNames)]uint32
 	// Count of lost events, for Kind Lost.
 	Count uint64
+
+	// For Kind Exist. Pid, Ppid, Uid and Comm are those of the process it
+	// was found through (0 and "" if unknown); Tid is not used.
+	HeldBy     string // process, bind_mount, fd or namespace
+	Nprocs     uint32 // processes in it
+	ParentInum uint32 // pid, user: the parent namespace; 0 if none or unknown
+	OwnerInum  uint32 // all but user: the owning user namespace; 0 if unknown
+	Mountpoint string // where it is bind-mounted, if it is
 }
 
 // Decoder turns raw records into Events.

@@ -97,6 +97,26 @@ func decodeAll(t *testing.T) []Event {
 	return append(evs, Event{Kind: Lost, Time: evs[len(evs)-1].Time, Count: 7})
 }
 
+// existEvents are what --snapshot prints before the live stream: one of
+// each holder, with and without parent, owner, mount point and process.
+func existEvents() []Event {
+	at := time.Date(2026, 11, 30, 11, 59, 59, 500, time.UTC)
+	proc := func(ev Event) Event {
+		ev.Kind, ev.Time = Exist, at
+		ev.Pid, ev.Ppid, ev.Uid, ev.Comm = 4242, 1, 0, "unshare"
+		return ev
+	}
+	return []Event{
+		{Kind: Exist, Time: at, Type: User, Inum: 4026531837, HeldBy: "process", Nprocs: 80, Pid: 1, Comm: "systemd"},
+		proc(Event{Type: PID, Inum: 4026532178, HeldBy: "process", Nprocs: 3, ParentInum: 4026531836, OwnerInum: 4026532177}),
+		proc(Event{Type: Net, Inum: 4026532181, HeldBy: "bind_mount", OwnerInum: 4026531837, Mountpoint: "/run/netns/blue"}),
+		proc(Event{Type: UTS, Inum: 4026532190, HeldBy: "bind_mount", OwnerInum: 4026531837, Mountpoint: "/tmp/a b"}),
+		proc(Event{Type: IPC, Inum: 4026532191, HeldBy: "fd", OwnerInum: 4026531837}),
+		// Every process it was found through exited meanwhile.
+		{Kind: Exist, Time: at, Type: User, Inum: 4026532999, HeldBy: "namespace", ParentInum: 4026531837},
+	}
+}
+
 func TestDecode(t *testing.T) {
 	evs := decodeAll(t)
 	create := evs[0]
@@ -162,7 +182,7 @@ func format(t *testing.T, name string) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, ev := range decodeAll(t) {
+	for _, ev := range append(existEvents(), decodeAll(t)...) {
 		if err := w.Write(&ev); err != nil {
 			t.Fatal(err)
 		}
@@ -194,6 +214,47 @@ func TestJSONGolden(t *testing.T) {
 		if _, err := time.Parse(time.RFC3339Nano, m["time"].(string)); err != nil {
 			t.Errorf("line %d: time: %v", i, err)
 		}
+	}
+}
+
+func TestExistJSON(t *testing.T) {
+	var buf bytes.Buffer
+	w, _ := NewWriter("json", &buf)
+	for _, ev := range existEvents() {
+		w.Write(&ev)
+	}
+	w.Flush()
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	for i, line := range lines {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("line %d: %v", i, err)
+		}
+		for _, k := range []string{"type", "inum", "held_by", "nprocs"} {
+			if _, ok := m[k]; !ok {
+				t.Errorf("exist line %d has no %q: %s", i, k, line)
+			}
+		}
+		for _, k := range []string{"tid", "old_inum", "syscall", "clone_flags", "how"} {
+			if _, ok := m[k]; ok {
+				t.Errorf("exist line %d has %q: %s", i, k, line)
+			}
+		}
+		_, hasPid := m["pid"]
+		if want := i != 5; hasPid != want {
+			t.Errorf("exist line %d: pid present %v, want %v: %s", i, hasPid, want, line)
+		}
+	}
+}
+
+func TestParseNsType(t *testing.T) {
+	for i, name := range typeNames {
+		if typ, ok := ParseNsType(name); !ok || typ != NsType(i) || typ.String() != name {
+			t.Errorf("ParseNsType(%q) = %v, %v", name, typ, ok)
+		}
+	}
+	if _, ok := ParseNsType("pid_for_children"); ok {
+		t.Error("ParseNsType accepts pid_for_children")
 	}
 }
 

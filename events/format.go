@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 )
 
@@ -44,6 +45,11 @@ type jsonEvent struct {
 	Ppid          *uint32      `json:"ppid,omitempty"`
 	Uid           *uint32      `json:"uid,omitempty"`
 	Comm          *string      `json:"comm,omitempty"`
+	HeldBy        string       `json:"held_by,omitempty"`
+	Nprocs        *uint32      `json:"nprocs,omitempty"`
+	ParentInum    uint32       `json:"parent_inum,omitempty"`
+	OwnerUserInum uint32       `json:"owner_user_inum,omitempty"`
+	Mountpoint    string       `json:"mountpoint,omitempty"`
 	OldInum       uint32       `json:"old_inum,omitempty"`
 	ForChildren   bool         `json:"for_children,omitempty"`
 	Syscall       string       `json:"syscall,omitempty"`
@@ -76,8 +82,19 @@ func (j *jsonWriter) Write(ev *Event) error {
 		Time:  ev.Time.Format(TimeFormat),
 		Event: ev.Kind.String(),
 	}
-	if ev.Kind == Lost {
+	switch ev.Kind {
+	case Lost:
 		out.Count = &ev.Count
+		return j.enc.Encode(&out)
+	case Exist:
+		// No thread did anything: pid is the process it was found
+		// through, if it could be read.
+		out.Type, out.Inum = ev.Type.String(), ev.Inum
+		if ev.Pid != 0 {
+			out.Pid, out.Ppid, out.Uid, out.Comm = &ev.Pid, &ev.Ppid, &ev.Uid, &ev.Comm
+		}
+		out.HeldBy, out.Nprocs = ev.HeldBy, &ev.Nprocs
+		out.ParentInum, out.OwnerUserInum, out.Mountpoint = ev.ParentInum, ev.OwnerInum, ev.Mountpoint
 		return j.enc.Encode(&out)
 	}
 	out.Pid, out.Tid, out.Ppid, out.Uid, out.Comm = &ev.Pid, &ev.Tid, &ev.Ppid, &ev.Uid, &ev.Comm
@@ -121,7 +138,7 @@ func (t *textWriter) Write(ev *Event) error {
 		t.headerDone = true
 	}
 	typ, inum, pid, comm := "-", "-", "-", "-"
-	if ev.Kind != Lost {
+	if ev.Kind != Lost && (ev.Kind != Exist || ev.Pid != 0) {
 		pid, comm = fmt.Sprint(ev.Pid), ev.Comm
 	}
 	if ev.Kind != Lost && ev.Kind != NsproxyFree {
@@ -156,6 +173,20 @@ func details(ev *Event) string {
 		}
 	case Lost:
 		fmt.Fprintf(&b, "count=%d", ev.Count)
+	case Exist:
+		fmt.Fprintf(&b, "held_by=%s nprocs=%d", ev.HeldBy, ev.Nprocs)
+		if ev.ParentInum != 0 {
+			fmt.Fprintf(&b, " parent=%d", ev.ParentInum)
+		}
+		if ev.OwnerInum != 0 {
+			fmt.Fprintf(&b, " owner=%d", ev.OwnerInum)
+		}
+		if mp := ev.Mountpoint; mp != "" {
+			if strings.ContainsFunc(mp, func(r rune) bool { return r <= ' ' || r == '"' || r == '\\' || r >= 0x7f }) {
+				mp = strconv.Quote(mp)
+			}
+			fmt.Fprintf(&b, " mountpoint=%s", mp)
+		}
 	}
 	return b.String()
 }

@@ -203,9 +203,17 @@ func hasAnyPrefix(s string, prefixes []string) bool {
 // programs whose hook this kernel does not have, and says which teardowns
 // the backend cannot see here.
 func setKnobs(spec *ebpf.CollectionSpec, b Backend) (blind []string, err error) {
-	syms, err := kernelSymbols("free_user_ns", "destroy_pid_namespace_work", "cleanup_net", "delayed_free_pidns")
+	syms, err := kernelSymbols("free_user_ns", "destroy_pid_namespace_work", "cleanup_net", "delayed_free_pidns", "proc_free_inum")
 	if err != nil {
 		slog.Debug("kallsyms unreadable", "err", err)
+	}
+	// fentry and kprobe see every namespace's free in proc_free_inum(); the
+	// tracepoint backend pieces teardown together from what tracepoints show.
+	freeInum := b != Tracepoint && syms["proc_free_inum"] != 0
+	if freeInum {
+		for _, s := range []string{"free_user_ns", "destroy_pid_namespace_work", "cleanup_net", "delayed_free_pidns"} {
+			delete(syms, s)
+		}
 	}
 	pidWork := syms["destroy_pid_namespace_work"] != 0
 	pidRCU := !pidWork && b != Tracepoint && syms["delayed_free_pidns"] != 0
@@ -214,6 +222,7 @@ func setKnobs(spec *ebpf.CollectionSpec, b Backend) (blind []string, err error) 
 		"destroy_pidns_fn":        syms["destroy_pid_namespace_work"],
 		"cleanup_net_fn":          syms["cleanup_net"],
 		"pid_ns_free_hooked":      pidWork || pidRCU,
+		"destroy_at_free_inum":    freeInum,
 		"release_at_syscall_exit": b == Tracepoint,
 	}
 	for name, v := range set {
@@ -221,19 +230,35 @@ func setKnobs(spec *ebpf.CollectionSpec, b Backend) (blind []string, err error) 
 			return nil, fmt.Errorf("set %s: %w", name, err)
 		}
 	}
-	if !pidRCU {
-		delete(spec.Programs, "fentry_delayed_free_pidns")
-		delete(spec.Programs, "kprobe_delayed_free_pidns")
+	drop := func(names ...string) {
+		for _, n := range names {
+			delete(spec.Programs, n)
+		}
 	}
-	if syms["cleanup_net"] == 0 {
-		// Existing network namespaces are learnt only to follow them to it.
-		delete(spec.Programs, "common_iter_task")
-		delete(spec.Programs, "common_iter_task_file")
+	if !freeInum {
+		drop("fentry_proc_free_inum", "kprobe_proc_free_inum")
+	}
+	if !pidRCU {
+		drop("fentry_delayed_free_pidns", "kprobe_delayed_free_pidns")
 	}
 	if syms["free_user_ns"] == 0 && !pidWork && syms["cleanup_net"] == 0 {
-		delete(spec.Programs, "common_workqueue_execute_start")
+		drop("common_workqueue_execute_start")
+	}
+	if syms["cleanup_net"] == 0 {
+		drop("common_workqueue_execute_end")
+	}
+	if syms["cleanup_net"] == 0 && !freeInum {
+		// The iterators learn existing namespaces for cleanup_net or
+		// proc_free_inum to recognise; without either they have no use.
+		drop("common_iter_task", "common_iter_task_file")
+	}
+	if freeInum {
+		return nil, nil
 	}
 
+	if b != Tracepoint {
+		blind = append(blind, "pinned namespace destroy (proc_free_inum is not in /proc/kallsyms)")
+	}
 	if syms["free_user_ns"] == 0 {
 		blind = append(blind, "user namespace destroy (free_user_ns is not in /proc/kallsyms)")
 	}
@@ -246,6 +271,9 @@ func setKnobs(spec *ebpf.CollectionSpec, b Backend) (blind []string, err error) 
 	}
 	if syms["cleanup_net"] == 0 {
 		blind = append(blind, "net namespace destroy, unless its last reference goes with an nsproxy (cleanup_net is not in /proc/kallsyms)")
+	}
+	for _, typ := range []string{"mnt", "uts", "ipc", "cgroup", "time"} {
+		blind = append(blind, "pinned "+typ+" namespace destroy (seen only when an nsproxy held the last reference, not a bind mount, an open /proc/PID/ns file or an open cgroup file; the fentry and kprobe backends see it)")
 	}
 	return blind, nil
 }

@@ -32,6 +32,7 @@ type options struct {
 	backend  tracer.Backend
 	duration time.Duration
 	count    uint64
+	snapshot bool
 	verbose  bool
 }
 
@@ -44,6 +45,7 @@ Examples:
   sudo nstrace                      # human-readable, one line per event
   sudo nstrace -o json | jq .       # JSON lines for log pipelines
   sudo nstrace --count 10           # stop after 10 events
+  sudo nstrace --snapshot           # first the namespaces that exist now
   sudo nstrace --duration 30s       # stop after 30 seconds
   sudo nstrace --backend tracepoint # force a backend
 
@@ -87,6 +89,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&backend, "backend", string(tracer.Auto), "kernel hooks to use: auto, fentry, kprobe, tracepoint (auto tries them in that order)")
 	fs.DurationVar(&opts.duration, "duration", 0, "stop after this long (e.g. 30s, 5m); 0 runs until Ctrl-C")
 	fs.Uint64Var(&opts.count, "count", 0, "stop after this many events; 0 means no limit")
+	fs.BoolVar(&opts.snapshot, "snapshot", false, "first print every namespace alive now as an exist event (not counted by --count)")
 	fs.BoolVarP(&opts.verbose, "verbose", "v", false, "log diagnostics (backend probing, blind spots) on stderr")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, usageText)
@@ -143,11 +146,19 @@ func run(ctx context.Context, opts options, stdout, stderr io.Writer) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
+	s := &stream{t: t, dec: dec, out: out, life: events.NewLifetimes(), limit: opts.count}
+	// With the hooks attached, what exists now: whatever comes into being
+	// from here on is in the ring buffer, printed after the snapshot.
+	if opts.snapshot {
+		if err := s.snapshot(ctx); err != nil {
+			return err
+		}
+	}
+	// Once the snapshot is out: a script that waits for this line has it all.
 	fmt.Fprintf(stderr, "nstrace: tracing namespaces (backend: %s); Ctrl-C to stop\n", t.Backend())
 
 	// Stopping: detach first so nothing new arrives, then the reader drains
 	// what is buffered and sees ringbuf.ErrFlushed.
-	s := &stream{t: t, dec: dec, out: out, life: events.NewLifetimes(), limit: opts.count}
 	stopped := make(chan struct{})
 	go func() {
 		defer close(stopped)
@@ -163,6 +174,10 @@ func run(ctx context.Context, opts options, stdout, stderr io.Writer) error {
 	if ferr := s.finish(); err == nil {
 		err = ferr
 	}
-	fmt.Fprintf(stderr, "nstrace: %d events, %d lost\n", s.printed, s.lost)
+	if opts.snapshot {
+		fmt.Fprintf(stderr, "nstrace: %d namespaces in the snapshot, %d events, %d lost\n", s.existing, s.printed, s.lost)
+	} else {
+		fmt.Fprintf(stderr, "nstrace: %d events, %d lost\n", s.printed, s.lost)
+	}
 	return err
 }

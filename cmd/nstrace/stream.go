@@ -16,14 +16,15 @@ import (
 
 // stream moves events from the ring buffer to the output.
 type stream struct {
-	t       *tracer.Tracer
-	dec     *events.Decoder
-	out     events.Writer
-	life    *events.Lifetimes
-	limit   uint64 // stop after this many events; 0: no limit
-	printed uint64
-	lost    uint64
-	stopAt  atomic.Int64 // wall-clock ns of the stop request, 0 before
+	t        *tracer.Tracer
+	dec      *events.Decoder
+	out      events.Writer
+	life     *events.Lifetimes
+	limit    uint64 // stop after this many events; 0: no limit
+	printed  uint64 // events, but for exist ones
+	existing uint64 // exist events (--snapshot)
+	lost     uint64
+	stopAt   atomic.Int64 // wall-clock ns of the stop request, 0 before
 }
 
 // loop reads until the tracer is flushed (after Detach) or the count limit
@@ -96,7 +97,10 @@ func (s *stream) finish() error {
 	if err != nil {
 		slog.Warn("could not read drop counters", "err", err)
 	}
-	if n > 0 {
+	switch {
+	case n > 0 && s.limit > 0 && s.printed >= s.limit:
+		s.lost += n // --count output is complete; the summary on stderr has it
+	case n > 0:
 		if err := s.reportLost(n, events.Event{Time: time.Now()}); err != nil {
 			return err
 		}
