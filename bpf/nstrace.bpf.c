@@ -797,6 +797,29 @@ static __always_inline __u32 ns_clone_type(struct ns_common *ns)
 	return BPF_CORE_READ(ops, type);
 }
 
+static __always_inline int ns_slot_of_clone_flag(__u32 flag)
+{
+	switch (flag) {
+	case CLONE_NEWNS:
+		return NS_MNT;
+	case CLONE_NEWUTS:
+		return NS_UTS;
+	case CLONE_NEWIPC:
+		return NS_IPC;
+	case CLONE_NEWPID:
+		return NS_PID;
+	case CLONE_NEWNET:
+		return NS_NET;
+	case CLONE_NEWUSER:
+		return NS_USER;
+	case CLONE_NEWCGROUP:
+		return NS_CGROUP;
+	case CLONE_NEWTIME:
+		return NS_TIME;
+	}
+	return -1;
+}
+
 static __always_inline void track_net(struct net *net)
 {
 	__u64 key = (__u64)net;
@@ -845,6 +868,7 @@ int common_iter_task_file(struct bpf_iter__task_file *ctx)
 	struct file *file = ctx->file;
 	struct inode *inode;
 	struct ns_common *ns;
+	int type;
 
 	if (!file)
 		return 0;
@@ -852,33 +876,12 @@ int common_iter_task_file(struct bpf_iter__task_file *ctx)
 	if (BPF_CORE_READ(inode, i_sb, s_magic) != NSFS_MAGIC)
 		return 0;
 	ns = BPF_CORE_READ(inode, i_private);
-	switch (ns_clone_type(ns)) {
-	case CLONE_NEWNET:
+	type = ns_slot_of_clone_flag(ns_clone_type(ns));
+	if (type < 0)
+		return 0;
+	if (type == NS_NET)
 		track_net((void *)ns - bpf_core_field_offset(struct net, ns));
-		track_ns(NS_NET, ns_inum(ns), true);
-		break;
-	case CLONE_NEWNS:
-		track_ns(NS_MNT, ns_inum(ns), true);
-		break;
-	case CLONE_NEWUTS:
-		track_ns(NS_UTS, ns_inum(ns), true);
-		break;
-	case CLONE_NEWIPC:
-		track_ns(NS_IPC, ns_inum(ns), true);
-		break;
-	case CLONE_NEWPID:
-		track_ns(NS_PID, ns_inum(ns), true);
-		break;
-	case CLONE_NEWUSER:
-		track_ns(NS_USER, ns_inum(ns), true);
-		break;
-	case CLONE_NEWCGROUP:
-		track_ns(NS_CGROUP, ns_inum(ns), true);
-		break;
-	case CLONE_NEWTIME:
-		track_ns(NS_TIME, ns_inum(ns), true);
-		break;
-	}
+	track_ns(type, ns_inum(ns), true);
 	return 0;
 }
 
