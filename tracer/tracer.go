@@ -75,6 +75,8 @@ type Tracer struct {
 	coll    *ebpf.Collection
 	links   []link.Link
 	reader  *ringbuf.Reader
+	// missesReported is the programs' recursion misses already counted.
+	missesReported uint64
 	// BlindSpots lists the teardowns this backend cannot see on this kernel.
 	BlindSpots []string
 }
@@ -348,8 +350,27 @@ func (t *Tracer) Detach() error {
 	return errors.Join(errs...)
 }
 
-// Lost returns, and resets, the events dropped that no record carried yet.
+// Lost returns, and resets, the events dropped that no record carried yet:
+// ring-buffer and state-map overflows counted by the programs, and runs of
+// a hook that the kernel skipped because another BPF program was running on
+// that CPU (a kprobe firing in an interrupt that came during one, say).
+// Each skipped run counts as one lost event.
 func (t *Tracer) Lost() (uint64, error) {
+	var misses uint64
+	for name, p := range t.coll.Programs {
+		st, err := p.Stats()
+		if err != nil {
+			return 0, fmt.Errorf("read stats of %s: %w", name, err)
+		}
+		misses += st.RecursionMisses
+	}
+	skipped := misses - t.missesReported
+	t.missesReported = misses
+	n, err := t.droppedByPrograms()
+	return n + skipped, err
+}
+
+func (t *Tracer) droppedByPrograms() (uint64, error) {
 	m := t.coll.Maps["lost"]
 	var perCPU []uint64
 	if err := m.Lookup(uint32(0), &perCPU); err != nil {

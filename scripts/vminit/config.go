@@ -175,6 +175,10 @@ func TestEnv(base []string, cfg *Config, backend string) []string {
 	for _, kv := range base {
 		add(kv)
 	}
+	// Software emulation runs the guest several times slower than the host,
+	// asynchronous kernel work (RCU, work queues) included: deadlines scale.
+	// VMTEST_ENV may override it.
+	add("NSTRACE_TEST_SLOW=4")
 	for _, kv := range cfg.Env {
 		add(kv)
 	}

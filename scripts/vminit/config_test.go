@@ -4,6 +4,7 @@ package main
 
 import (
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -77,9 +78,14 @@ func TestMarkerLine(t *testing.T) {
 func TestTestEnvAndArgs(t *testing.T) {
 	c := &Config{Timeout: 2 * time.Minute, Run: "TestX", Env: []string{"NSTRACE_BIN=/usr/bin/nstrace", "NSTRACE_TEST_STRICT=0"}, Args: []string{"-test.count=2"}}
 	env := TestEnv([]string{"PATH=/bin", "NSTRACE_TEST_BACKEND=old"}, c, "kprobe")
-	want := []string{"NSTRACE_BIN=/usr/bin/nstrace", "NSTRACE_TEST_BACKEND=kprobe", "NSTRACE_TEST_STRICT=1", "NSTRACE_TEST_VM=1", "PATH=/bin"}
+	want := []string{"NSTRACE_BIN=/usr/bin/nstrace", "NSTRACE_TEST_BACKEND=kprobe", "NSTRACE_TEST_SLOW=4", "NSTRACE_TEST_STRICT=1", "NSTRACE_TEST_VM=1", "PATH=/bin"}
 	if !reflect.DeepEqual(env, want) {
 		t.Fatalf("env %q want %q", env, want)
+	}
+	// VMTEST_ENV can set another slow-down factor.
+	c.Env = append(c.Env, "NSTRACE_TEST_SLOW=8")
+	if env := TestEnv(nil, c, "kprobe"); !slices.Contains(env, "NSTRACE_TEST_SLOW=8") {
+		t.Fatalf("env %q does not keep NSTRACE_TEST_SLOW=8 from VMTEST_ENV", env)
 	}
 	args := TestArgs(c, Package{Binary: "/vmtest/bin/t.test"})
 	wantArgs := []string{"/vmtest/bin/t.test", "-test.v", "-test.timeout=2m0s", "-test.run=TestX", "-test.count=2"}
