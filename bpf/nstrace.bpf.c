@@ -398,8 +398,6 @@ static __always_inline bool for_children(__u32 type, __u32 sc)
 	return (type == NS_PID || type == NS_TIME) && (sc == SC_UNSHARE || sc == SC_SETNS);
 }
 
-// emit_ns and emit_destroy are global functions: the verifier checks each
-// once, instead of once per path through every caller.
 // keep says whether an entry already there stays (join, iterator) or is
 // replaced (create: the old namespace with that inum died unseen). Only a
 // failure to remember a namespace counts as lost, never its being known.
@@ -413,8 +411,21 @@ static __always_inline void track_ns(__u32 type, __u32 inum, bool keep)
 		count_lost();
 }
 
-// BPF functions take at most five arguments: kind, type and syscall travel
-// packed in one.
+// track_net remembers a network namespace (struct net *) for the cleanup
+// sweeps of the tracepoint backend; keep as for track_ns.
+static __always_inline void track_net(__u64 net, __u32 inum, bool keep)
+{
+	if (!cleanup_net_fn || !inum)
+		return;
+	if (keep && bpf_map_lookup_elem(&live_nets, &net))
+		return;
+	if (bpf_map_update_elem(&live_nets, &net, &inum, BPF_ANY))
+		count_lost();
+}
+
+// emit_ns and emit_destroy are global functions: the verifier checks each
+// once, instead of once per path through every caller. BPF functions take
+// at most five arguments: kind, type and syscall travel packed in one.
 #define NS_WHAT(kind, type, sc) ((kind) | (type) << 8 | (sc) << 16)
 
 __noinline int emit_ns(__u32 what, __u32 inum, __u32 old_inum, __u64 flags)
@@ -449,9 +460,8 @@ static __always_inline void emit_diff(struct snap *old, struct snap *new, __u8 k
 		if (!new->inum[i] || new->inum[i] == old->inum[i])
 			continue;
 		emit_ns(NS_WHAT(kind, i, sc), new->inum[i], old->inum[i], flags);
-		if (i == NS_NET && kind == EV_CREATE && cleanup_net_fn &&
-		    bpf_map_update_elem(&live_nets, &new->net, &new->inum[i], BPF_ANY))
-			count_lost();
+		if (i == NS_NET && kind == EV_CREATE)
+			track_net(new->net, new->inum[i], false);
 	}
 }
 
@@ -557,58 +567,65 @@ int BPF_PROG(fexit_create_user_ns, struct cred *new, int ret)
 	return ret ? 0 : on_new_user_ns(new);
 }
 
+// A kretprobe sees only the return value: its kprobe hands the arguments
+// over through kprobe_args.
+static __always_inline void stash_args(__u64 arg0, __u64 arg1)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct kargs a = { .arg0 = arg0, .arg1 = arg1 };
+
+	bpf_map_update_elem(&kprobe_args, &tid, &a, BPF_ANY);
+}
+
+// take_args fetches what the kprobe stashed; a missed kprobe whose call
+// succeeded (succeeded) loses its events, counted.
+static __always_inline bool take_args(struct kargs *out, bool succeeded)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct kargs *a = bpf_map_lookup_elem(&kprobe_args, &tid);
+
+	if (!a) {
+		if (succeeded)
+			count_lost();
+		return false;
+	}
+	*out = *a;
+	bpf_map_delete_elem(&kprobe_args, &tid);
+	return true;
+}
+
 SEC("kprobe/create_new_namespaces")
 int BPF_KPROBE(kprobe_create_new_namespaces, u64 flags, struct task_struct *tsk)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct kargs a = { .arg0 = flags, .arg1 = (__u64)tsk };
-
-	bpf_map_update_elem(&kprobe_args, &tid, &a, BPF_ANY);
+	stash_args(flags, (__u64)tsk);
 	return 0;
 }
 
 SEC("kretprobe/create_new_namespaces")
 int BPF_KRETPROBE(kretprobe_create_new_namespaces, struct nsproxy *ret)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct kargs *a = bpf_map_lookup_elem(&kprobe_args, &tid);
-	struct kargs args;
+	struct kargs a;
 
-	if (!a) {
-		if (!IS_ERR_OR_NULL(ret))
-			count_lost();
+	if (!take_args(&a, !IS_ERR_OR_NULL(ret)))
 		return 0;
-	}
-	args = *a;
-	bpf_map_delete_elem(&kprobe_args, &tid);
-	return on_new_nsproxy((struct task_struct *)args.arg1, ret, args.arg0);
+	return on_new_nsproxy((struct task_struct *)a.arg1, ret, a.arg0);
 }
 
 SEC("kprobe/create_user_ns")
 int BPF_KPROBE(kprobe_create_user_ns, struct cred *new)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct kargs a = { .arg0 = (__u64)new };
-
-	bpf_map_update_elem(&kprobe_args, &tid, &a, BPF_ANY);
+	stash_args((__u64)new, 0);
 	return 0;
 }
 
 SEC("kretprobe/create_user_ns")
 int BPF_KRETPROBE(kretprobe_create_user_ns, int ret)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct kargs *a = bpf_map_lookup_elem(&kprobe_args, &tid);
-	struct cred *cred;
+	struct kargs a;
 
-	if (!a) {
-		if (!ret)
-			count_lost();
+	if (!take_args(&a, ret == 0) || ret)
 		return 0;
-	}
-	cred = (struct cred *)a->arg0;
-	bpf_map_delete_elem(&kprobe_args, &tid);
-	return ret ? 0 : on_new_user_ns(cred);
+	return on_new_user_ns((struct cred *)a.arg0);
 }
 
 // tracepoint: task_newtask fires in the parent once the child has its
@@ -713,8 +730,7 @@ int tp_sys_exit_unshare(struct trace_event_raw_sys_exit *ctx)
 
 /* ---- teardown ---- */
 
-SEC("fentry/free_nsproxy")
-int BPF_PROG(fentry_free_nsproxy, struct nsproxy *p)
+static __always_inline int on_nsproxy_free(struct nsproxy *p)
 {
 	struct snap s = {};
 
@@ -723,14 +739,16 @@ int BPF_PROG(fentry_free_nsproxy, struct nsproxy *p)
 	return 0;
 }
 
+SEC("fentry/free_nsproxy")
+int BPF_PROG(fentry_free_nsproxy, struct nsproxy *p)
+{
+	return on_nsproxy_free(p);
+}
+
 SEC("kprobe/free_nsproxy")
 int BPF_KPROBE(kprobe_free_nsproxy, struct nsproxy *p)
 {
-	struct snap s = {};
-
-	snap_nsproxy(p, &s);
-	emit_release(&s, NULL);
-	return 0;
+	return on_nsproxy_free(p);
 }
 
 // tracepoint: a task exiting with the only reference to its nsproxy frees
@@ -738,16 +756,13 @@ int BPF_KPROBE(kprobe_free_nsproxy, struct nsproxy *p)
 SEC("tp_btf/sched_process_exit")
 int tp_sched_process_exit(void *ctx)
 {
-	// Runs on every exit: direct BTF loads, no helper calls, until we know
-	// this exit frees an nsproxy.
+	// Runs on every exit: a direct BTF load and one read of the count,
+	// until we know this exit frees an nsproxy.
 	struct nsproxy *p = bpf_get_current_task_btf()->nsproxy;
-	struct snap s = {};
 
 	if (!p || nsproxy_count(p) != 1)
 		return 0;
-	snap_nsproxy(p, &s);
-	emit_release(&s, NULL);
-	return 0;
+	return on_nsproxy_free(p);
 }
 
 // User namespaces (always) and pid namespaces (6.14+) are freed from a work
@@ -820,16 +835,6 @@ static __always_inline int ns_slot_of_clone_flag(__u32 flag)
 	return -1;
 }
 
-static __always_inline void track_net(struct net *net)
-{
-	__u64 key = (__u64)net;
-	__u32 inum = ns_inum(&net->ns);
-
-	if (!cleanup_net_fn || !inum || bpf_map_lookup_elem(&live_nets, &key))
-		return;
-	if (bpf_map_update_elem(&live_nets, &key, &inum, BPF_ANY))
-		count_lost();
-}
 
 // Run once at start, after every hook is attached: network namespaces that
 // already exist get followed to their cleanup like the ones created later.
@@ -847,10 +852,10 @@ int common_iter_task(struct bpf_iter__task *ctx)
 
 	if (!task)
 		return 0;
-	track_net(BPF_CORE_READ(task, nsproxy, net_ns));
+	snap_task(task, &s);
+	track_net(s.net, s.inum[NS_NET], true);
 	if (!destroy_at_free_inum)
 		return 0;
-	snap_task(task, &s);
 #pragma unroll
 	for (int i = 0; i < NS_SLOTS; i++)
 		track_ns(i == NS_TIME_ACTIVE ? NS_TIME : i, s.inum[i], true);
@@ -880,7 +885,7 @@ int common_iter_task_file(struct bpf_iter__task_file *ctx)
 	if (type < 0)
 		return 0;
 	if (type == NS_NET)
-		track_net((void *)ns - bpf_core_field_offset(struct net, ns));
+		track_net((__u64)ns - bpf_core_field_offset(struct net, ns), ns_inum(ns), true);
 	track_ns(type, ns_inum(ns), true);
 	return 0;
 }

@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -74,17 +75,30 @@ func trackedInums(t *testing.T, m *ebpf.Map) map[uint32]bool {
 	var k, v []byte
 	it := m.Iterate()
 	for it.Next(&k, &v) {
-		switch m.KeySize() {
-		case 4:
-			got[uint32(k[0])|uint32(k[1])<<8|uint32(k[2])<<16|uint32(k[3])<<24] = true
-		default:
-			got[uint32(v[0])|uint32(v[1])<<8|uint32(v[2])<<16|uint32(v[3])<<24] = true
+		inum := v
+		if m.KeySize() == 4 {
+			inum = k
 		}
+		got[binary.NativeEndian.Uint32(inum)] = true
 	}
 	if err := it.Err(); err != nil {
 		t.Fatal(err)
 	}
 	return got
+}
+
+func mapLen(t *testing.T, m *ebpf.Map) int {
+	t.Helper()
+	n := 0
+	var k, v []byte
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		n++
+	}
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // After many create/destroy cycles, no map that tracks live objects keeps
@@ -146,13 +160,13 @@ func TestStateBoundedAfterChurn(t *testing.T) {
 	if len(leaked) > 0 {
 		t.Errorf("%d tracking entries outlived their namespace, e.g. %v", len(leaked), leaked[:min(len(leaked), 5)])
 	}
-	if left := len(trackedInums(t, tr.coll.Maps["syscall_snaps"])); left != 0 {
+	if left := mapLen(t, tr.coll.Maps["syscall_snaps"]); left != 0 {
 		// syscall_snaps is per call: nothing should stay once calls return.
 		t.Errorf("syscall_snaps holds %d entries after every unshare returned", left)
 	}
 	for _, name := range []string{"live_ns", "live_nets", "syscall_snaps", "kprobe_args"} {
 		m := tr.coll.Maps[name]
-		t.Logf("%s: %d entries of %d", name, len(trackedInums(t, m)), m.MaxEntries())
+		t.Logf("%s: %d entries of %d", name, mapLen(t, m), m.MaxEntries())
 	}
 
 	if err := tr.Detach(); err != nil {

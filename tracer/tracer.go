@@ -254,30 +254,37 @@ func setKnobs(spec *ebpf.CollectionSpec, b Backend) (blind []string, err error) 
 		// proc_free_inum to recognise; without either they have no use.
 		drop("common_iter_task", "common_iter_task_file")
 	}
-	if freeInum {
-		return nil, nil
-	}
+	return blindSpots(b, syms, freeInum, pidWork || pidRCU), nil
+}
 
-	if b != Tracepoint {
-		blind = append(blind, "pinned namespace destroy (proc_free_inum is not in /proc/kallsyms)")
+// blindSpots says, in words for the user, which teardowns backend b cannot
+// see on this kernel, given the hooks setKnobs found.
+func blindSpots(b Backend, syms map[string]uint64, freeInum, pidHooked bool) []string {
+	if freeInum {
+		return nil
 	}
+	var blind []string
 	if syms["free_user_ns"] == 0 {
 		blind = append(blind, "user namespace destroy (free_user_ns is not in /proc/kallsyms)")
 	}
-	switch {
-	case pidWork || pidRCU:
-	case b == Tracepoint:
-		blind = append(blind, "pid namespace destroy, unless its last reference goes with an nsproxy (before Linux 6.14 pid namespaces are freed from an RCU callback no tracepoint sees; the fentry and kprobe backends see it)")
-	default:
-		blind = append(blind, "pid namespace destroy, unless its last reference goes with an nsproxy (neither destroy_pid_namespace_work nor delayed_free_pidns is in /proc/kallsyms)")
+	if !pidHooked {
+		why := "neither destroy_pid_namespace_work nor delayed_free_pidns is in /proc/kallsyms"
+		if b == Tracepoint {
+			why = "before Linux 6.14 pid namespaces are freed from an RCU callback no tracepoint sees; the fentry and kprobe backends see it"
+		}
+		blind = append(blind, "pid namespace destroy, unless its last reference goes with an nsproxy ("+why+")")
 	}
 	if syms["cleanup_net"] == 0 {
 		blind = append(blind, "net namespace destroy, unless its last reference goes with an nsproxy (cleanup_net is not in /proc/kallsyms)")
 	}
-	for _, typ := range []string{"mnt", "uts", "ipc", "cgroup", "time"} {
-		blind = append(blind, "pinned "+typ+" namespace destroy (seen only when an nsproxy held the last reference, not a bind mount, an open /proc/PID/ns file or an open cgroup file; the fentry and kprobe backends see it)")
+	why := "the fentry and kprobe backends see it"
+	if b != Tracepoint {
+		why = "proc_free_inum is not in /proc/kallsyms"
 	}
-	return blind, nil
+	for _, typ := range []string{"mnt", "uts", "ipc", "cgroup", "time"} {
+		blind = append(blind, "pinned "+typ+" namespace destroy (seen only when an nsproxy held the last reference, not a bind mount, an open /proc/PID/ns file or an open cgroup file; "+why+")")
+	}
+	return blind
 }
 
 func attach(spec *ebpf.ProgramSpec, prog *ebpf.Program) (link.Link, error) {

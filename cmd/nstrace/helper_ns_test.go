@@ -264,7 +264,7 @@ func (p *nsProc) release() {
 	}
 }
 
-// runCmd runs a short command to completion (exit 0 within the deadline) and
+// runProgram runs a short command to completion (exit 0 within the deadline) and
 // returns its pid and stdout.
 func runProgram(t *testing.T, argv ...string) (int, string) {
 	t.Helper()
@@ -274,19 +274,29 @@ func runProgram(t *testing.T, argv ...string) (int, string) {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting %v: %v", argv, err)
 	}
+	ok, err := waitWithin(cmd, procTimeout())
+	if !ok {
+		t.Fatalf("%v did not finish within %v", argv, procTimeout())
+	}
+	if err != nil {
+		t.Fatalf("%v: %v; stderr:\n%s", argv, err, errb.String())
+	}
+	return cmd.Process.Pid, out.String()
+}
+
+// waitWithin waits for a started cmd; past the deadline it kills it and
+// returns finished false.
+func waitWithin(cmd *exec.Cmd, d time.Duration) (finished bool, err error) {
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	select {
 	case err := <-done:
-		if err != nil {
-			t.Fatalf("%v: %v; stderr:\n%s", argv, err, errb.String())
-		}
-	case <-time.After(procTimeout()):
+		return true, err
+	case <-time.After(d):
 		cmd.Process.Kill()
 		<-done
-		t.Fatalf("%v did not finish within %v", argv, procTimeout())
+		return false, nil
 	}
-	return cmd.Process.Pid, out.String()
 }
 
 // nsChange is what nstrace must report for namespaces one process creates

@@ -405,17 +405,11 @@ func runCLI(t *testing.T, bin string, cred *syscall.Credential, args ...string) 
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting nstrace %v: %v", args, err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		return itExitCode(err), out.String(), errb.String()
-	case <-time.After(readyTimeout()):
-		cmd.Process.Kill()
-		<-done
+	ok, err := waitWithin(cmd, readyTimeout())
+	if !ok {
 		t.Fatalf("nstrace %v still running after %v; stderr:\n%s", args, readyTimeout(), errb.String())
 	}
-	return 0, "", ""
+	return itExitCode(err), out.String(), errb.String()
 }
 
 // expectOneLine checks stderr is exactly one line containing every word.
