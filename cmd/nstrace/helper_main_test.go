@@ -18,10 +18,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 const helperEnv = "NSTRACE_TEST_HELPER"
@@ -153,7 +157,63 @@ func runHelper(mode string) int {
 		}
 		io.Copy(io.Discard, os.Stdin)
 		return 0
+	case "reap":
+		return reap(os.Args[1:])
 	}
 	fmt.Fprintf(os.Stderr, "%s=%q: unknown helper mode\n", helperEnv, mode)
 	return 2
+}
+
+// reap runs argv as a child subreaper: it prints "pid N" (the child's pid),
+// forwards the child's stdout, and exits only after the child and every
+// descendant orphaned under it have been reaped. A zombie keeps its pid
+// namespace alive, and orphans otherwise go to PID 1, which may reap them
+// late (on the CI machines it takes up to 2 s): with this the test knows when
+// the last process of a sandbox really went away.
+func reap(argv []string) int {
+	if len(argv) == 0 {
+		fmt.Fprintln(os.Stderr, "reap: no command")
+		return 2
+	}
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		fmt.Fprintf(os.Stderr, "reap: PR_SET_CHILD_SUBREAPER: %v\n", err)
+		return 2
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "reap: %v\n", err)
+		return 2
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, outW, os.Stderr
+	cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, helperEnv+"=") })
+	err = cmd.Start()
+	outW.Close()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "reap: %v\n", err)
+		return 2
+	}
+	fmt.Printf("pid %d\n", cmd.Process.Pid)
+	copied := make(chan struct{})
+	go func() {
+		io.Copy(os.Stdout, outR)
+		close(copied)
+	}()
+	code := 0
+	if err := cmd.Wait(); err != nil {
+		fmt.Fprintf(os.Stderr, "reap: %v: %v\n", argv, err)
+		code = 1
+	}
+	for {
+		var ws unix.WaitStatus
+		_, err := unix.Wait4(-1, &ws, 0, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil { // ECHILD: nothing left
+			break
+		}
+	}
+	<-copied
+	return code
 }

@@ -151,6 +151,7 @@ type nsProc struct {
 	stderr  bytes.Buffer
 	ns      map[string]uint64 // /proc/self/ns file -> inum, as seen inside
 	started time.Time         // just before exec: nothing it creates is older
+	cmdPID  int               // the command's pid, when run under reaped()
 	done    chan struct{}
 	waitErr error
 }
@@ -158,6 +159,19 @@ type nsProc struct {
 // shCmd runs nsScript under the given wrapper command line (e.g. unshare ... --).
 func shCmd(wrapper ...string) *exec.Cmd {
 	return exec.Command(wrapper[0], append(wrapper[1:], "sh", "-c", nsScript)...)
+}
+
+// reaped runs cmd under the "reap" helper (a child subreaper), so that the
+// command's exit is reported only once every process it left behind is gone.
+func reaped(t *testing.T, cmd *exec.Cmd) *exec.Cmd {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := exec.Command(self, append([]string{cmd.Path}, cmd.Args[1:]...)...)
+	r.Env = append(cmd.Environ(), helperEnv+"=reap")
+	return r
 }
 
 // helperCmd re-executes this test binary as the "nsdump" helper.
@@ -235,6 +249,9 @@ func startNSProc(t *testing.T, cmd *exec.Cmd) *nsProc {
 			if l == "ready" {
 				return p
 			}
+			if _, err := fmt.Sscanf(l, "pid %d", &p.cmdPID); err == nil {
+				continue
+			}
 			var file, link string
 			if _, err := fmt.Sscanf(l, "ns %s %s", &file, &link); err != nil {
 				t.Fatalf("%v printed %q: %v", cmd.Args, l, err)
@@ -248,7 +265,20 @@ func startNSProc(t *testing.T, cmd *exec.Cmd) *nsProc {
 	}
 }
 
-func (p *nsProc) pid() int { return p.cmd.Process.Pid }
+func (p *nsProc) pid() int {
+	if p.cmdPID != 0 {
+		return p.cmdPID
+	}
+	return p.cmd.Process.Pid
+}
+
+// ppid is the parent of pid(): this test, or the reaper.
+func (p *nsProc) ppid() int {
+	if p.cmdPID != 0 {
+		return p.cmd.Process.Pid
+	}
+	return os.Getpid()
+}
 
 // release closes stdin and requires a clean exit within the deadline.
 func (p *nsProc) release() {

@@ -93,7 +93,9 @@ func goCloneRaw(flags uint64) uint64 {
 func TestBubblewrap(t *testing.T) {
 	needTools(t, "bwrap", "sh", "readlink")
 	tr := startTracer(t, "json")
-	p := startNSProc(t, shCmd("bwrap", "--unshare-all", "--dev-bind", "/", "/", "--"))
+	// bwrap's outer process can exit before its pid-1 child is reaped;
+	// reaped() makes the release include that reaping.
+	p := startNSProc(t, reaped(t, shCmd("bwrap", "--unshare-all", "--dev-bind", "/", "/", "--")))
 	types := differingTypes(p.ns, selfNS(t))
 	for _, typ := range []string{"ipc", "mnt", "net", "pid", "uts"} {
 		if !slices.Contains(types, typ) {
@@ -101,6 +103,7 @@ func TestBubblewrap(t *testing.T) {
 		}
 	}
 	c := newChange(t, "create", p.pid(), "bwrap", "clone", types, p.ns).withRaw(flagsFor(types...), allNewFlags)
+	c.ppid = p.ppid()
 	verify := lifecycle(tr, p, c, 0)
 	verify(tr.stop(os.Interrupt))
 }
