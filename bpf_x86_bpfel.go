@@ -17,6 +17,7 @@ type BpfEvent struct {
 	_           structs.HostLayout
 	TsNs        uint64
 	Flags       uint64
+	NsId        uint64
 	Lost        uint32
 	Pid         uint32
 	Tid         uint32
@@ -40,10 +41,18 @@ type BpfKargs struct {
 	Arg1 uint64
 }
 
+type BpfNsInfo struct {
+	_    structs.HostLayout
+	Id   uint64
+	Type uint32
+	Pad  uint32
+}
+
 type BpfSnap struct {
 	_            structs.HostLayout
 	Inum         [9]uint32
 	Ref          [9]uint32
+	Id           [9]uint64
 	Nsproxy      uint64
 	Net          uint64
 	Flags        uint64
@@ -91,6 +100,7 @@ const (
 	BpfVarDestroyAtFreeInum             = "destroy_at_free_inum"
 	BpfVarDestroyPidnsFn                = "destroy_pidns_fn"
 	BpfVarFreeUserNsFn                  = "free_user_ns_fn"
+	BpfVarNextNsId                      = "next_ns_id"
 	BpfVarPidNsFreeHooked               = "pid_ns_free_hooked"
 	BpfVarReleaseAtSyscallExit          = "release_at_syscall_exit"
 	BpfVarUnusedEvent                   = "unused_event"
@@ -186,6 +196,7 @@ type BpfVariableSpecs struct {
 	DestroyAtFreeInum    *ebpf.VariableSpec `ebpf:"destroy_at_free_inum"`
 	DestroyPidnsFn       *ebpf.VariableSpec `ebpf:"destroy_pidns_fn"`
 	FreeUserNsFn         *ebpf.VariableSpec `ebpf:"free_user_ns_fn"`
+	NextNsId             *ebpf.VariableSpec `ebpf:"next_ns_id"`
 	PidNsFreeHooked      *ebpf.VariableSpec `ebpf:"pid_ns_free_hooked"`
 	ReleaseAtSyscallExit *ebpf.VariableSpec `ebpf:"release_at_syscall_exit"`
 	UnusedEvent          *ebpf.VariableSpec `ebpf:"unused_event"`
@@ -238,6 +249,7 @@ type BpfVariables struct {
 	DestroyAtFreeInum    *ebpf.Variable `ebpf:"destroy_at_free_inum"`
 	DestroyPidnsFn       *ebpf.Variable `ebpf:"destroy_pidns_fn"`
 	FreeUserNsFn         *ebpf.Variable `ebpf:"free_user_ns_fn"`
+	NextNsId             *ebpf.Variable `ebpf:"next_ns_id"`
 	PidNsFreeHooked      *ebpf.Variable `ebpf:"pid_ns_free_hooked"`
 	ReleaseAtSyscallExit *ebpf.Variable `ebpf:"release_at_syscall_exit"`
 	UnusedEvent          *ebpf.Variable `ebpf:"unused_event"`

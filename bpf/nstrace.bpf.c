@@ -78,6 +78,7 @@ enum syscall_id {
 struct event {
 	__u64 ts_ns; // CLOCK_BOOTTIME
 	__u64 flags; // clone/unshare flags, or setns nstype
+	__u64 ns_id; // the kernel's namespace id (6.18+), else one nstrace assigned
 	__u32 lost;  // events this CPU dropped since its previous event
 	__u32 pid;
 	__u32 tid;
@@ -100,6 +101,7 @@ struct event {
 struct snap {
 	__u32 inum[NS_SLOTS];
 	__u32 ref[NS_SLOTS];
+	__u64 id[NS_SLOTS]; // the kernel's namespace ids, 0 before 6.18
 	__u64 nsproxy;
 	__u64 net; // struct net *, to follow it to its cleanup
 	__u64 flags;
@@ -157,17 +159,30 @@ struct {
 	__type(value, __u32);
 } live_nets SEC(".maps");
 
-// fentry/kprobe: every live namespace nstrace knows of, by inum, with its
-// type, so that proc_free_inum() (called by every namespace type's
-// destructor, whatever held the namespace last) says which one died. Entries
-// come from creates, joins and the start-up iterators, and leave at the
-// free; the bound is on namespaces alive at once, overflow counts as lost.
+// Every live namespace nstrace knows of, by inum: its type and its ns_id,
+// so that a destroy carries the id its create had even where the kernel has
+// none (before 6.18), and so that, in fentry/kprobe, proc_free_inum()
+// (called by every namespace type's destructor, whatever held the namespace
+// last) says which one died. Entries come from creates, joins and the
+// start-up iterators, and leave at the destroy; a create replaces the entry
+// of an inum whose destroy went unseen. The bound is on namespaces alive at
+// once; overflow counts as lost.
+struct ns_info {
+	__u64 id;
+	__u32 type;
+	__u32 _pad;
+};
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u32);
-	__type(value, __u32);
+	__type(value, struct ns_info);
 } live_ns SEC(".maps");
+
+// Next id nstrace assigns where the kernel has no ns_id. Userspace starts it
+// at the boot-clock nanosecond of the load plus a block it keeps for itself,
+// so ids stay unique across runs during the boot.
+__u64 next_ns_id = 1;
 
 // Set by userspace before load.
 // Addresses of the work functions that free user and pid namespaces
@@ -189,6 +204,7 @@ volatile const bool release_at_syscall_exit = false;
 struct ns_common___new {
 	refcount_t __ns_ref;
 	u32 ns_type;
+	u64 ns_id;
 } __attribute__((preserve_access_index));
 struct proc_ns_operations___old {
 	int type;
@@ -203,6 +219,16 @@ struct ns_common___old {
 static __always_inline __u32 ns_inum(struct ns_common *ns)
 {
 	return BPF_CORE_READ(ns, inum);
+}
+
+// The kernel's own 64-bit namespace id (6.18+), 0 where it has none.
+static __always_inline __u64 ns_kernel_id(struct ns_common *ns)
+{
+	__u64 v = 0;
+
+	if (bpf_core_field_exists(struct ns_common___new, ns_id))
+		bpf_core_read(&v, sizeof(v), &((struct ns_common___new *)ns)->ns_id);
+	return v;
 }
 
 static __always_inline __u32 ns_refs(struct ns_common *ns)
@@ -281,6 +307,7 @@ static __always_inline void snap_nsproxy(struct nsproxy *p, struct snap *s)
 		ns = nsproxy_slot(p, i);
 		s->inum[i] = ns_inum(ns);
 		s->ref[i] = ns_refs(ns);
+		s->id[i] = ns_kernel_id(ns);
 	}
 }
 
@@ -293,6 +320,7 @@ static __always_inline void snap_task(struct task_struct *t, struct snap *s)
 	if (u) {
 		s->inum[NS_USER] = ns_inum(&u->ns);
 		s->ref[NS_USER] = ns_refs(&u->ns);
+		s->id[NS_USER] = ns_kernel_id(&u->ns);
 	}
 }
 
@@ -398,17 +426,28 @@ static __always_inline bool for_children(__u32 type, __u32 sc)
 	return (type == NS_PID || type == NS_TIME) && (sc == SC_UNSHARE || sc == SC_SETNS);
 }
 
-// keep says whether an entry already there stays (join, iterator) or is
-// replaced (create: the old namespace with that inum died unseen). Only a
-// failure to remember a namespace counts as lost, never its being known.
-static __always_inline void track_ns(__u32 type, __u32 inum, bool keep)
+// track_ns remembers a namespace and returns its ns_id: kid (the kernel's)
+// if there is one, else the id already known or a new one. keep says whether
+// an entry already there stays (join, iterator) or is replaced (create: the
+// namespace that had the inum before died unseen). Only a failure to
+// remember a namespace counts as lost, never its being known.
+static __always_inline __u64 track_ns(__u32 type, __u32 inum, bool keep, __u64 kid)
 {
-	if (!destroy_at_free_inum || !inum)
-		return;
-	if (keep && bpf_map_lookup_elem(&live_ns, &inum))
-		return;
-	if (bpf_map_update_elem(&live_ns, &inum, &type, BPF_ANY))
+	struct ns_info info = { .id = kid, .type = type };
+	struct ns_info *old;
+
+	if (!inum)
+		return kid;
+	if (keep) {
+		old = bpf_map_lookup_elem(&live_ns, &inum);
+		if (old && old->type == type)
+			return old->id;
+	}
+	if (!info.id)
+		info.id = __sync_fetch_and_add(&next_ns_id, 1);
+	if (bpf_map_update_elem(&live_ns, &inum, &info, BPF_ANY))
 		count_lost();
+	return info.id;
 }
 
 // track_net remembers a network namespace (struct net *) for the cleanup
@@ -428,18 +467,20 @@ static __always_inline void track_net(__u64 net, __u32 inum, bool keep)
 // at most five arguments: kind, type and syscall travel packed in one.
 #define NS_WHAT(kind, type, sc) ((kind) | (type) << 8 | (sc) << 16)
 
-__noinline int emit_ns(__u32 what, __u32 inum, __u32 old_inum, __u64 flags)
+__noinline int emit_ns(__u32 what, __u32 inum, __u32 old_inum, __u64 flags, __u64 kid)
 {
 	__u32 kind = what & 0xff, type = (what >> 8) & 0xff, sc = what >> 16;
 	struct event *e;
+	__u64 id;
 
 	// A create replaces whatever had the inum before (its free was missed);
 	// a join only fills in a namespace nstrace did not know.
-	track_ns(type, inum, kind != EV_CREATE);
+	id = track_ns(type, inum, kind != EV_CREATE, kid);
 	e = ev_new(kind, type);
 
 	if (!e)
 		return 0;
+	e->ns_id = id;
 	e->inum = inum;
 	e->old_inum = old_inum;
 	e->flags = flags;
@@ -459,18 +500,27 @@ static __always_inline void emit_diff(struct snap *old, struct snap *new, __u8 k
 			continue;
 		if (!new->inum[i] || new->inum[i] == old->inum[i])
 			continue;
-		emit_ns(NS_WHAT(kind, i, sc), new->inum[i], old->inum[i], flags);
+		emit_ns(NS_WHAT(kind, i, sc), new->inum[i], old->inum[i], flags, new->id[i]);
 		if (i == NS_NET && kind == EV_CREATE)
 			track_net(new->net, new->inum[i], false);
 	}
 }
 
-__noinline int emit_destroy(__u32 type, __u32 inum, __u32 how)
+// The destroy takes the namespace's entry out of live_ns, and its id with
+// it; kid is the kernel's id, for a namespace nstrace did not know.
+__noinline int emit_destroy(__u32 type, __u32 inum, __u32 how, __u64 kid)
 {
-	struct event *e = ev_new(EV_DESTROY, type);
+	struct ns_info *info = bpf_map_lookup_elem(&live_ns, &inum);
+	struct event *e;
 
+	if (info && info->type == type) {
+		kid = info->id;
+		bpf_map_delete_elem(&live_ns, &inum);
+	}
+	e = ev_new(EV_DESTROY, type);
 	if (!e)
 		return 0;
+	e->ns_id = kid;
 	e->inum = inum;
 	e->how = how;
 	bpf_ringbuf_submit(e, 0);
@@ -513,7 +563,7 @@ static __always_inline void emit_release(struct snap *s, struct snap *after)
 			continue;
 		if (after && after->inum[i] == s->inum[i])
 			continue;
-		emit_destroy(i == NS_TIME_ACTIVE ? NS_TIME : i, s->inum[i], HOW_LAST_REF);
+		emit_destroy(i == NS_TIME_ACTIVE ? NS_TIME : i, s->inum[i], HOW_LAST_REF, s->id[i]);
 	}
 }
 
@@ -550,7 +600,7 @@ static __always_inline int on_new_user_ns(struct cred *cred)
 	parent = BPF_CORE_READ(ns, parent);
 	sc = cur_syscall();
 	emit_ns(NS_WHAT(EV_CREATE, NS_USER, sc), ns_inum(&ns->ns), ns_inum(&parent->ns),
-		syscall_flags(sc));
+		syscall_flags(sc), ns_kernel_id(&ns->ns));
 	return 0;
 }
 
@@ -773,12 +823,12 @@ static __always_inline void user_ns_freed(struct work_struct *work)
 	struct user_namespace *ns;
 
 	ns = (void *)work - bpf_core_field_offset(struct user_namespace, work);
-	emit_destroy(NS_USER, ns_inum(&ns->ns), HOW_FREED);
+	emit_destroy(NS_USER, ns_inum(&ns->ns), HOW_FREED, ns_kernel_id(&ns->ns));
 	for (int i = 0; i < MAX_NS_LEVEL; i++) {
 		ns = BPF_CORE_READ(ns, parent);
 		if (!ns || ns_refs(&ns->ns) != 1)
 			break;
-		emit_destroy(NS_USER, ns_inum(&ns->ns), HOW_LAST_REF);
+		emit_destroy(NS_USER, ns_inum(&ns->ns), HOW_LAST_REF, ns_kernel_id(&ns->ns));
 	}
 }
 
@@ -789,12 +839,12 @@ static __always_inline void pid_ns_freed(struct work_struct *work)
 	if (!bpf_core_field_exists(struct pid_namespace, work))
 		return;
 	ns = (void *)work - bpf_core_field_offset(struct pid_namespace, work);
-	emit_destroy(NS_PID, ns_inum(&ns->ns), HOW_FREED);
+	emit_destroy(NS_PID, ns_inum(&ns->ns), HOW_FREED, ns_kernel_id(&ns->ns));
 	for (int i = 0; i < MAX_NS_LEVEL; i++) {
 		ns = BPF_CORE_READ(ns, parent);
 		if (!ns || ns_refs(&ns->ns) != 1)
 			break;
-		emit_destroy(NS_PID, ns_inum(&ns->ns), HOW_LAST_REF);
+		emit_destroy(NS_PID, ns_inum(&ns->ns), HOW_LAST_REF, ns_kernel_id(&ns->ns));
 	}
 }
 
@@ -854,16 +904,14 @@ int common_iter_task(struct bpf_iter__task *ctx)
 		return 0;
 	snap_task(task, &s);
 	track_net(s.net, s.inum[NS_NET], true);
-	if (!destroy_at_free_inum)
-		return 0;
 #pragma unroll
 	for (int i = 0; i < NS_SLOTS; i++)
-		track_ns(i == NS_TIME_ACTIVE ? NS_TIME : i, s.inum[i], true);
+		track_ns(i == NS_TIME_ACTIVE ? NS_TIME : i, s.inum[i], true, s.id[i]);
 	// The pid namespace the task is in, which pid_for_children may not be.
 	pid = BPF_CORE_READ(task, thread_pid);
 	level = BPF_CORE_READ(pid, level);
 	bpf_probe_read_kernel(&up, sizeof(up), (void *)&pid->numbers[0] + (level & 31) * sizeof(up));
-	track_ns(NS_PID, ns_inum(&up.ns->ns), true);
+	track_ns(NS_PID, ns_inum(&up.ns->ns), true, ns_kernel_id(&up.ns->ns));
 	return 0;
 }
 
@@ -886,7 +934,7 @@ int common_iter_task_file(struct bpf_iter__task_file *ctx)
 		return 0;
 	if (type == NS_NET)
 		track_net((__u64)ns - bpf_core_field_offset(struct net, ns), ns_inum(ns), true);
-	track_ns(type, ns_inum(ns), true);
+	track_ns(type, ns_inum(ns), true, ns_kernel_id(ns));
 	return 0;
 }
 
@@ -895,14 +943,10 @@ int common_iter_task_file(struct bpf_iter__task_file *ctx)
 // a child namespace. /proc entries use it too: live_ns tells them apart.
 static __always_inline int on_free_inum(__u32 inum)
 {
-	__u32 *type = bpf_map_lookup_elem(&live_ns, &inum);
-	__u32 t;
+	struct ns_info *info = bpf_map_lookup_elem(&live_ns, &inum);
 
-	if (!type)
-		return 0;
-	t = *type;
-	bpf_map_delete_elem(&live_ns, &inum);
-	emit_destroy(t, inum, HOW_FREED);
+	if (info)
+		emit_destroy(info->type, inum, HOW_FREED, 0);
 	return 0;
 }
 
@@ -929,7 +973,7 @@ static long sweep_net(struct bpf_map *map, __u64 *key, __u32 *inum, void *ctx)
 	struct net *net = (struct net *)*key;
 
 	if (ns_refs(&net->ns) == 0) {
-		emit_destroy(NS_NET, *inum, HOW_FREED);
+		emit_destroy(NS_NET, *inum, HOW_FREED, 0);
 		bpf_map_delete_elem(map, key);
 	}
 	return 0;
@@ -941,7 +985,7 @@ static __always_inline int pid_ns_rcu_freed(struct callback_head *rcu)
 {
 	struct pid_namespace *ns = (void *)rcu - bpf_core_field_offset(struct pid_namespace, rcu);
 
-	emit_destroy(NS_PID, ns_inum(&ns->ns), HOW_FREED);
+	emit_destroy(NS_PID, ns_inum(&ns->ns), HOW_FREED, 0);
 	return 0;
 }
 

@@ -82,10 +82,14 @@ var howNames = [...]string{1: "last_ref", 2: "freed"}
 
 // Event is one decoded namespace event.
 type Event struct {
-	Time     time.Time
-	Kind     Kind
-	Type     NsType
-	Inum     uint32
+	Time time.Time
+	Kind Kind
+	Type NsType
+	Inum uint32
+	// NsID identifies the namespace for the boot, where Inum is reused at
+	// once: the kernel's namespace id (Linux 6.18+), otherwise an id this
+	// nstrace run assigned. 0 when unknown (nsproxy_free, lost).
+	NsID     uint64
 	OldInum  uint32
 	Pid      uint32
 	Tid      uint32
@@ -151,6 +155,7 @@ func (d *Decoder) Decode(raw []byte) (ev Event, lost uint32, err error) {
 		Kind:     kind,
 		Type:     NsType(r.NsType),
 		Inum:     r.Inum,
+		NsID:     r.NsId,
 		OldInum:  r.OldInum,
 		Pid:      r.Pid,
 		Tid:      r.Tid,

@@ -72,11 +72,11 @@ func records() []nstrace.BpfEvent {
 		return r
 	}
 	return []nstrace.BpfEvent{
-		proc(nstrace.BpfEvent{TsNs: 1_000_000_001, Kind: 1, NsType: 4, Inum: 4026532181, OldInum: 4026531833, Syscall: 5, Flags: 0x4e020000}),
-		proc(nstrace.BpfEvent{TsNs: 1_000_000_002, Kind: 1, NsType: 3, Inum: 4026532178, OldInum: 4026531836, Syscall: 5, Flags: 0x20000000, ForChildren: 1}),
-		proc(nstrace.BpfEvent{TsNs: 1_000_000_003, Kind: 2, NsType: 1, Inum: 4026532190, OldInum: 4026531838, Syscall: 6, Flags: 0}),
+		proc(nstrace.BpfEvent{TsNs: 1_000_000_001, Kind: 1, NsType: 4, Inum: 4026532181, NsId: 4102, OldInum: 4026531833, Syscall: 5, Flags: 0x4e020000}),
+		proc(nstrace.BpfEvent{TsNs: 1_000_000_002, Kind: 1, NsType: 3, Inum: 4026532178, NsId: 4103, OldInum: 4026531836, Syscall: 5, Flags: 0x20000000, ForChildren: 1}),
+		proc(nstrace.BpfEvent{TsNs: 1_000_000_003, Kind: 2, NsType: 1, Inum: 4026532190, NsId: 4099, OldInum: 4026531838, Syscall: 6, Flags: 0}),
 		proc(nstrace.BpfEvent{TsNs: 2_500_000_000, Kind: 3, Inums: [9]uint32{4026532177, 4026532178, 4026532179, 4026531836, 4026532181, 0, 4026532180, 4026531834, 4026531834}}),
-		proc(nstrace.BpfEvent{TsNs: 2_500_000_100, Kind: 4, NsType: 4, Inum: 4026532181, How: 1}),
+		proc(nstrace.BpfEvent{TsNs: 2_500_000_100, Kind: 4, NsType: 4, Inum: 4026532181, NsId: 4102, How: 1}),
 		proc(nstrace.BpfEvent{TsNs: 2_500_000_200, Kind: 4, NsType: 5, Inum: 4026532999, How: 2}),
 	}
 }
@@ -107,9 +107,9 @@ func existEvents() []Event {
 		return ev
 	}
 	return []Event{
-		{Kind: Exist, Time: at, Type: User, Inum: 4026531837, HeldBy: "process", Nprocs: 80, Pid: 1, Comm: "systemd"},
+		{Kind: Exist, Time: at, Type: User, Inum: 4026531837, NsID: 4097, HeldBy: "process", Nprocs: 80, Pid: 1, Comm: "systemd"},
 		proc(Event{Type: PID, Inum: 4026532178, HeldBy: "process", Nprocs: 3, ParentInum: 4026531836, OwnerInum: 4026532177}),
-		proc(Event{Type: Net, Inum: 4026532181, HeldBy: "bind_mount", OwnerInum: 4026531837, Mountpoint: "/run/netns/blue"}),
+		proc(Event{Type: Net, Inum: 4026532181, NsID: 4102, HeldBy: "bind_mount", OwnerInum: 4026531837, Mountpoint: "/run/netns/blue"}),
 		proc(Event{Type: UTS, Inum: 4026532190, HeldBy: "bind_mount", OwnerInum: 4026531837, Mountpoint: "/tmp/a b"}),
 		proc(Event{Type: IPC, Inum: 4026532191, HeldBy: "fd", OwnerInum: 4026531837}),
 		// Every process it was found through exited meanwhile.
@@ -279,5 +279,24 @@ func TestLifetimesBounded(t *testing.T) {
 	}
 	if l.Len() != 0 {
 		t.Fatalf("%d entries left after every namespace was destroyed", l.Len())
+	}
+}
+
+// A late destroy (net cleanup) can arrive after the kernel reused the inum
+// for a new namespace: ns_id keeps their lifetimes apart.
+func TestLifetimesByNsID(t *testing.T) {
+	l := NewLifetimes()
+	t0 := time.Unix(100, 0)
+	l.Annotate(&Event{Kind: Create, Type: Net, Inum: 5, NsID: 1, Time: t0})
+	l.Annotate(&Event{Kind: Create, Type: Net, Inum: 5, NsID: 2, Time: t0.Add(time.Second)})
+	old := Event{Kind: Destroy, Type: Net, Inum: 5, NsID: 1, Time: t0.Add(3 * time.Second)}
+	l.Annotate(&old)
+	if !old.HasLifetime || old.Lifetime != 3*time.Second {
+		t.Fatalf("destroy of ns_id 1: lifetime %v (known %v), want 3s", old.Lifetime, old.HasLifetime)
+	}
+	cur := Event{Kind: Destroy, Type: Net, Inum: 5, NsID: 2, Time: t0.Add(4 * time.Second)}
+	l.Annotate(&cur)
+	if !cur.HasLifetime || cur.Lifetime != 3*time.Second {
+		t.Fatalf("destroy of ns_id 2: lifetime %v (known %v), want 3s", cur.Lifetime, cur.HasLifetime)
 	}
 }

@@ -40,6 +40,7 @@ type jsonEvent struct {
 	Event         string       `json:"event"`
 	Type          string       `json:"type,omitempty"`
 	Inum          uint32       `json:"inum,omitempty"`
+	NsID          uint64       `json:"ns_id,omitempty"`
 	Pid           *uint32      `json:"pid,omitempty"`
 	Tid           *uint32      `json:"tid,omitempty"`
 	Ppid          *uint32      `json:"ppid,omitempty"`
@@ -89,7 +90,7 @@ func (j *jsonWriter) Write(ev *Event) error {
 	case Exist:
 		// No thread did anything: pid is the process it was found
 		// through, if it could be read.
-		out.Type, out.Inum = ev.Type.String(), ev.Inum
+		out.Type, out.Inum, out.NsID = ev.Type.String(), ev.Inum, ev.NsID
 		if ev.Pid != 0 {
 			out.Pid, out.Ppid, out.Uid, out.Comm = &ev.Pid, &ev.Ppid, &ev.Uid, &ev.Comm
 		}
@@ -100,14 +101,14 @@ func (j *jsonWriter) Write(ev *Event) error {
 	out.Pid, out.Tid, out.Ppid, out.Uid, out.Comm = &ev.Pid, &ev.Tid, &ev.Ppid, &ev.Uid, &ev.Comm
 	switch ev.Kind {
 	case Create, Join:
-		out.Type, out.Inum, out.OldInum = ev.Type.String(), ev.Inum, ev.OldInum
+		out.Type, out.Inum, out.NsID, out.OldInum = ev.Type.String(), ev.Inum, ev.NsID, ev.OldInum
 		out.ForChildren = ev.Children
 		out.Syscall = ev.Syscall
 		names := CloneFlagNames(ev.Flags)
 		out.CloneFlags = &names
 		out.CloneFlagsRaw = &ev.Flags
 	case Destroy:
-		out.Type, out.Inum, out.How = ev.Type.String(), ev.Inum, ev.How
+		out.Type, out.Inum, out.NsID, out.How = ev.Type.String(), ev.Inum, ev.NsID, ev.How
 		if ev.HasLifetime {
 			ns := ev.Lifetime.Nanoseconds()
 			out.LifetimeNs = &ns
@@ -152,6 +153,9 @@ func (t *textWriter) Flush() error { return t.w.Flush() }
 
 func details(ev *Event) string {
 	var b strings.Builder
+	if ev.NsID != 0 {
+		fmt.Fprintf(&b, "ns_id=%d ", ev.NsID)
+	}
 	switch ev.Kind {
 	case Create, Join:
 		fmt.Fprintf(&b, "syscall=%s flags=%s old=%d", ev.Syscall, FormatCloneFlags(ev.Flags), ev.OldInum)

@@ -20,11 +20,14 @@ const MaxTracked = 1 << 18
 type nsKey struct {
 	typ  NsType
 	inum uint32
+	id   uint64
 }
 
 // Lifetimes remembers when each namespace was created so that its destroy
-// event can carry its lifetime. Inode numbers are reused only after a
-// namespace is freed, so (type, inum) is unique among the live ones.
+// event can carry its lifetime. The key is (type, inum, ns_id): inode
+// numbers are reused only after a namespace is freed, so (type, inum) is
+// unique among the live ones, and ns_id tells a destroy that arrives after
+// the inum's reuse (net cleanup runs late) from the new namespace's.
 type Lifetimes struct {
 	born map[nsKey]time.Time
 	// Untracked counts creates not remembered because MaxTracked was reached.
@@ -38,7 +41,7 @@ func NewLifetimes() *Lifetimes {
 
 // Annotate records creates and fills the lifetime of destroys.
 func (l *Lifetimes) Annotate(ev *Event) {
-	k := nsKey{ev.Type, ev.Inum}
+	k := nsKey{ev.Type, ev.Inum, ev.NsID}
 	switch ev.Kind {
 	case Create:
 		if len(l.born) >= MaxTracked {

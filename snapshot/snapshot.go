@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -58,6 +59,9 @@ type Namespace struct {
 	Type string
 	// Inum is its inode number, as in /proc/PID/ns and lsns.
 	Inum uint32
+	// ID is the kernel's namespace id (NS_GET_ID, Linux 6.18+); 0 where
+	// the kernel has none or the namespace could not be opened.
+	ID uint64
 	// Seen is a moment during the walk at which it was alive; the
 	// namespaces come in the order they were first seen, every parent and
 	// owner before the namespaces that name it.
@@ -578,12 +582,22 @@ func (w *walker) is(fd int, k key) bool {
 // but user), and records them as held by e.
 func (w *walker) relatives(e *entry, k key, fd int, p *procInfo) {
 	e.related = true
+	e.ns.ID = kernelID(fd)
 	if k.typ == typePid || k.typ == typeUser {
 		e.ns.Parent = w.relative(fd, unix.NS_GET_PARENT, k.typ, p)
 	}
 	if k.typ != typeUser {
 		e.ns.Owner = w.relative(fd, unix.NS_GET_USERNS, typeUser, p)
 	}
+}
+
+// kernelID is the namespace's id from NS_GET_ID (Linux 6.18+), else 0.
+func kernelID(fd int) uint64 {
+	var id uint64
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.NS_GET_ID, uintptr(unsafe.Pointer(&id))); e != 0 {
+		return 0
+	}
+	return id
 }
 
 // relative runs one of the nsfs ioctls that return a file of a related

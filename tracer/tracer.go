@@ -15,6 +15,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
 
 	"github.com/nstrace/nstrace"
 )
@@ -77,6 +78,8 @@ type Tracer struct {
 	reader  *ringbuf.Reader
 	// missesReported is the programs' recursion misses already counted.
 	missesReported uint64
+	// nextID and lastID bound the ns_ids userspace assigns (NamespaceID).
+	nextID, lastID uint64
 	// BlindSpots lists the teardowns this backend cannot see on this kernel.
 	BlindSpots []string
 }
@@ -134,11 +137,15 @@ func open(b Backend, opts Options) (_ *Tracer, err error) {
 	if err != nil {
 		return nil, err
 	}
+	firstID, err := setIDBase(spec)
+	if err != nil {
+		return nil, err
+	}
 	coll, err := ebpf.NewCollection(spec)
 	if err != nil {
 		return nil, fmt.Errorf("load: %w", explainLoad(err))
 	}
-	t := &Tracer{backend: b, coll: coll, BlindSpots: blind}
+	t := &Tracer{backend: b, coll: coll, BlindSpots: blind, nextID: firstID, lastID: firstID + userIDs - 1}
 	defer func() {
 		if err != nil {
 			t.Close()
@@ -249,12 +256,62 @@ func setKnobs(spec *ebpf.CollectionSpec, b Backend) (blind []string, err error) 
 	if syms["cleanup_net"] == 0 {
 		drop("common_workqueue_execute_end")
 	}
-	if syms["cleanup_net"] == 0 && !freeInum {
-		// The iterators learn existing namespaces for cleanup_net or
-		// proc_free_inum to recognise; without either they have no use.
-		drop("common_iter_task", "common_iter_task_file")
-	}
 	return blindSpots(b, syms, freeInum, pidWork || pidRCU), nil
+}
+
+// userIDs is the block of ns_ids kept for userspace (NamespaceID).
+const userIDs = 1 << 20
+
+// setIDBase starts the ns_ids nstrace assigns (where the kernel has none) at
+// the boot-clock nanosecond of the load: a run cannot assign more ids than
+// nanoseconds pass, so runs during one boot never share an id. The first
+// userIDs of them are userspace's; it returns the first.
+func setIDBase(spec *ebpf.CollectionSpec) (uint64, error) {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return 0, fmt.Errorf("read the boot clock: %w", err)
+	}
+	first := uint64(ts.Nano())
+	if err := spec.Variables["next_ns_id"].Set(first + userIDs); err != nil {
+		return 0, fmt.Errorf("set next_ns_id: %w", err)
+	}
+	return first, nil
+}
+
+// nsInfo is a live_ns value (struct ns_info).
+type nsInfo struct {
+	ID   uint64
+	Type uint32
+	_    uint32
+}
+
+// NamespaceID returns the ns_id of a namespace found outside the BPF
+// programs (--snapshot) that has type slot typ (events.NsType) and inode
+// number inum: the id nstrace already knows it by, else kernelID (from
+// NS_GET_ID, 0 if the kernel has none) or a new one. It is remembered, so
+// that the namespace's destroy carries the same id. 0 if it cannot be.
+func (t *Tracer) NamespaceID(typ uint8, inum uint32, kernelID uint64) uint64 {
+	m := t.coll.Maps["live_ns"]
+	var info nsInfo
+	if err := m.Lookup(inum, &info); err == nil && info.Type == uint32(typ) {
+		return info.ID
+	}
+	info = nsInfo{ID: kernelID, Type: uint32(typ)}
+	if info.ID == 0 {
+		if t.nextID > t.lastID {
+			return 0
+		}
+		info.ID = t.nextID
+		t.nextID++
+	}
+	// NoExist: a hook that saw the namespace meanwhile knows better.
+	if err := m.Update(inum, &info, ebpf.UpdateNoExist); err != nil {
+		if err := m.Lookup(inum, &info); err == nil && info.Type == uint32(typ) {
+			return info.ID
+		}
+		return 0
+	}
+	return info.ID
 }
 
 // blindSpots says, in words for the user, which teardowns backend b cannot

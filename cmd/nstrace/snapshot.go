@@ -32,6 +32,7 @@ func (s *stream) snapshot(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		ev.NsID = s.t.NamespaceID(uint8(ev.Type), ev.Inum, ns.ID)
 		if err := s.out.Write(&ev); err != nil {
 			return fmt.Errorf("write: %w", err)
 		}
