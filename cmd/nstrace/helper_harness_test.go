@@ -39,6 +39,7 @@ type jsonEvent struct {
 	Comm          string            `json:"comm"`
 	Type          string            `json:"type"`
 	Inum          uint64            `json:"inum"`
+	NsID          uint64            `json:"ns_id"`
 	OldInum       uint64            `json:"old_inum"`
 	Syscall       string            `json:"syscall"`
 	CloneFlags    []string          `json:"clone_flags"`

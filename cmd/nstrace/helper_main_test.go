@@ -144,6 +144,7 @@ func runHelper(mode string) int {
 				fmt.Printf("ns %s %s\n", f, l)
 			}
 		}
+		fmt.Printf("self /proc/%d\n", os.Getpid())
 		fmt.Println("ready")
 		// Hold them in a single-threaded process: when the threads of a Go
 		// program exit at once, each can see the others still holding the

@@ -17,23 +17,76 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // nsFiles are the /proc/PID/ns entries a scenario process reports.
 var nsFiles = []string{"user", "uts", "ipc", "net", "mnt", "cgroup", "pid", "pid_for_children", "time", "time_for_children"}
 
 // nsScript prints, like the "nsdump" helper, the namespaces the shell is in
-// as "ns FILE TYPE:[INUM]" lines, then "ready", then holds them until its
-// stdin is closed.
+// as "ns FILE TYPE:[INUM]" lines, then "self /proc/PID" (its pid in our
+// /proc, so the test can open its namespaces), then "ready", then holds them
+// until its stdin is closed.
 const nsScript = `for f in user uts ipc net mnt cgroup pid pid_for_children time time_for_children; do
 	l=$(readlink /proc/self/ns/$f 2>/dev/null) && echo "ns $f $l"
 done
+cd -P /proc/self && echo "self $PWD"; cd /
 echo ready
 read x
 exit 0`
+
+// kernelIDs maps inum to the kernel's namespace id (NS_GET_ID, Linux 6.18+),
+// ground truth for ns_id, for every namespace a driven program reported.
+var kernelIDs sync.Map
+
+// learnKernelIDs reads the ids of the namespaces pid reported being in (ns,
+// by /proc/PID/ns file), if the kernel has them, while pid holds them. They
+// are forgotten when the test ends: later tests' namespaces reuse the inums.
+func learnKernelIDs(t *testing.T, pid int, ns map[string]uint64) {
+	for file, inum := range ns {
+		f, err := os.Open(fmt.Sprintf("/proc/%d/ns/%s", pid, file))
+		if err != nil {
+			continue
+		}
+		var st unix.Stat_t
+		var id uint64
+		if unix.Fstat(int(f.Fd()), &st) == nil && st.Ino == inum {
+			if _, _, e := unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.NS_GET_ID, uintptr(unsafe.Pointer(&id))); e == 0 && id != 0 {
+				kernelIDs.Store(inum, id)
+				t.Cleanup(func() { kernelIDs.Delete(inum) })
+			}
+		}
+		f.Close()
+	}
+}
+
+// kernelID is the kernel's id of the namespace numbered inum, 0 if unknown.
+func kernelID(inum uint64) uint64 {
+	if v, ok := kernelIDs.Load(inum); ok {
+		return v.(uint64)
+	}
+	return 0
+}
+
+// checkNsID says what is wrong with e's ns_id, given the create (or exist)
+// event of the same namespace (nil if not seen), or "".
+func checkNsID(e, create *jsonEvent) string {
+	switch {
+	case e.NsID == 0:
+		return "no ns_id"
+	case create != nil && e != create && e.NsID != create.NsID:
+		return fmt.Sprintf("ns_id=%d, but its %s event had %d", e.NsID, create.Event, create.NsID)
+	case kernelID(e.Inum) != 0 && e.NsID != kernelID(e.Inum):
+		return fmt.Sprintf("ns_id=%d, want the kernel's id %d (NS_GET_ID)", e.NsID, kernelID(e.Inum))
+	}
+	return ""
+}
 
 // nsKey is the /proc/PID/ns file whose inode number a create or join of
 // type typ reports (CONTRACT.md: pid and time report the _for_children one).
@@ -252,6 +305,11 @@ func startNSProc(t *testing.T, cmd *exec.Cmd) *nsProc {
 			if _, err := fmt.Sscanf(l, "pid %d", &p.cmdPID); err == nil {
 				continue
 			}
+			var self int
+			if _, err := fmt.Sscanf(l, "self /proc/%d", &self); err == nil {
+				learnKernelIDs(t, self, p.ns)
+				continue
+			}
 			var file, link string
 			if _, err := fmt.Sscanf(l, "ns %s %s", &file, &link); err != nil {
 				t.Fatalf("%v printed %q: %v", cmd.Args, l, err)
@@ -412,6 +470,9 @@ func (c nsChange) expect(tr *nstraceRun) map[string]*jsonEvent {
 			}
 		}
 		check("inum", e.Inum, c.inum[typ])
+		if why := checkNsID(e, nil); why != "" {
+			bad = append(bad, why)
+		}
 		check("old_inum", e.OldInum, c.old[typ])
 		check("syscall", e.Syscall, c.syscall)
 		check("ppid", e.PPID, c.ppid)
@@ -476,6 +537,7 @@ type teardown struct {
 	pid        int                   // the process concerned (for failure messages)
 	inum       map[string]uint64     // type -> inum
 	creates    map[string]*jsonEvent // type -> create seen by this run; nil: created before nstrace started
+	exists     map[string]*jsonEvent // type -> exist event (--snapshot), for namespaces created before
 	holder     map[string]uint64     // if set, the last holder's view of /proc/self/ns: an nsproxy_free with exactly these must follow
 	nsproxyPID int                   // if non-zero, the pid that frees that nsproxy
 }
@@ -612,6 +674,13 @@ func (td teardown) expect(tr *nstraceRun) {
 func (td teardown) checkDestroy(t *testing.T, typ string, d *jsonEvent, released time.Time) {
 	t.Helper()
 	c := td.creates[typ]
+	first := c
+	if first == nil {
+		first = td.exists[typ]
+	}
+	if why := checkNsID(d, first); why != "" {
+		t.Errorf("%s destroy: %s\n    create or exist: %v\n    destroy: %s", typ, why, first, d.line)
+	}
 	switch {
 	case td.creates == nil && d.LifetimeNS != nil:
 		t.Errorf("destroy of a %s namespace created before nstrace started has lifetime_ns %d; the contract says it is present only when the create was seen\n    event: %s", typ, *d.LifetimeNS, d.line)

@@ -12,6 +12,7 @@ import (
 	"maps"
 	"os"
 	"os/exec"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -186,6 +187,9 @@ func TestSnapshotPreexisting(t *testing.T) {
 		check("owner_user_inum", x.OwnerInum, p.ns["user"])
 		check("parent_inum", x.ParentInum, uint64(0))
 		check("has tid", x.has("tid"), false)
+		if why := checkNsID(x.jsonEvent, nil); why != "" {
+			bad = append(bad, why)
+		}
 		if len(bad) > 0 {
 			t.Errorf("exist %s: %s\n    event: %s", typ, strings.Join(bad, "; "), x.line)
 		}
@@ -199,6 +203,10 @@ func TestSnapshotPreexisting(t *testing.T) {
 	}
 
 	td := procTeardown(p, c, nil, p.pid())
+	td.exists = map[string]*jsonEvent{}
+	for typ, x := range got {
+		td.exists[typ] = x.jsonEvent
+	}
 	td.expect(tr)
 	evs := tr.stop(os.Interrupt)
 	checkSnapshotOrder(t, evs)
@@ -236,7 +244,11 @@ func TestSnapshotIPNetns(t *testing.T) {
 
 	// The net namespace is followed from nstrace's start (its cleanup_net
 	// is matched to what is tracked), so its teardown is reported.
+	if why := checkNsID(x.jsonEvent, nil); why != "" {
+		t.Errorf("exist net of %s: %s\n    %s", path, why, x.line)
+	}
 	del := teardown{started: started, pid: addPID, inum: map[string]uint64{"net": st.Ino},
+		exists:  map[string]*jsonEvent{"net": x.jsonEvent},
 		release: func() { runProgram(t, "ip", "netns", "del", name) }}
 	del.expect(tr)
 	evs := tr.stop(os.Interrupt)
@@ -493,14 +505,14 @@ func TestSnapshotText(t *testing.T) {
 		}
 		return slices.ContainsFunc(lines[1:], func(l outLine) bool {
 			return tt.field(l.text, 1) == "exist" && tt.field(l.text, 2) == "uts" && tt.field(l.text, 3) == uts &&
-				strings.HasPrefix(tt.field(l.text, 6), "held_by=process nprocs=")
+				existDetails.MatchString(tt.field(l.text, 6))
 		})
 	})
 	if headerErr != nil {
 		t.Fatalf("first line: %v", headerErr)
 	}
 	if !ok {
-		t.Fatalf("no text line: exist uts %s held_by=process within %v; output:\n%s", uts, eventTimeout(), joinLines(tr.outLines()))
+		t.Fatalf("no text line: exist uts %s ns_id=N held_by=process within %v; output:\n%s", uts, eventTimeout(), joinLines(tr.outLines()))
 	}
 	tr.stop(os.Interrupt)
 	lines := tr.outLines()
@@ -516,3 +528,7 @@ func TestSnapshotText(t *testing.T) {
 		}
 	}
 }
+
+// existDetails is the start of an exist line's DETAILS for a namespace
+// processes are in.
+var existDetails = regexp.MustCompile(`^ns_id=[1-9][0-9]* held_by=process nprocs=`)

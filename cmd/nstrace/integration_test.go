@@ -523,3 +523,58 @@ func itCopyFile(src, dst string) error {
 	}
 	return out.Close()
 }
+
+// The kernel hands a freed inode number to the next namespace at once:
+// ns_id tells the two apart, and each destroy carries its own create's id.
+func TestNsIDSurvivesInumReuse(t *testing.T) {
+	needTools(t, "unshare", "readlink")
+	tr := startTracer(t, "json")
+	const runs = 3
+	var pids []int
+	inums := map[uint64]bool{}
+	for range runs {
+		pid, out := runProgram(t, "unshare", "-u", "--", "readlink", "/proc/self/ns/uts")
+		inum, err := parseNSLink("uts", out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pids = append(pids, pid)
+		inums[inum] = true
+	}
+	creates := map[int]*jsonEvent{}
+	destroys := map[uint64]*jsonEvent{}
+	ok := tr.waitUntil(eventTimeout(), func(evs []*jsonEvent, _ []outLine) bool {
+		for _, e := range evs {
+			if e.Event == "create" && e.Type == "uts" && slices.Contains(pids, e.PID) {
+				creates[e.PID] = e
+			}
+			if e.Event == "destroy" && e.Type == "uts" && inums[e.Inum] {
+				destroys[e.NsID] = e
+			}
+		}
+		for _, c := range creates {
+			if destroys[c.NsID] == nil {
+				return false
+			}
+		}
+		return len(creates) == runs
+	})
+	if !ok {
+		t.Fatalf("within %v, want %d uts creates (pids %v) each with a destroy of the same ns_id; have creates %v, destroys %v", eventTimeout(), runs, pids, creates, destroys)
+	}
+	ids := map[uint64]bool{}
+	for _, c := range creates {
+		if why := checkNsID(c, nil); why != "" {
+			t.Errorf("create: %s: %s", why, c.line)
+		}
+		if ids[c.NsID] {
+			t.Errorf("ns_id %d given to two namespaces: %s", c.NsID, c.line)
+		}
+		ids[c.NsID] = true
+		if d := destroys[c.NsID]; d.Inum != c.Inum {
+			t.Errorf("destroy with ns_id %d names inum %d, its create %d", c.NsID, d.Inum, c.Inum)
+		}
+	}
+	t.Logf("%d uts namespaces over %d inode numbers", runs, len(inums))
+	tr.stop(os.Interrupt)
+}
