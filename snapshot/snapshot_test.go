@@ -164,6 +164,16 @@ func TestTakeHolders(t *testing.T) {
 	_, utsIn := nsInum(t, cpid, "uts")
 	_, ipcIn := nsInum(t, cpid, "ipc")
 	_, ourUser := nsInum(t, "self", "user")
+	// Ground truth for ID: NS_GET_ID on each, 0 on kernels before 6.18.
+	ids := map[string]uint64{}
+	for _, typ := range []string{"user", "net", "uts", "ipc"} {
+		f, err := os.Open("/proc/" + cpid + "/ns/" + typ)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[typ] = kernelID(int(f.Fd()))
+		f.Close()
+	}
 
 	netFile, err := os.Open("/proc/" + cpid + "/ns/net")
 	if err != nil {
@@ -203,7 +213,7 @@ func TestTakeHolders(t *testing.T) {
 	check := func(typ string, inum uint32, want Namespace) {
 		t.Helper()
 		got := lookup(t, byKey, typ, inum)
-		want.Type, want.Inum, want.Seen = typ, inum, got.Seen
+		want.Type, want.Inum, want.Seen, want.ID = typ, inum, got.Seen, ids[typ]
 		if got.Pid == self {
 			want.Ppid, want.Uid, want.Comm = os.Getppid(), os.Getuid(), comm(t, "self")
 		}
