@@ -35,6 +35,13 @@ type BpfEvent struct {
 	Comm        [16]int8
 }
 
+type BpfExitKey struct {
+	_       structs.HostLayout
+	Nsproxy uint64
+	Tgid    uint32
+	Pad     uint32
+}
+
 type BpfKargs struct {
 	_    structs.HostLayout
 	Arg0 uint64
@@ -65,6 +72,7 @@ type BpfSnap struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	BpfMapEvents                        = "events"
+	BpfMapExitReleases                  = "exit_releases"
 	BpfMapKprobeArgs                    = "kprobe_args"
 	BpfMapLiveNets                      = "live_nets"
 	BpfMapLiveNs                        = "live_ns"
@@ -181,6 +189,7 @@ type BpfProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type BpfMapSpecs struct {
 	Events       *ebpf.MapSpec `ebpf:"events"`
+	ExitReleases *ebpf.MapSpec `ebpf:"exit_releases"`
 	KprobeArgs   *ebpf.MapSpec `ebpf:"kprobe_args"`
 	LiveNets     *ebpf.MapSpec `ebpf:"live_nets"`
 	LiveNs       *ebpf.MapSpec `ebpf:"live_ns"`
@@ -223,6 +232,7 @@ func (o *BpfObjects) Close() error {
 // It can be passed to LoadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BpfMaps struct {
 	Events       *ebpf.Map `ebpf:"events"`
+	ExitReleases *ebpf.Map `ebpf:"exit_releases"`
 	KprobeArgs   *ebpf.Map `ebpf:"kprobe_args"`
 	LiveNets     *ebpf.Map `ebpf:"live_nets"`
 	LiveNs       *ebpf.Map `ebpf:"live_ns"`
@@ -233,6 +243,7 @@ type BpfMaps struct {
 func (m *BpfMaps) Close() error {
 	return _BpfClose(
 		m.Events,
+		m.ExitReleases,
 		m.KprobeArgs,
 		m.LiveNets,
 		m.LiveNs,

@@ -801,17 +801,75 @@ int BPF_KPROBE(kprobe_free_nsproxy, struct nsproxy *p)
 	return on_nsproxy_free(p);
 }
 
+// Tracepoint backend: releases reported at process exit, so that the
+// threads of one dying process report their shared nsproxy once. Key: the
+// nsproxy and the tgid; value: when. LRU: entries need no cleanup.
+struct exit_key {
+	__u64 nsproxy;
+	__u32 tgid;
+	__u32 _pad;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct exit_key);
+	__type(value, __u64);
+} exit_releases SEC(".maps");
+
+// A process has at most this many threads for its exit to be checked.
+#define MAX_EXIT_THREADS 64
+
+// holders_in_group counts the threads of t's process that still hold p
+// (a thread past exit_task_namespaces() has no nsproxy).
+static __always_inline __u32 holders_in_group(struct task_struct *t, struct nsproxy *p)
+{
+	struct signal_struct *sig = BPF_CORE_READ(t, signal);
+	struct list_head *head = &sig->thread_head;
+	struct list_head *pos = BPF_CORE_READ(head, next);
+	__u64 off = bpf_core_field_offset(struct task_struct, thread_node);
+	__u32 n = 0;
+
+	for (int i = 0; i < MAX_EXIT_THREADS && pos != head; i++) {
+		struct task_struct *th = (void *)pos - off;
+
+		if (BPF_CORE_READ(th, nsproxy) == p)
+			n++;
+		pos = BPF_CORE_READ(pos, next);
+	}
+	return pos == head ? n : 0;
+}
+
 // tracepoint: a task exiting with the only reference to its nsproxy frees
-// it in exit_task_namespaces(), right after this tracepoint.
+// it in exit_task_namespaces(), right after this tracepoint. When the
+// threads of a process exit at once, each can see the others still holding
+// it: once the whole process is dying (no live thread), if its own threads
+// hold every reference, the nsproxy goes with them.
 SEC("tp_btf/sched_process_exit")
 int tp_sched_process_exit(void *ctx)
 {
 	// Runs on every exit: a direct BTF load and one read of the count,
 	// until we know this exit frees an nsproxy.
-	struct nsproxy *p = bpf_get_current_task_btf()->nsproxy;
+	struct task_struct *t = bpf_get_current_task_btf();
+	struct nsproxy *p = t->nsproxy;
+	struct exit_key k = {};
+	__u64 now, *seen;
+	__u32 count;
 
-	if (!p || nsproxy_count(p) != 1)
+	if (!p)
 		return 0;
+	count = nsproxy_count(p);
+	if (count != 1) {
+		if (count > MAX_EXIT_THREADS || BPF_CORE_READ(t, signal, live.counter) != 0 ||
+		    holders_in_group(t, p) != count)
+			return 0;
+	}
+	k.nsproxy = (__u64)p;
+	k.tgid = t->tgid;
+	now = bpf_ktime_get_boot_ns();
+	seen = bpf_map_lookup_elem(&exit_releases, &k);
+	if (seen && now - *seen < 1000000000ULL)
+		return 0;
+	bpf_map_update_elem(&exit_releases, &k, &now, BPF_ANY);
 	return on_nsproxy_free(p);
 }
 

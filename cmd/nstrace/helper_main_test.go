@@ -18,9 +18,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -160,6 +162,28 @@ func runHelper(mode string) int {
 		return 0
 	case "reap":
 		return reap(os.Args[1:])
+	case "threads":
+		// Like nsdump, but with many threads holding the namespaces, all
+		// of which exit at once (exit_group) when stdin is closed.
+		var started sync.WaitGroup
+		for range 16 {
+			started.Add(1)
+			go func() {
+				runtime.LockOSThread() // a thread of its own
+				started.Done()
+				select {}
+			}()
+		}
+		started.Wait()
+		for _, f := range nsFiles {
+			if l, err := os.Readlink("/proc/self/ns/" + f); err == nil {
+				fmt.Printf("ns %s %s\n", f, l)
+			}
+		}
+		fmt.Printf("self /proc/%d\n", os.Getpid())
+		fmt.Println("ready")
+		io.Copy(io.Discard, os.Stdin)
+		os.Exit(0)
 	}
 	fmt.Fprintf(os.Stderr, "%s=%q: unknown helper mode\n", helperEnv, mode)
 	return 2

@@ -205,6 +205,7 @@ type nsProc struct {
 	ns      map[string]uint64 // /proc/self/ns file -> inum, as seen inside
 	started time.Time         // just before exec: nothing it creates is older
 	cmdPID  int               // the command's pid, when run under reaped()
+	selfPID int               // the pid of the process that reported ns, in our /proc
 	done    chan struct{}
 	waitErr error
 }
@@ -307,6 +308,7 @@ func startNSProc(t *testing.T, cmd *exec.Cmd) *nsProc {
 			}
 			var self int
 			if _, err := fmt.Sscanf(l, "self /proc/%d", &self); err == nil {
+				p.selfPID = self
 				learnKernelIDs(t, self, p.ns)
 				continue
 			}

@@ -578,3 +578,41 @@ func TestNsIDSurvivesInumReuse(t *testing.T) {
 	t.Logf("%d uts namespaces over %d inode numbers", runs, len(inums))
 	tr.stop(os.Interrupt)
 }
+
+// The threads of a process in namespaces of its own exit at once
+// (exit_group): each may see the others still holding the nsproxy they
+// share; it is released once, and its namespaces destroyed once.
+func TestMultiThreadedExit(t *testing.T) {
+	const flags = syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC
+	types := []string{"ipc", "uts"}
+	for i := range 5 {
+		t.Run(strconv.Itoa(i), func(t *testing.T) {
+			tr := startTracer(t, "json")
+			cmd := helperCmd(t)
+			cmd.Env = append(cmd.Env, helperEnv+"=threads")
+			pidfd := -1
+			cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: flags, PidFD: &pidfd}
+			p := startNSProc(t, cmd)
+			if pidfd >= 0 {
+				syscall.Close(pidfd)
+			}
+			if n, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", p.pid())); err != nil || len(n) < 16 {
+				t.Fatalf("the threads helper has %d threads (%v), want at least 16", len(n), err)
+			}
+			c := newChange(t, "create", os.Getpid(), selfComm(t), "clone", types, p.ns).withRaw(goCloneRaw(flags), ^uint64(0))
+			c.goCaller, c.ppid = true, os.Getppid()
+			verify := lifecycle(tr, p, c, 0)
+			evs := tr.stop(os.Interrupt)
+			verify(evs)
+			var frees []string
+			for _, e := range evs {
+				if e.Event == "nsproxy_free" && e.PID == p.pid() {
+					frees = append(frees, e.line)
+				}
+			}
+			if len(frees) != 1 {
+				t.Errorf("%d nsproxy_free events by the exiting process, want 1:\n    %s", len(frees), strings.Join(frees, "\n    "))
+			}
+		})
+	}
+}
