@@ -28,6 +28,10 @@ char LICENSE[] SEC("license") = "GPL";
 	 CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET)
 #define CSIGNAL 0xff
 
+#ifndef container_of
+#define container_of(ptr, type, member) ((type *)((void *)(ptr) - bpf_core_field_offset(type, member)))
+#endif
+
 #define MAX_ERRNO 4095
 #define IS_ERR_OR_NULL(p) (!(p) || (unsigned long)(p) >= (unsigned long)-MAX_ERRNO)
 
@@ -944,10 +948,55 @@ static __always_inline int ns_slot_of_clone_flag(__u32 flag)
 }
 
 
-// Run once at start, after every hook is attached: network namespaces that
-// already exist get followed to their cleanup like the ones created later.
-// Every task's own, and every one held open through an nsfs file (userspace
-// opens the bind mounts it knows of first, so those are seen as its files).
+// track_users remembers a user namespace and its ancestors (a child keeps
+// its parent alive: nothing else may hold it).
+static __always_inline void track_users(struct user_namespace *u)
+{
+	for (int i = 0; i < MAX_NS_LEVEL && u; i++) {
+		track_ns(NS_USER, ns_inum(&u->ns), true, ns_kernel_id(&u->ns));
+		u = BPF_CORE_READ(u, parent);
+	}
+}
+
+// track_pids remembers a pid namespace and its ancestors.
+static __always_inline void track_pids(struct pid_namespace *p)
+{
+	for (int i = 0; i < MAX_NS_LEVEL && p; i++) {
+		track_ns(NS_PID, ns_inum(&p->ns), true, ns_kernel_id(&p->ns));
+		p = BPF_CORE_READ(p, parent);
+	}
+}
+
+// ns_owner is the user namespace that owns ns (of type slot type).
+static __always_inline struct user_namespace *ns_owner(struct ns_common *ns, int type)
+{
+	switch (type) {
+	case NS_MNT:
+		return BPF_CORE_READ(container_of(ns, struct mnt_namespace, ns), user_ns);
+	case NS_UTS:
+		return BPF_CORE_READ(container_of(ns, struct uts_namespace, ns), user_ns);
+	case NS_IPC:
+		return BPF_CORE_READ(container_of(ns, struct ipc_namespace, ns), user_ns);
+	case NS_PID:
+		return BPF_CORE_READ(container_of(ns, struct pid_namespace, ns), user_ns);
+	case NS_NET:
+		return BPF_CORE_READ(container_of(ns, struct net, ns), user_ns);
+	case NS_CGROUP:
+		return BPF_CORE_READ(container_of(ns, struct cgroup_namespace, ns), user_ns);
+	case NS_TIME:
+		return BPF_CORE_READ(container_of(ns, struct time_namespace, ns), user_ns);
+	case NS_USER:
+		return container_of(ns, struct user_namespace, ns);
+	}
+	return NULL;
+}
+
+// Run once at start, after every hook is attached: the namespaces that
+// already exist are remembered (with their ns_id) like the ones created
+// later, so that their teardown is reported: every task's own and their
+// ancestors, and every one held open through an nsfs file (userspace opens
+// every nsfs bind mount first, so those are seen as its files) with its
+// owner and ancestors.
 SEC("iter/task")
 int common_iter_task(struct bpf_iter__task *ctx)
 {
@@ -965,11 +1014,13 @@ int common_iter_task(struct bpf_iter__task *ctx)
 #pragma unroll
 	for (int i = 0; i < NS_SLOTS; i++)
 		track_ns(i == NS_TIME_ACTIVE ? NS_TIME : i, s.inum[i], true, s.id[i]);
-	// The pid namespace the task is in, which pid_for_children may not be.
+	track_users(BPF_CORE_READ(task, real_cred, user_ns));
+	// The pid namespace the task is in, which pid_for_children may not be,
+	// and its ancestors.
 	pid = BPF_CORE_READ(task, thread_pid);
 	level = BPF_CORE_READ(pid, level);
 	bpf_probe_read_kernel(&up, sizeof(up), (void *)&pid->numbers[0] + (level & 31) * sizeof(up));
-	track_ns(NS_PID, ns_inum(&up.ns->ns), true, ns_kernel_id(&up.ns->ns));
+	track_pids(up.ns);
 	return 0;
 }
 
@@ -992,7 +1043,11 @@ int common_iter_task_file(struct bpf_iter__task_file *ctx)
 		return 0;
 	if (type == NS_NET)
 		track_net((__u64)ns - bpf_core_field_offset(struct net, ns), ns_inum(ns), true);
-	track_ns(type, ns_inum(ns), true, ns_kernel_id(ns));
+	if (type == NS_PID)
+		track_pids(container_of(ns, struct pid_namespace, ns));
+	else if (type != NS_USER)
+		track_ns(type, ns_inum(ns), true, ns_kernel_id(ns));
+	track_users(ns_owner(ns, type));
 	return 0;
 }
 

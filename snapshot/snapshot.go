@@ -462,29 +462,12 @@ func (w *walker) mounts(ctx context.Context) error {
 // mountinfo reads base/mountinfo; false if it could not. Each nsfs bind
 // mount found is opened through the root of one of bases.
 func (w *walker) mountinfo(base string, bases []string, rep *procInfo) bool {
-	f, err := os.Open(base + "/mountinfo")
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	type mount struct{ root, mountpoint string }
-	var nsfs []mount
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Bytes()
-		if !bytes.Contains(line, []byte(" - nsfs ")) {
-			continue
-		}
-		if root, mp, ok, err := mountinfoNsfs(line); err == nil && ok {
-			nsfs = append(nsfs, mount{root, mp})
-		}
-	}
-	if sc.Err() != nil {
+	nsfs, ok := nsfsMounts(base)
+	if !ok {
 		return false
 	}
 	for _, m := range nsfs {
-		typ, inum, ok := parseNSLink(m.root)
+		typ, inum, ok := parseNSLink(m[0])
 		if !ok {
 			continue
 		}
@@ -492,13 +475,13 @@ func (w *walker) mountinfo(base string, bases []string, rep *procInfo) bool {
 		// namespace, where mountinfo says the namespace is mounted.
 		var e *entry
 		for _, b := range bases {
-			e = w.see(key{typ, inum}, rankBindMount, rep, b+"/root"+m.mountpoint, -1)
+			e = w.see(key{typ, inum}, rankBindMount, rep, b+"/root"+m[1], -1)
 			if e.related {
 				break
 			}
 		}
 		if e.ns.Mountpoint == "" {
-			e.ns.Mountpoint = m.mountpoint
+			e.ns.Mountpoint = m[1]
 		}
 	}
 	return true
@@ -634,4 +617,92 @@ func (w *walker) load(p *procInfo) bool {
 	p.ppid, p.uid, p.ok = parseStatus(status)
 	p.comm = strings.TrimSuffix(string(comm), "\n")
 	return p.ok
+}
+
+// HoldBindMounts opens every namespace bind-mounted (nsfs) in any mount
+// namespace, for as long as the caller keeps the returned descriptors: a
+// BPF iterator over open files then finds namespaces that only a bind
+// mount keeps alive. Mounts that vanish meanwhile, or cannot be reached,
+// are skipped. proc is procfs ("" means /proc).
+func HoldBindMounts(ctx context.Context, proc string) ([]int, error) {
+	w := &walker{proc: proc, byKey: map[key]*entry{}, mntPids: map[uint32][]int{}, buf: make([]byte, 256)}
+	if w.proc == "" {
+		w.proc = "/proc"
+	}
+	if err := w.init(); err != nil {
+		return nil, err
+	}
+	pids, err := w.pids()
+	if err != nil {
+		return nil, err
+	}
+	for i, pid := range pids {
+		if i%64 == 0 && ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		n, err := unix.Readlink(w.proc+"/"+strconv.Itoa(pid)+"/ns/mnt", w.buf)
+		if err != nil {
+			continue
+		}
+		typ, mnt, ok := parseNSLink(string(w.buf[:n]))
+		if !ok || typ != typeMnt {
+			continue
+		}
+		if _, known := w.mntPids[mnt]; !known {
+			w.mntOrder = append(w.mntOrder, mnt)
+		}
+		if len(w.mntPids[mnt]) < mntPidsKept {
+			w.mntPids[mnt] = append(w.mntPids[mnt], pid)
+		}
+	}
+	var fds []int
+	for _, mnt := range w.mntOrder {
+		bases := []string{}
+		if mnt == w.selfMnt {
+			bases = append(bases, w.proc+"/self")
+		}
+		for _, pid := range w.mntPids[mnt] {
+			bases = append(bases, w.proc+"/"+strconv.Itoa(pid))
+		}
+		for _, base := range bases {
+			mounts, ok := nsfsMounts(base)
+			if !ok {
+				continue
+			}
+			for _, m := range mounts {
+				typ, inum, ok := parseNSLink(m[0])
+				if !ok {
+					continue
+				}
+				if fd := w.open(base+"/root"+m[1], key{typ, inum}, true); fd >= 0 {
+					fds = append(fds, fd)
+				}
+			}
+			break
+		}
+	}
+	return fds, nil
+}
+
+// nsfsMounts lists the nsfs mounts (root, mountpoint) in base/mountinfo;
+// false if it cannot be read.
+func nsfsMounts(base string) ([][2]string, bool) {
+	f, err := os.Open(base + "/mountinfo")
+	if err != nil {
+		return nil, false
+	}
+	defer f.Close()
+	var out [][2]string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Bytes()
+		if !bytes.Contains(line, []byte(" - nsfs ")) {
+			continue
+		}
+		if root, mp, ok, err := mountinfoNsfs(line); err == nil && ok {
+			out = append(out, [2]string{root, mp})
+		}
+	}
+	return out, sc.Err() == nil
 }

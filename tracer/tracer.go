@@ -3,12 +3,11 @@
 package tracer
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -18,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nstrace/nstrace"
+	"github.com/nstrace/nstrace/snapshot"
 )
 
 // Backend names a set of kernel hooks.
@@ -166,7 +166,18 @@ func open(b Backend, opts Options) (_ *Tracer, err error) {
 		t.links = append(t.links, l)
 	}
 	// With every hook in place, learn what already exists: anything created
-	// from now on is seen by the hooks, so nothing falls in between.
+	// from now on is seen by the hooks, so nothing falls in between. The
+	// namespaces bind-mounted anywhere are held open meanwhile, so that the
+	// task_file iterator finds them among our files.
+	held, err := snapshot.HoldBindMounts(context.Background(), "")
+	if err != nil {
+		slog.Debug("nsfs bind mounts not examined", "err", err)
+	}
+	defer func() {
+		for _, fd := range held {
+			unix.Close(fd)
+		}
+	}()
 	for name, p := range spec.Programs {
 		if p.AttachType == ebpf.AttachTraceIter {
 			if err := runIter(coll.Programs[name]); err != nil {
@@ -363,18 +374,8 @@ func attach(spec *ebpf.ProgramSpec, prog *ebpf.Program) (link.Link, error) {
 	return nil, fmt.Errorf("program type %s: %w", spec.Type, errors.ErrUnsupported)
 }
 
-// runIter runs a BPF iterator over every task (or task file) once. The
-// network namespaces that iproute2 keeps in /run/netns are held open
-// meanwhile, so that the task_file iterator finds them among our files.
+// runIter runs a BPF iterator over every task (or task file) once.
 func runIter(prog *ebpf.Program) error {
-	entries, _ := os.ReadDir("/run/netns")
-	for _, e := range entries {
-		f, err := os.Open(filepath.Join("/run/netns", e.Name()))
-		if err != nil {
-			continue // not a namespace bind mount, or gone
-		}
-		defer f.Close()
-	}
 	it, err := link.AttachIter(link.IterOptions{Program: prog})
 	if err != nil {
 		return err

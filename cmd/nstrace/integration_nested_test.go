@@ -78,14 +78,21 @@ func awaitEnds(tr *nstraceRun, release func(), ends ...nsEnd) []*jsonEvent {
 	for j, i := range idx {
 		d, n := found[j], ends[i]
 		out[i] = d
-		if why := checkNsID(d, n.create); why != "" {
-			t.Errorf("%s: %s\n    create:  %s\n    destroy: %s", n.desc(), why, n.create.line, d.line)
+		var create *jsonEvent
+		if n.create.Event == "create" {
+			create = n.create
+		}
+		if why := checkNsID(d, create); why != "" {
+			t.Errorf("%s: %s\n    create:  %v\n    destroy: %s", n.desc(), why, create, d.line)
 		}
 		if d.recv.Before(released) {
 			t.Errorf("%s read before the release: %s", n.desc(), d.line)
 		}
-		if d.LifetimeNS == nil {
+		switch seen := n.create.Event == "create"; {
+		case seen && d.LifetimeNS == nil:
 			t.Errorf("%s lacks lifetime_ns though its create was seen: %s", n.desc(), d.line)
+		case !seen && d.LifetimeNS != nil:
+			t.Errorf("%s has lifetime_ns though its create was not seen: %s", n.desc(), d.line)
 		}
 	}
 	return out
@@ -185,5 +192,64 @@ func exactlyOneDestroy(t *testing.T, evs []*jsonEvent, n nsEnd) {
 	}
 	if len(ds) > 1 {
 		t.Errorf("%d events for %s, want one:\n    %s", len(ds), n.desc(), strings.Join(ds, "\n    "))
+	}
+}
+
+// 10. Namespaces made before nstrace started and kept only by a bind mount
+// outside /run/netns, and a user namespace kept only because it owns one of
+// them: nstrace finds them at start and reports their destroy, owner last,
+// when the mount goes.
+func TestPreexistingBindMountedAndOwner(t *testing.T) {
+	needRoot(t, "bind-mounts namespaces and loads BPF programs")
+	needTools(t, "unshare", "sh", "readlink")
+	dir := t.TempDir()
+	mounts := map[string]string{}
+	p := startNSProc(t, shCmd("unshare", "-U", "-r", "-n", "-u", "--"))
+	for _, typ := range []string{"net", "uts"} {
+		mounts[typ] = dir + "/" + typ
+		if err := os.WriteFile(mounts[typ], nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Mount(fmt.Sprintf("/proc/%d/ns/%s", p.selfPID, typ), mounts[typ], "", unix.MS_BIND, ""); err != nil {
+			t.Fatalf("bind mount of the %s namespace: %v", typ, err)
+		}
+		m := mounts[typ]
+		t.Cleanup(func() { unix.Unmount(m, unix.MNT_DETACH) })
+	}
+	user, net, uts := p.ns["user"], p.ns["net"], p.ns["uts"]
+	p.release()
+
+	tr := startTracer(t, "json")
+	ends := []nsEnd{{typ: "net", inum: net}, {typ: "uts", inum: uts}, {typ: "user", inum: user}}
+	for i := range ends {
+		ends[i].create = &jsonEvent{} // none: made before the start
+	}
+	var awaited []nsEnd
+	for _, n := range ends {
+		if why := tr.pinnedBlindSpot(n.typ); why != "" && n.typ != "user" {
+			t.Logf("not awaiting the %s destroy: backend %s announced %q", n.typ, tr.backend, why)
+			continue
+		}
+		awaited = append(awaited, n)
+	}
+	got := awaitEnds(tr, func() {
+		for _, m := range mounts {
+			if err := unix.Unmount(m, 0); err != nil {
+				t.Fatalf("umount %s: %v", m, err)
+			}
+		}
+	}, awaited...)
+	byType := map[string]*jsonEvent{}
+	for i, n := range awaited {
+		byType[n.typ] = got[i]
+	}
+	for _, typ := range []string{"net", "uts"} {
+		if d, u := byType[typ], byType["user"]; d != nil && u != nil && u.wall.Before(d.wall) {
+			t.Errorf("the user namespace was destroyed before the %s namespace it owns:\n    %s\n    %s", typ, u.line, d.line)
+		}
+	}
+	evs := tr.stop(os.Interrupt)
+	for _, n := range awaited {
+		exactlyOneDestroy(t, evs, n)
 	}
 }
