@@ -67,6 +67,14 @@ type BpfSnap struct {
 	Pad          uint32
 }
 
+type BpfWatch struct {
+	_    structs.HostLayout
+	Ns   uint64
+	Id   uint64
+	Type uint32
+	Pad  uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -78,6 +86,7 @@ const (
 	BpfMapLiveNs                        = "live_ns"
 	BpfMapLost                          = "lost"
 	BpfMapSyscallSnaps                  = "syscall_snaps"
+	BpfMapWatched                       = "watched"
 	BpfProgCommonIterTask               = "common_iter_task"
 	BpfProgCommonIterTaskFile           = "common_iter_task_file"
 	BpfProgCommonWorkqueueExecuteEnd    = "common_workqueue_execute_end"
@@ -98,6 +107,7 @@ const (
 	BpfProgKretprobeCreateNewNamespaces = "kretprobe_create_new_namespaces"
 	BpfProgKretprobeCreateUserNs        = "kretprobe_create_user_ns"
 	BpfProgKretprobeSysSetns            = "kretprobe_sys_setns"
+	BpfProgTpPollWatched                = "tp_poll_watched"
 	BpfProgTpSchedProcessExit           = "tp_sched_process_exit"
 	BpfProgTpSysEnterSetns              = "tp_sys_enter_setns"
 	BpfProgTpSysEnterUnshare            = "tp_sys_enter_unshare"
@@ -112,6 +122,7 @@ const (
 	BpfVarPidNsFreeHooked               = "pid_ns_free_hooked"
 	BpfVarReleaseAtSyscallExit          = "release_at_syscall_exit"
 	BpfVarUnusedEvent                   = "unused_event"
+	BpfVarWatchSurvivors                = "watch_survivors"
 )
 
 // LoadBpf returns the embedded CollectionSpec for Bpf.
@@ -176,6 +187,7 @@ type BpfProgramSpecs struct {
 	KretprobeCreateNewNamespaces *ebpf.ProgramSpec `ebpf:"kretprobe_create_new_namespaces"`
 	KretprobeCreateUserNs        *ebpf.ProgramSpec `ebpf:"kretprobe_create_user_ns"`
 	KretprobeSysSetns            *ebpf.ProgramSpec `ebpf:"kretprobe_sys_setns"`
+	TpPollWatched                *ebpf.ProgramSpec `ebpf:"tp_poll_watched"`
 	TpSchedProcessExit           *ebpf.ProgramSpec `ebpf:"tp_sched_process_exit"`
 	TpSysEnterSetns              *ebpf.ProgramSpec `ebpf:"tp_sys_enter_setns"`
 	TpSysEnterUnshare            *ebpf.ProgramSpec `ebpf:"tp_sys_enter_unshare"`
@@ -195,6 +207,7 @@ type BpfMapSpecs struct {
 	LiveNs       *ebpf.MapSpec `ebpf:"live_ns"`
 	Lost         *ebpf.MapSpec `ebpf:"lost"`
 	SyscallSnaps *ebpf.MapSpec `ebpf:"syscall_snaps"`
+	Watched      *ebpf.MapSpec `ebpf:"watched"`
 }
 
 // BpfVariableSpecs contains global variables before they are loaded into the kernel.
@@ -209,6 +222,7 @@ type BpfVariableSpecs struct {
 	PidNsFreeHooked      *ebpf.VariableSpec `ebpf:"pid_ns_free_hooked"`
 	ReleaseAtSyscallExit *ebpf.VariableSpec `ebpf:"release_at_syscall_exit"`
 	UnusedEvent          *ebpf.VariableSpec `ebpf:"unused_event"`
+	WatchSurvivors       *ebpf.VariableSpec `ebpf:"watch_survivors"`
 }
 
 // BpfObjects contains all objects after they have been loaded into the kernel.
@@ -238,6 +252,7 @@ type BpfMaps struct {
 	LiveNs       *ebpf.Map `ebpf:"live_ns"`
 	Lost         *ebpf.Map `ebpf:"lost"`
 	SyscallSnaps *ebpf.Map `ebpf:"syscall_snaps"`
+	Watched      *ebpf.Map `ebpf:"watched"`
 }
 
 func (m *BpfMaps) Close() error {
@@ -249,6 +264,7 @@ func (m *BpfMaps) Close() error {
 		m.LiveNs,
 		m.Lost,
 		m.SyscallSnaps,
+		m.Watched,
 	)
 }
 
@@ -264,6 +280,7 @@ type BpfVariables struct {
 	PidNsFreeHooked      *ebpf.Variable `ebpf:"pid_ns_free_hooked"`
 	ReleaseAtSyscallExit *ebpf.Variable `ebpf:"release_at_syscall_exit"`
 	UnusedEvent          *ebpf.Variable `ebpf:"unused_event"`
+	WatchSurvivors       *ebpf.Variable `ebpf:"watch_survivors"`
 }
 
 // BpfPrograms contains all programs after they have been loaded into the kernel.
@@ -290,6 +307,7 @@ type BpfPrograms struct {
 	KretprobeCreateNewNamespaces *ebpf.Program `ebpf:"kretprobe_create_new_namespaces"`
 	KretprobeCreateUserNs        *ebpf.Program `ebpf:"kretprobe_create_user_ns"`
 	KretprobeSysSetns            *ebpf.Program `ebpf:"kretprobe_sys_setns"`
+	TpPollWatched                *ebpf.Program `ebpf:"tp_poll_watched"`
 	TpSchedProcessExit           *ebpf.Program `ebpf:"tp_sched_process_exit"`
 	TpSysEnterSetns              *ebpf.Program `ebpf:"tp_sys_enter_setns"`
 	TpSysEnterUnshare            *ebpf.Program `ebpf:"tp_sys_enter_unshare"`
@@ -320,6 +338,7 @@ func (p *BpfPrograms) Close() error {
 		p.KretprobeCreateNewNamespaces,
 		p.KretprobeCreateUserNs,
 		p.KretprobeSysSetns,
+		p.TpPollWatched,
 		p.TpSchedProcessExit,
 		p.TpSysEnterSetns,
 		p.TpSysEnterUnshare,

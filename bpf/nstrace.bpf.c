@@ -65,6 +65,7 @@ enum event_kind {
 enum destroy_how {
 	HOW_LAST_REF = 1, // the last reference went away with an nsproxy or a parent
 	HOW_FREED,        // the kernel's own free function ran
+	HOW_POLLED,       // tp_poll_watched found it gone
 };
 
 enum syscall_id {
@@ -183,6 +184,25 @@ struct {
 	__type(value, struct ns_info);
 } live_ns SEC(".maps");
 
+// Tracepoint backend: namespaces that outlived the nsproxy that held them
+// (a bind mount, an open nsfs or cgroup file, another process keeps them)
+// and whose destructor no tracepoint shows (mnt, uts, ipc, cgroup, time;
+// pid before 6.14). Userspace runs tp_poll_watched every few milliseconds,
+// which reports those that are gone. Key: inum; the bound is on such
+// namespaces alive at once; overflow counts as lost.
+struct watch {
+	__u64 ns;  // struct ns_common *
+	__u64 id;  // the kernel's ns_id, 0 before 6.18
+	__u32 type;
+	__u32 _pad;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct watch);
+} watched SEC(".maps");
+
 // Next id nstrace assigns where the kernel has no ns_id. Userspace starts it
 // at the boot-clock nanosecond of the load plus a block it keeps for itself,
 // so ids stay unique across runs during the boot.
@@ -202,6 +222,8 @@ volatile const bool destroy_at_free_inum = false;
 // Tracepoint backend only: nothing hooks free_nsproxy, so an nsproxy that
 // unshare/setns replaced is known to be freed from its refcount at entry.
 volatile const bool release_at_syscall_exit = false;
+// Tracepoint backend only: remember namespaces in watched.
+volatile const bool watch_survivors = false;
 
 // ns_common's refcount was renamed in 6.18, which also moved the type
 // (a CLONE_NEW* flag) from the proc_ns_operations into ns_common.
@@ -209,6 +231,7 @@ struct ns_common___new {
 	refcount_t __ns_ref;
 	u32 ns_type;
 	u64 ns_id;
+	struct list_head ns_list_node;
 } __attribute__((preserve_access_index));
 struct proc_ns_operations___old {
 	int type;
@@ -466,6 +489,35 @@ static __always_inline void track_net(__u64 net, __u32 inum, bool keep)
 		count_lost();
 }
 
+// watch_ns puts a namespace of type slot type that survived its nsproxy
+// (or was found pinned at start) under watch, where no destructor hook
+// reports it.
+// Global functions (checked once by the verifier) taking plain numbers.
+__noinline int watch_ns(__u64 nsp, __u32 type)
+{
+	struct ns_common *ns = (void *)nsp;
+	struct watch w = { .ns = nsp, .type = type };
+	__u32 inum;
+
+	if (!watch_survivors || type == NS_NET || type == NS_USER || (type == NS_PID && pid_ns_free_hooked))
+		return 0;
+	inum = ns_inum(ns);
+	if (!inum)
+		return 0;
+	w.id = ns_kernel_id(ns);
+	if (bpf_map_update_elem(&watched, &inum, &w, BPF_ANY))
+		count_lost();
+	return 0;
+}
+
+// watch_slot watches namespace slot of the exiting task's nsproxy.
+__noinline int watch_slot(__u32 slot)
+{
+	struct nsproxy *p = BPF_CORE_READ((struct task_struct *)bpf_get_current_task(), nsproxy);
+
+	return watch_ns((__u64)nsproxy_slot(p, slot), slot == NS_TIME_ACTIVE ? NS_TIME : slot);
+}
+
 // emit_ns and emit_destroy are global functions: the verifier checks each
 // once, instead of once per path through every caller. BPF functions take
 // at most five arguments: kind, type and syscall travel packed in one.
@@ -521,9 +573,16 @@ __noinline int emit_destroy(__u32 type, __u32 inum, __u32 how, __u64 kid)
 		kid = info->id;
 		bpf_map_delete_elem(&live_ns, &inum);
 	}
+	if (watch_survivors)
+		bpf_map_delete_elem(&watched, &inum);
 	e = ev_new(EV_DESTROY, type);
 	if (!e)
 		return 0;
+	if (how == HOW_POLLED) {
+		// No task did it: the poll runs in nstrace's own context.
+		e->pid = e->tid = e->ppid = e->uid = 0;
+		__builtin_memset(e->comm, 0, sizeof(e->comm));
+	}
 	e->ns_id = kid;
 	e->inum = inum;
 	e->how = how;
@@ -563,10 +622,16 @@ static __always_inline void emit_release(struct snap *s, struct snap *after)
 			continue;
 		if (i == NS_TIME && s->inum[i] == s->inum[NS_TIME_ACTIVE])
 			holds = 2;
-		if (s->ref[i] != holds)
-			continue;
 		if (after && after->inum[i] == s->inum[i])
 			continue;
+		if (s->ref[i] != holds) {
+			// Someone else holds it too. Only at exit (no after) is
+			// the nsproxy still there to read its pointer from: it is
+			// the exiting task's.
+			if (!after && watch_survivors)
+				watch_slot(i);
+			continue;
+		}
 		emit_destroy(i == NS_TIME_ACTIVE ? NS_TIME : i, s->inum[i], HOW_LAST_REF, s->id[i]);
 	}
 }
@@ -1048,6 +1113,7 @@ int common_iter_task_file(struct bpf_iter__task_file *ctx)
 	else if (type != NS_USER)
 		track_ns(type, ns_inum(ns), true, ns_kernel_id(ns));
 	track_users(ns_owner(ns, type));
+	watch_ns((__u64)ns, type);
 	return 0;
 }
 
@@ -1137,4 +1203,34 @@ int BPF_PROG(common_workqueue_execute_end, struct work_struct *work)
 	if ((__u64)work->func == cleanup_net_fn)
 		bpf_for_each_map_elem(&live_nets, sweep_net, NULL, 0);
 	return 0;
+}
+
+// Tracepoint backend: userspace runs this (BPF_PROG_TEST_RUN) every few
+// milliseconds. A watched namespace is gone once its count is 0, its inode
+// number or id changed (its memory was reused), or (6.18+) the kernel took
+// it out of its namespace tree (list_del_rcu poisons the prev pointer; the
+// memory stays readable for an RCU grace period and keeps the poison until
+// reused). The destroy's time is when the poll noticed: within one period.
+#define LIST_POISON2 0xdead000000000122ULL
+
+static long check_watched(struct bpf_map *map, __u32 *inum, struct watch *w, void *ctx)
+{
+	struct ns_common *ns = (void *)w->ns;
+	bool gone = ns_inum(ns) != *inum || ns_refs(ns) == 0;
+
+	if (bpf_core_field_exists(struct ns_common___new, ns_list_node)) {
+		struct ns_common___new *n = (void *)ns;
+
+		gone = gone || ns_kernel_id(ns) != w->id ||
+		       (__u64)BPF_CORE_READ(n, ns_list_node.prev) == LIST_POISON2;
+	}
+	if (gone)
+		emit_destroy(w->type, *inum, HOW_POLLED, w->id);
+	return 0;
+}
+
+SEC("raw_tp")
+int tp_poll_watched(void *ctx)
+{
+	return bpf_for_each_map_elem(&watched, check_watched, NULL, 0);
 }

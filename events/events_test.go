@@ -78,6 +78,7 @@ func records() []nstrace.BpfEvent {
 		proc(nstrace.BpfEvent{TsNs: 2_500_000_000, Kind: 3, Inums: [9]uint32{4026532177, 4026532178, 4026532179, 4026531836, 4026532181, 0, 4026532180, 4026531834, 4026531834}}),
 		proc(nstrace.BpfEvent{TsNs: 2_500_000_100, Kind: 4, NsType: 4, Inum: 4026532181, NsId: 4102, How: 1}),
 		proc(nstrace.BpfEvent{TsNs: 2_500_000_200, Kind: 4, NsType: 5, Inum: 4026532999, How: 2}),
+		{TsNs: 2_600_000_000, Kind: 4, NsType: 1, Inum: 4026532190, NsId: 4099, How: 3},
 	}
 }
 

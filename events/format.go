@@ -98,7 +98,9 @@ func (j *jsonWriter) Write(ev *Event) error {
 		out.ParentInum, out.OwnerUserInum, out.Mountpoint = ev.ParentInum, ev.OwnerInum, ev.Mountpoint
 		return j.enc.Encode(&out)
 	}
-	out.Pid, out.Tid, out.Ppid, out.Uid, out.Comm = &ev.Pid, &ev.Tid, &ev.Ppid, &ev.Uid, &ev.Comm
+	if ev.How != Polled {
+		out.Pid, out.Tid, out.Ppid, out.Uid, out.Comm = &ev.Pid, &ev.Tid, &ev.Ppid, &ev.Uid, &ev.Comm
+	}
 	switch ev.Kind {
 	case Create, Join:
 		out.Type, out.Inum, out.NsID, out.OldInum = ev.Type.String(), ev.Inum, ev.NsID, ev.OldInum
@@ -139,7 +141,7 @@ func (t *textWriter) Write(ev *Event) error {
 		t.headerDone = true
 	}
 	typ, inum, pid, comm := "-", "-", "-", "-"
-	if ev.Kind != Lost && (ev.Kind != Exist || ev.Pid != 0) {
+	if ev.Kind != Lost && (ev.Kind != Exist || ev.Pid != 0) && ev.How != Polled {
 		pid, comm = fmt.Sprint(ev.Pid), ev.Comm
 	}
 	if ev.Kind != Lost && ev.Kind != NsproxyFree {

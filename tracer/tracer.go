@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -80,6 +81,9 @@ type Tracer struct {
 	missesReported uint64
 	// nextID and lastID bound the ns_ids userspace assigns (NamespaceID).
 	nextID, lastID uint64
+	// stopPoll ends the poll of watched namespaces (tracepoint backend);
+	// pollDone is closed when it has.
+	stopPoll, pollDone chan struct{}
 	// BlindSpots lists the teardowns this backend cannot see on this kernel.
 	BlindSpots []string
 }
@@ -156,7 +160,7 @@ func open(b Backend, opts Options) (_ *Tracer, err error) {
 		return nil, err
 	}
 	for name, p := range spec.Programs {
-		if p.AttachType == ebpf.AttachTraceIter {
+		if p.AttachType == ebpf.AttachTraceIter || isPoll(p) {
 			continue
 		}
 		l, err := attach(p, coll.Programs[name])
@@ -189,7 +193,48 @@ func open(b Backend, opts Options) (_ *Tracer, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("open ring buffer: %w", err)
 	}
+	for name, p := range spec.Programs {
+		if isPoll(p) {
+			if _, err := coll.Programs[name].Run(&ebpf.RunOptions{}); err != nil {
+				return nil, fmt.Errorf("run %s: %w", name, err)
+			}
+			t.stopPoll, t.pollDone = make(chan struct{}), make(chan struct{})
+			go t.poll(coll.Programs[name])
+		}
+	}
 	return t, nil
+}
+
+// isPoll tells the programs userspace runs itself (raw_tp without a
+// tracepoint) from those it attaches.
+func isPoll(p *ebpf.ProgramSpec) bool { return p.Type == ebpf.RawTracepoint && p.AttachTo == "" }
+
+// PollInterval is how often the tracepoint backend checks the namespaces
+// it watches (those only a bind mount, an open file or another namespace
+// keeps, whose destructor no tracepoint shows): their destroy is reported
+// at most this late. With more than pollBatch watched, the interval grows
+// in proportion, so that polling stays cheap.
+const PollInterval = 10 * time.Millisecond
+
+const pollBatch = 256
+
+func (t *Tracer) poll(prog *ebpf.Program) {
+	defer close(t.pollDone)
+	timer := time.NewTimer(PollInterval)
+	defer timer.Stop()
+	for {
+		select {
+		case <-t.stopPoll:
+			return
+		case <-timer.C:
+		}
+		n, err := prog.Run(&ebpf.RunOptions{})
+		if err != nil {
+			slog.Warn("polling watched namespaces failed; stopping it", "err", err)
+			return
+		}
+		timer.Reset(PollInterval * time.Duration(1+n/pollBatch))
+	}
 }
 
 // LoadSpec returns the BPF collection with only backend b's programs in it.
@@ -244,6 +289,7 @@ func setKnobs(spec *ebpf.CollectionSpec, b Backend) (blind []string, err error) 
 		"pid_ns_free_hooked":      pidWork || pidRCU,
 		"destroy_at_free_inum":    freeInum,
 		"release_at_syscall_exit": b == Tracepoint,
+		"watch_survivors":         b == Tracepoint,
 	}
 	for name, v := range set {
 		if err := spec.Variables[name].Set(v); err != nil {
@@ -335,22 +381,19 @@ func blindSpots(b Backend, syms map[string]uint64, freeInum, pidHooked bool) []s
 	if syms["free_user_ns"] == 0 {
 		blind = append(blind, "user namespace destroy (free_user_ns is not in /proc/kallsyms)")
 	}
-	if !pidHooked {
-		why := "neither destroy_pid_namespace_work nor delayed_free_pidns is in /proc/kallsyms"
-		if b == Tracepoint {
-			why = "before Linux 6.14 pid namespaces are freed from an RCU callback no tracepoint sees; the fentry and kprobe backends see it"
-		}
-		blind = append(blind, "pid namespace destroy, unless its last reference goes with an nsproxy ("+why+")")
-	}
 	if syms["cleanup_net"] == 0 {
 		blind = append(blind, "net namespace destroy, unless its last reference goes with an nsproxy (cleanup_net is not in /proc/kallsyms)")
 	}
-	why := "the fentry and kprobe backends see it"
-	if b != Tracepoint {
-		why = "proc_free_inum is not in /proc/kallsyms"
+	// The tracepoint backend polls the namespaces that outlive their
+	// nsproxy where no tracepoint shows their free.
+	if b == Tracepoint {
+		return blind
+	}
+	if !pidHooked {
+		blind = append(blind, "pid namespace destroy, unless its last reference goes with an nsproxy (neither destroy_pid_namespace_work nor delayed_free_pidns is in /proc/kallsyms)")
 	}
 	for _, typ := range []string{"mnt", "uts", "ipc", "cgroup", "time"} {
-		blind = append(blind, "pinned "+typ+" namespace destroy (seen only when an nsproxy held the last reference, not a bind mount, an open /proc/PID/ns file or an open cgroup file; "+why+")")
+		blind = append(blind, "pinned "+typ+" namespace destroy (seen only when an nsproxy held the last reference, not a bind mount, an open /proc/PID/ns file or an open cgroup file; proc_free_inum is not in /proc/kallsyms)")
 	}
 	return blind
 }
@@ -404,6 +447,11 @@ func (t *Tracer) Pending() bool { return t.reader.AvailableBytes() > 0 }
 // Detach removes every hook, so no new records arrive, and wakes Read so
 // that it returns what is still buffered and then ringbuf.ErrFlushed.
 func (t *Tracer) Detach() error {
+	if t.stopPoll != nil {
+		close(t.stopPoll)
+		<-t.pollDone
+		t.stopPoll = nil
+	}
 	var errs []error
 	for _, l := range t.links {
 		errs = append(errs, l.Close())

@@ -524,7 +524,7 @@ var (
 		"create":       {"time", "event", "pid", "tid", "ppid", "uid", "comm", "type", "inum", "old_inum", "syscall", "clone_flags", "clone_flags_raw"},
 		"join":         {"time", "event", "pid", "tid", "ppid", "uid", "comm", "type", "inum", "old_inum", "syscall", "clone_flags", "clone_flags_raw"},
 		"nsproxy_free": {"time", "event", "pid", "tid", "ppid", "uid", "comm", "namespaces"},
-		"destroy":      {"time", "event", "pid", "tid", "ppid", "uid", "comm", "type", "inum", "how"},
+		"destroy":      {"time", "event", "type", "inum", "how"}, // and the task fields unless polled
 		"lost":         {"time", "event", "count"},
 	}
 	forbiddenKeys = map[string][]string{
@@ -626,8 +626,17 @@ func validateEvent(e *jsonEvent, started, recv time.Time) []string {
 		if e.Inum == 0 {
 			bad("inum must be non-zero")
 		}
-		if e.How != "last_ref" && e.How != "freed" {
-			bad("how %q, want last_ref or freed", e.How)
+		if e.How != "last_ref" && e.How != "freed" && e.How != "polled" {
+			bad("how %q, want last_ref, freed or polled", e.How)
+		}
+		// README: a polled destroy names no task; the others do.
+		for _, k := range []string{"pid", "tid", "ppid", "uid", "comm"} {
+			if e.How == "polled" && e.has(k) {
+				bad("polled destroy must not have %q", k)
+			}
+			if e.How != "polled" && !e.has(k) {
+				bad("destroy event lacks %q", k)
+			}
 		}
 		if e.LifetimeNS != nil && *e.LifetimeNS <= 0 {
 			bad("lifetime_ns %d must be positive", *e.LifetimeNS)

@@ -656,6 +656,7 @@ func (td teardown) expect(tr *nstraceRun) {
 	for _, typ := range td.types() {
 		if why := tr.blindSpot(typ); why != "" {
 			t.Logf("not awaiting the %s destroy: backend %s announced %q", typ, tr.backend, why)
+			tr.recall(typ, false)
 			continue
 		}
 		types = append(types, typ)
@@ -670,7 +671,16 @@ func (td teardown) expect(tr *nstraceRun) {
 	found := tr.await(eventTimeout(), td.related, wants...)
 	for i, typ := range types {
 		td.checkDestroy(t, typ, found[i], released)
+		tr.recall(typ, true)
 	}
+}
+
+// recall logs, for README's recall table, whether a destroy of a namespace
+// of type typ that a scenario made was awaited and seen, or not awaited
+// because the backend announced it cannot see it.
+func (tr *nstraceRun) recall(typ string, seen bool) {
+	tr.t.Helper()
+	tr.t.Logf("recall: backend=%s type=%s seen=%v", tr.backend, typ, seen)
 }
 
 func (td teardown) checkDestroy(t *testing.T, typ string, d *jsonEvent, released time.Time) {

@@ -60,6 +60,7 @@ func awaitEnds(tr *nstraceRun, release func(), ends ...nsEnd) []*jsonEvent {
 	for i, n := range ends {
 		if why := tr.blindSpot(n.typ); why != "" {
 			t.Logf("not awaiting the %s destroy: backend %s announced %q", n.typ, tr.backend, why)
+			tr.recall(n.typ, false)
 			continue
 		}
 		wants = append(wants, wantEvent{n.desc(), n.isDestroy})
@@ -78,6 +79,7 @@ func awaitEnds(tr *nstraceRun, release func(), ends ...nsEnd) []*jsonEvent {
 	for j, i := range idx {
 		d, n := found[j], ends[i]
 		out[i] = d
+		tr.recall(n.typ, true)
 		var create *jsonEvent
 		if n.create.Event == "create" {
 			create = n.create
@@ -228,6 +230,7 @@ func TestPreexistingBindMountedAndOwner(t *testing.T) {
 	for _, n := range ends {
 		if why := tr.pinnedBlindSpot(n.typ); why != "" && n.typ != "user" {
 			t.Logf("not awaiting the %s destroy: backend %s announced %q", n.typ, tr.backend, why)
+			tr.recall(n.typ, false)
 			continue
 		}
 		awaited = append(awaited, n)
