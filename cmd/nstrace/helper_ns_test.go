@@ -238,11 +238,10 @@ func helperCmd(t *testing.T) *exec.Cmd {
 	cmd := exec.Command(self)
 	// The Go runtime keeps its cgroup's cpu.max open to follow CPU limits,
 	// and an open cgroup file pins the cgroup namespace it was opened in
-	// until the file is released, after the nsproxy. Such teardown by the
-	// last file rather than the last process is outside what the nsproxy
-	// based destroy sees (README: "Not yet reported"); keep the helper a
-	// plain process.
-	cmd.Env = append(os.Environ(), helperEnv+"=nsdump", "GODEBUG=containermaxprocs=0,updatemaxprocs=0")
+	// until the file is released, which for an exiting process comes after
+	// its nsproxy, from a work item: a real case of a namespace that
+	// outlives its last process.
+	cmd.Env = append(os.Environ(), helperEnv+"=nsdump")
 	return cmd
 }
 
@@ -656,7 +655,7 @@ func (td teardown) expect(tr *nstraceRun) {
 	for _, typ := range td.types() {
 		if why := tr.blindSpot(typ); why != "" {
 			t.Logf("not awaiting the %s destroy: backend %s announced %q", typ, tr.backend, why)
-			tr.recall(typ, false)
+			tr.recall(typ, nil)
 			continue
 		}
 		types = append(types, typ)
@@ -671,16 +670,20 @@ func (td teardown) expect(tr *nstraceRun) {
 	found := tr.await(eventTimeout(), td.related, wants...)
 	for i, typ := range types {
 		td.checkDestroy(t, typ, found[i], released)
-		tr.recall(typ, true)
+		tr.recall(typ, found[i])
 	}
 }
 
 // recall logs, for README's recall table, whether a destroy of a namespace
 // of type typ that a scenario made was awaited and seen, or not awaited
 // because the backend announced it cannot see it.
-func (tr *nstraceRun) recall(typ string, seen bool) {
+func (tr *nstraceRun) recall(typ string, d *jsonEvent) {
 	tr.t.Helper()
-	tr.t.Logf("recall: backend=%s type=%s seen=%v", tr.backend, typ, seen)
+	how := "-"
+	if d != nil {
+		how = d.How
+	}
+	tr.t.Logf("recall: backend=%s type=%s seen=%v how=%s", tr.backend, typ, d != nil, how)
 }
 
 func (td teardown) checkDestroy(t *testing.T, typ string, d *jsonEvent, released time.Time) {

@@ -60,7 +60,7 @@ func awaitEnds(tr *nstraceRun, release func(), ends ...nsEnd) []*jsonEvent {
 	for i, n := range ends {
 		if why := tr.blindSpot(n.typ); why != "" {
 			t.Logf("not awaiting the %s destroy: backend %s announced %q", n.typ, tr.backend, why)
-			tr.recall(n.typ, false)
+			tr.recall(n.typ, nil)
 			continue
 		}
 		wants = append(wants, wantEvent{n.desc(), n.isDestroy})
@@ -79,7 +79,7 @@ func awaitEnds(tr *nstraceRun, release func(), ends ...nsEnd) []*jsonEvent {
 	for j, i := range idx {
 		d, n := found[j], ends[i]
 		out[i] = d
-		tr.recall(n.typ, true)
+		tr.recall(n.typ, d)
 		var create *jsonEvent
 		if n.create.Event == "create" {
 			create = n.create
@@ -230,7 +230,7 @@ func TestPreexistingBindMountedAndOwner(t *testing.T) {
 	for _, n := range ends {
 		if why := tr.pinnedBlindSpot(n.typ); why != "" && n.typ != "user" {
 			t.Logf("not awaiting the %s destroy: backend %s announced %q", n.typ, tr.backend, why)
-			tr.recall(n.typ, false)
+			tr.recall(n.typ, nil)
 			continue
 		}
 		awaited = append(awaited, n)

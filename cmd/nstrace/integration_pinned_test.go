@@ -83,7 +83,7 @@ func TestPinnedNamespaces(t *testing.T) {
 			for _, typ := range types {
 				if why := tr.pinnedBlindSpot(typ); why != "" {
 					t.Logf("not awaiting the %s destroy after unpinning: backend %s announced %q", typ, tr.backend, why)
-					tr.recall(typ, false)
+					tr.recall(typ, nil)
 					continue
 				}
 				seen.inum[typ] = c.inum[typ]

@@ -583,8 +583,10 @@ func TestNsIDSurvivesInumReuse(t *testing.T) {
 // (exit_group): each may see the others still holding the nsproxy they
 // share; it is released once, and its namespaces destroyed once.
 func TestMultiThreadedExit(t *testing.T) {
-	const flags = syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC
-	types := []string{"ipc", "uts"}
+	// A Go program that does not exec: the runtime's open cpu.max pins
+	// the cgroup namespace until the file is released after the exit.
+	const flags = syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWCGROUP
+	types := []string{"cgroup", "ipc", "uts"}
 	for i := range 5 {
 		t.Run(strconv.Itoa(i), func(t *testing.T) {
 			tr := startTracer(t, "json")
