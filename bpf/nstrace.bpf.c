@@ -573,7 +573,7 @@ __noinline int emit_destroy(__u32 type, __u32 inum, __u32 how, __u64 kid)
 		kid = info->id;
 		bpf_map_delete_elem(&live_ns, &inum);
 	}
-	if (watch_survivors)
+	if (watch_survivors && how != HOW_POLLED)
 		bpf_map_delete_elem(&watched, &inum);
 	e = ev_new(EV_DESTROY, type);
 	if (!e)
@@ -623,6 +623,10 @@ static __always_inline void emit_release(struct snap *s, struct snap *after)
 		if (i == NS_TIME && s->inum[i] == s->inum[NS_TIME_ACTIVE])
 			holds = 2;
 		if (after && after->inum[i] == s->inum[i])
+			continue;
+		// unshare/setns: the put happened before sys_exit, so a watched
+		// namespace may have been polled gone already; the poll reports it.
+		if (after && watch_survivors && bpf_map_lookup_elem(&watched, &s->inum[i]))
 			continue;
 		if (s->ref[i] != holds) {
 			// Someone else holds it too. Only at exit (no after) is
@@ -1224,7 +1228,9 @@ static long check_watched(struct bpf_map *map, __u32 *inum, struct watch *w, voi
 		gone = gone || ns_kernel_id(ns) != w->id ||
 		       (__u64)BPF_CORE_READ(n, ns_list_node.prev) == LIST_POISON2;
 	}
-	if (gone)
+	// Whoever deletes the entry reports the destroy (a release on another
+	// CPU may be reporting it as last_ref right now).
+	if (gone && bpf_map_delete_elem(map, inum) == 0)
 		emit_destroy(w->type, *inum, HOW_POLLED, w->id);
 	return 0;
 }

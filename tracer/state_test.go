@@ -142,7 +142,7 @@ func TestStateBoundedAfterChurn(t *testing.T) {
 	var leaked []string
 	for {
 		leaked = leaked[:0]
-		for _, name := range []string{"live_ns", "live_nets"} {
+		for _, name := range []string{"live_ns", "live_nets", "watched"} {
 			held := trackedInums(t, tr.coll.Maps[name])
 			for _, list := range [][]uint32{uts, nets} {
 				for _, inum := range list {
@@ -164,7 +164,7 @@ func TestStateBoundedAfterChurn(t *testing.T) {
 		// syscall_snaps is per call: nothing should stay once calls return.
 		t.Errorf("syscall_snaps holds %d entries after every unshare returned", left)
 	}
-	for _, name := range []string{"live_ns", "live_nets", "syscall_snaps", "kprobe_args"} {
+	for _, name := range []string{"live_ns", "live_nets", "watched", "exit_releases", "syscall_snaps", "kprobe_args"} {
 		m := tr.coll.Maps[name]
 		t.Logf("%s: %d entries of %d", name, mapLen(t, m), m.MaxEntries())
 	}
