@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/features"
 	"golang.org/x/sys/unix"
@@ -62,6 +63,26 @@ var haveKprobes = sync.OnceValue(func() error {
 		}
 	}
 	return errors.New("this kernel has no kprobe support (no kprobe PMU, no kprobe_events: CONFIG_KPROBES is off)")
+})
+
+// haveFentry reports whether the kernel accepts fentry programs, by loading
+// an empty one on free_nsproxy: cheaper than finding out by loading the
+// whole backend (some kernels refuse every fentry program with EPERM).
+var haveFentry = sync.OnceValue(func() error {
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type:       ebpf.Tracing,
+		AttachType: ebpf.AttachTraceFEntry,
+		AttachTo:   "free_nsproxy",
+		License:    "GPL",
+		Instructions: asm.Instructions{
+			asm.Mov.Imm(asm.R0, 0),
+			asm.Return(),
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("fentry programs cannot be loaded: %w", explainLoad(err))
+	}
+	return prog.Close()
 })
 
 // cilium/ebpf's hint for EPERM; on the kernels where BPF memory is charged to

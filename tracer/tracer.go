@@ -126,8 +126,13 @@ func Open(opts Options) (*Tracer, error) {
 }
 
 func open(b Backend, opts Options) (_ *Tracer, err error) {
-	if b == Kprobe {
+	switch b {
+	case Kprobe:
 		if err := haveKprobes(); err != nil {
+			return nil, err
+		}
+	case Fentry:
+		if err := haveFentry(); err != nil {
 			return nil, err
 		}
 	}
