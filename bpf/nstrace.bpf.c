@@ -1163,12 +1163,19 @@ static long sweep_net(struct bpf_map *map, __u64 *key, __u32 *inum, void *ctx)
 }
 
 // Before 6.14 a pid namespace is freed from this RCU callback, one call per
-// namespace (ancestors freed with it get their own).
+// namespace (ancestors freed with it get their own). With proc_free_inum
+// hooked it is a backstop: proc_free_inum runs for pid namespaces from the
+// RCU callback that frees their last struct pid, in softirq, where a kprobe
+// program can be skipped (one of ours was interrupted on that CPU); the
+// destroy is then reported here, if live_ns still has it.
 static __always_inline int pid_ns_rcu_freed(struct callback_head *rcu)
 {
 	struct pid_namespace *ns = (void *)rcu - bpf_core_field_offset(struct pid_namespace, rcu);
+	__u32 inum = ns_inum(&ns->ns);
 
-	emit_destroy(NS_PID, ns_inum(&ns->ns), HOW_FREED, 0);
+	if (destroy_at_free_inum && !bpf_map_lookup_elem(&live_ns, &inum))
+		return 0;
+	emit_destroy(NS_PID, inum, HOW_FREED, 0);
 	return 0;
 }
 

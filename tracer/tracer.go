@@ -281,7 +281,8 @@ func setKnobs(spec *ebpf.CollectionSpec, b Backend) (blind []string, err error) 
 	// tracepoint backend pieces teardown together from what tracepoints show.
 	freeInum := b != Tracepoint && syms["proc_free_inum"] != 0
 	if freeInum {
-		for _, s := range []string{"free_user_ns", "destroy_pid_namespace_work", "cleanup_net", "delayed_free_pidns"} {
+		// delayed_free_pidns stays, as a backstop (see pid_ns_rcu_freed).
+		for _, s := range []string{"free_user_ns", "destroy_pid_namespace_work", "cleanup_net"} {
 			delete(syms, s)
 		}
 	}

@@ -331,9 +331,41 @@ func (tr *nstraceRun) await(timeout time.Duration, related func(*jsonEvent) bool
 				missing = append(missing, w.desc)
 			}
 		}
-		tr.t.Fatalf("within %v, no event for:\n  %s\n%s", timeout, strings.Join(missing, "\n  "), tr.describe(related))
+		desc := tr.describe(related)
+		tr.t.Fatalf("within %v, no event for:\n  %s\n%s\n%s", timeout, strings.Join(missing, "\n  "), desc, tr.diagnoseMissing(wants, found))
 	}
 	return found
+}
+
+// diagnoseMissing, after an await timed out, stops nstrace and says, for
+// each want still missing, whether it came late (before the stop) or not at
+// all, with what nstrace's stderr said about drops.
+func (tr *nstraceRun) diagnoseMissing(wants []wantEvent, found []*jsonEvent) string {
+	var b strings.Builder
+	deadline := time.Now()
+	tr.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-tr.exited:
+		<-tr.stderrDone
+	case <-time.After(stopTimeout()):
+		b.WriteString("  nstrace did not stop for the diagnosis\n")
+	}
+	evs := tr.snapshot()
+	for i, w := range wants {
+		if found[i] != nil {
+			continue
+		}
+		late := "never came (until nstrace stopped)"
+		for _, e := range evs {
+			if w.match(e) {
+				late = fmt.Sprintf("came %v after the deadline: %s", e.recv.Sub(deadline).Round(time.Millisecond), e.line)
+				break
+			}
+		}
+		fmt.Fprintf(&b, "  %s: %s\n", w.desc, late)
+	}
+	fmt.Fprintf(&b, "  nstrace's stderr:\n%s", tr.stderrText())
+	return b.String()
 }
 
 // describe lists the events related to a scenario, for failure messages.
