@@ -1224,20 +1224,52 @@ int BPF_PROG(common_workqueue_execute_end, struct work_struct *work)
 // reused). The destroy's time is when the poll noticed: within one period.
 #define LIST_POISON2 0xdead000000000122ULL
 
-static long check_watched(struct bpf_map *map, __u32 *inum, struct watch *w, void *ctx)
+// A poll reports what it finds gone in the order the kernel freed it as far
+// as it can tell: a pid namespace keeps its parent alive, so nested ones are
+// reported deepest first (one pass per level), after every other type.
+struct poll_ctx {
+	__u32 pass; // POLL_*
+	__u32 level;
+	__u32 min_level;
+	__u32 max_level;
+};
+enum { POLL_FIRST, POLL_LEVEL, POLL_REST };
+
+static __always_inline bool watched_gone(struct ns_common *ns, __u32 inum, __u64 id)
 {
-	struct ns_common *ns = (void *)w->ns;
-	bool gone = ns_inum(ns) != *inum || ns_refs(ns) == 0;
+	bool gone = ns_inum(ns) != inum || ns_refs(ns) == 0;
 
 	if (bpf_core_field_exists(struct ns_common___new, ns_list_node)) {
 		struct ns_common___new *n = (void *)ns;
 
-		gone = gone || ns_kernel_id(ns) != w->id ||
+		gone = gone || ns_kernel_id(ns) != id ||
 		       (__u64)BPF_CORE_READ(n, ns_list_node.prev) == LIST_POISON2;
+	}
+	return gone;
+}
+
+static long check_watched(struct bpf_map *map, __u32 *inum, struct watch *w, struct poll_ctx *pc)
+{
+	struct ns_common *ns = (void *)w->ns;
+	__u32 level;
+
+	if (!watched_gone(ns, *inum, w->id))
+		return 0;
+	if (w->type == NS_PID) {
+		level = BPF_CORE_READ(container_of(ns, struct pid_namespace, ns), level);
+		if (pc->pass == POLL_FIRST) {
+			pc->min_level = level < pc->min_level ? level : pc->min_level;
+			pc->max_level = level > pc->max_level ? level : pc->max_level;
+			return 0;
+		}
+		if (pc->pass == POLL_LEVEL && level != pc->level)
+			return 0;
+	} else if (pc->pass != POLL_FIRST) {
+		return 0;
 	}
 	// Whoever deletes the entry reports the destroy (a release on another
 	// CPU may be reporting it as last_ref right now).
-	if (gone && bpf_map_delete_elem(map, inum) == 0)
+	if (bpf_map_delete_elem(map, inum) == 0)
 		emit_destroy(w->type, *inum, HOW_POLLED, w->id);
 	return 0;
 }
@@ -1245,5 +1277,19 @@ static long check_watched(struct bpf_map *map, __u32 *inum, struct watch *w, voi
 SEC("raw_tp")
 int tp_poll_watched(void *ctx)
 {
-	return bpf_for_each_map_elem(&watched, check_watched, NULL, 0);
+	struct poll_ctx pc = { .pass = POLL_FIRST, .min_level = ~0U };
+	long n = bpf_for_each_map_elem(&watched, check_watched, &pc, 0);
+
+	if (pc.min_level == ~0U)
+		return n;
+	pc.pass = POLL_LEVEL;
+	for (int i = 0; i < MAX_NS_LEVEL; i++) {
+		pc.level = pc.max_level - i;
+		if (pc.level < pc.min_level || pc.level > pc.max_level)
+			break;
+		bpf_for_each_map_elem(&watched, check_watched, &pc, 0);
+	}
+	pc.pass = POLL_REST; // levels read from memory that changed meanwhile
+	bpf_for_each_map_elem(&watched, check_watched, &pc, 0);
+	return n;
 }

@@ -5,7 +5,12 @@
 # kernel, backend and namespace type, with how they were seen. Feeds
 # README's recall table.
 awk '
-/@@VMTEST@@ (BOOT|START)/ { for (i = 1; i <= NF; i++) if ($i ~ /^kernel=/) kernel = substr($i, 8) }
+/@@VMTEST@@ (BOOT|START)/ {
+	for (i = 1; i <= NF; i++) {
+		if ($i ~ /^kernel=/) kernel = substr($i, 8)
+		if ($i ~ /^backend=/) asked = substr($i, 9)
+	}
+}
 /recall: backend=/ {
 	how = "-"
 	for (i = 1; i <= NF; i++) {
@@ -14,6 +19,7 @@ awk '
 		if ($i ~ /^seen=/) s = substr($i, 6)
 		if ($i ~ /^how=/) how = substr($i, 5)
 	}
+	if (asked != "" && asked != b) b = asked "->" b
 	k = (kernel == "" ? "host" : kernel) " " b " " t
 	total[k]++
 	if (s == "true") { seen[k]++; hows[k] = hows[k] " " how }
