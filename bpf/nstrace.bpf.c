@@ -28,9 +28,8 @@ char LICENSE[] SEC("license") = "GPL";
 	 CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET)
 #define CSIGNAL 0xff
 
-#ifndef container_of
-#define container_of(ptr, type, member) ((type *)((void *)(ptr) - bpf_core_field_offset(type, member)))
-#endif
+// container_of is libbpf's: its offsetof on these preserve_access_index
+// types is a CO-RE relocation, so it holds on every kernel.
 
 #define MAX_ERRNO 4095
 #define IS_ERR_OR_NULL(p) (!(p) || (unsigned long)(p) >= (unsigned long)-MAX_ERRNO)
@@ -573,7 +572,7 @@ __noinline int emit_destroy(__u32 type, __u32 inum, __u32 how, __u64 kid)
 		kid = info->id;
 		bpf_map_delete_elem(&live_ns, &inum);
 	}
-	if (watch_survivors && how != HOW_POLLED)
+	if (watch_survivors)
 		bpf_map_delete_elem(&watched, &inum);
 	e = ev_new(EV_DESTROY, type);
 	if (!e)
@@ -899,11 +898,10 @@ static __always_inline __u32 holders_in_group(struct task_struct *t, struct nspr
 	struct signal_struct *sig = BPF_CORE_READ(t, signal);
 	struct list_head *head = &sig->thread_head;
 	struct list_head *pos = BPF_CORE_READ(head, next);
-	__u64 off = bpf_core_field_offset(struct task_struct, thread_node);
 	__u32 n = 0;
 
 	for (int i = 0; i < MAX_EXIT_THREADS && pos != head; i++) {
-		struct task_struct *th = (void *)pos - off;
+		struct task_struct *th = container_of(pos, struct task_struct, thread_node);
 
 		if (BPF_CORE_READ(th, nsproxy) == p)
 			n++;
@@ -953,7 +951,7 @@ static __always_inline void user_ns_freed(struct work_struct *work)
 {
 	struct user_namespace *ns;
 
-	ns = (void *)work - bpf_core_field_offset(struct user_namespace, work);
+	ns = container_of(work, struct user_namespace, work);
 	emit_destroy(NS_USER, ns_inum(&ns->ns), HOW_FREED, ns_kernel_id(&ns->ns));
 	for (int i = 0; i < MAX_NS_LEVEL; i++) {
 		ns = BPF_CORE_READ(ns, parent);
@@ -969,7 +967,7 @@ static __always_inline void pid_ns_freed(struct work_struct *work)
 
 	if (!bpf_core_field_exists(struct pid_namespace, work))
 		return;
-	ns = (void *)work - bpf_core_field_offset(struct pid_namespace, work);
+	ns = container_of(work, struct pid_namespace, work);
 	emit_destroy(NS_PID, ns_inum(&ns->ns), HOW_FREED, ns_kernel_id(&ns->ns));
 	for (int i = 0; i < MAX_NS_LEVEL; i++) {
 		ns = BPF_CORE_READ(ns, parent);
@@ -1111,7 +1109,7 @@ int common_iter_task_file(struct bpf_iter__task_file *ctx)
 	if (type < 0)
 		return 0;
 	if (type == NS_NET)
-		track_net((__u64)ns - bpf_core_field_offset(struct net, ns), ns_inum(ns), true);
+		track_net((__u64)container_of(ns, struct net, ns), ns_inum(ns), true);
 	if (type == NS_PID)
 		track_pids(container_of(ns, struct pid_namespace, ns));
 	else if (type != NS_USER)
@@ -1170,7 +1168,7 @@ static long sweep_net(struct bpf_map *map, __u64 *key, __u32 *inum, void *ctx)
 // destroy is then reported here, if live_ns still has it.
 static __always_inline int pid_ns_rcu_freed(struct callback_head *rcu)
 {
-	struct pid_namespace *ns = (void *)rcu - bpf_core_field_offset(struct pid_namespace, rcu);
+	struct pid_namespace *ns = container_of(rcu, struct pid_namespace, rcu);
 	__u32 inum = ns_inum(&ns->ns);
 
 	if (destroy_at_free_inum && !bpf_map_lookup_elem(&live_ns, &inum))

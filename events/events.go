@@ -78,7 +78,7 @@ var SlotNames = [...]string{"mnt", "uts", "ipc", "pid_for_children", "net", "", 
 
 var syscallNames = [...]string{"unknown", "clone", "clone3", "fork", "vfork", "unshare", "setns", "execve", "execveat"}
 
-var howNames = [...]string{1: "last_ref", 2: "freed", 3: "polled"}
+var howNames = [...]string{1: "last_ref", 2: "freed", 3: Polled}
 
 // Polled is the How of a destroy found by polling, in which no task acted.
 const Polled = "polled"

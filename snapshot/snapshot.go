@@ -340,13 +340,7 @@ func (w *walker) process(pid int) {
 		}
 		w.see(key{typ, inum}, r, p, path, -1)
 		if f.in && typ == typeMnt {
-			pids, known := w.mntPids[inum]
-			if !known {
-				w.mntOrder = append(w.mntOrder, inum)
-			}
-			if len(pids) < mntPidsKept {
-				w.mntPids[inum] = append(pids, pid)
-			}
+			w.noteMnt(pid, inum)
 		}
 	}
 	if read == 0 && gone > 0 && !denied {
@@ -439,16 +433,9 @@ func (w *walker) mounts(ctx context.Context) error {
 		if i%16 == 0 && ctx.Err() != nil {
 			return ctx.Err()
 		}
-		var bases []string
-		if mnt == w.selfMnt {
-			bases = append(bases, w.proc+"/self")
-		}
-		pids := w.mntPids[mnt]
-		for _, pid := range pids {
-			bases = append(bases, w.proc+"/"+strconv.Itoa(pid))
-		}
+		bases := w.mountBases(mnt)
 		// The bind mounts' Pid is the mount namespace's lowest.
-		rep := &procInfo{pid: pids[0]}
+		rep := &procInfo{pid: w.mntPids[mnt][0]}
 		for j, base := range bases {
 			if w.mountinfo(base, bases[j:], rep) {
 				w.stats.MountNamespaces++
@@ -459,6 +446,30 @@ func (w *walker) mounts(ctx context.Context) error {
 	return nil
 }
 
+// noteMnt records that process pid is in mount namespace mnt.
+func (w *walker) noteMnt(pid int, mnt uint32) {
+	pids, known := w.mntPids[mnt]
+	if !known {
+		w.mntOrder = append(w.mntOrder, mnt)
+	}
+	if len(pids) < mntPidsKept {
+		w.mntPids[mnt] = append(pids, pid)
+	}
+}
+
+// mountBases lists the /proc/PID directories through which mount namespace
+// mnt can be read: ourselves first if it is ours, then its processes.
+func (w *walker) mountBases(mnt uint32) []string {
+	var bases []string
+	if mnt == w.selfMnt {
+		bases = append(bases, w.proc+"/self")
+	}
+	for _, pid := range w.mntPids[mnt] {
+		bases = append(bases, w.proc+"/"+strconv.Itoa(pid))
+	}
+	return bases
+}
+
 // mountinfo reads base/mountinfo; false if it could not. Each nsfs bind
 // mount found is opened through the root of one of bases.
 func (w *walker) mountinfo(base string, bases []string, rep *procInfo) bool {
@@ -467,7 +478,7 @@ func (w *walker) mountinfo(base string, bases []string, rep *procInfo) bool {
 		return false
 	}
 	for _, m := range nsfs {
-		typ, inum, ok := parseNSLink(m[0])
+		typ, inum, ok := parseNSLink(m.root)
 		if !ok {
 			continue
 		}
@@ -475,13 +486,13 @@ func (w *walker) mountinfo(base string, bases []string, rep *procInfo) bool {
 		// namespace, where mountinfo says the namespace is mounted.
 		var e *entry
 		for _, b := range bases {
-			e = w.see(key{typ, inum}, rankBindMount, rep, b+"/root"+m[1], -1)
+			e = w.see(key{typ, inum}, rankBindMount, rep, b+"/root"+m.mountpoint, -1)
 			if e.related {
 				break
 			}
 		}
 		if e.ns.Mountpoint == "" {
-			e.ns.Mountpoint = m[1]
+			e.ns.Mountpoint = m.mountpoint
 		}
 	}
 	return true
@@ -565,7 +576,7 @@ func (w *walker) is(fd int, k key) bool {
 // but user), and records them as held by e.
 func (w *walker) relatives(e *entry, k key, fd int, p *procInfo) {
 	e.related = true
-	e.ns.ID = kernelID(fd)
+	e.ns.ID = KernelID(fd)
 	if k.typ == typePid || k.typ == typeUser {
 		e.ns.Parent = w.relative(fd, unix.NS_GET_PARENT, k.typ, p)
 	}
@@ -574,8 +585,9 @@ func (w *walker) relatives(e *entry, k key, fd int, p *procInfo) {
 	}
 }
 
-// kernelID is the namespace's id from NS_GET_ID (Linux 6.18+), else 0.
-func kernelID(fd int) uint64 {
+// KernelID is the id of the namespace open as fd, from NS_GET_ID (Linux
+// 6.18+); 0 where the kernel has none.
+func KernelID(fd int) uint64 {
 	var id uint64
 	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.NS_GET_ID, uintptr(unsafe.Pointer(&id))); e != 0 {
 		return 0
@@ -645,36 +657,23 @@ func HoldBindMounts(ctx context.Context, proc string) ([]int, error) {
 			continue
 		}
 		typ, mnt, ok := parseNSLink(string(w.buf[:n]))
-		if !ok || typ != typeMnt {
-			continue
-		}
-		if _, known := w.mntPids[mnt]; !known {
-			w.mntOrder = append(w.mntOrder, mnt)
-		}
-		if len(w.mntPids[mnt]) < mntPidsKept {
-			w.mntPids[mnt] = append(w.mntPids[mnt], pid)
+		if ok && typ == typeMnt {
+			w.noteMnt(pid, mnt)
 		}
 	}
 	var fds []int
 	for _, mnt := range w.mntOrder {
-		bases := []string{}
-		if mnt == w.selfMnt {
-			bases = append(bases, w.proc+"/self")
-		}
-		for _, pid := range w.mntPids[mnt] {
-			bases = append(bases, w.proc+"/"+strconv.Itoa(pid))
-		}
-		for _, base := range bases {
+		for _, base := range w.mountBases(mnt) {
 			mounts, ok := nsfsMounts(base)
 			if !ok {
 				continue
 			}
 			for _, m := range mounts {
-				typ, inum, ok := parseNSLink(m[0])
+				typ, inum, ok := parseNSLink(m.root)
 				if !ok {
 					continue
 				}
-				if fd := w.open(base+"/root"+m[1], key{typ, inum}, true); fd >= 0 {
+				if fd := w.open(base+"/root"+m.mountpoint, key{typ, inum}, true); fd >= 0 {
 					fds = append(fds, fd)
 				}
 			}
@@ -684,15 +683,18 @@ func HoldBindMounts(ctx context.Context, proc string) ([]int, error) {
 	return fds, nil
 }
 
-// nsfsMounts lists the nsfs mounts (root, mountpoint) in base/mountinfo;
-// false if it cannot be read.
-func nsfsMounts(base string) ([][2]string, bool) {
+// nsfsMount is an nsfs mount: root names the namespace ("net:[N]").
+type nsfsMount struct{ root, mountpoint string }
+
+// nsfsMounts lists the nsfs mounts in base/mountinfo; false if it cannot be
+// read.
+func nsfsMounts(base string) ([]nsfsMount, bool) {
 	f, err := os.Open(base + "/mountinfo")
 	if err != nil {
 		return nil, false
 	}
 	defer f.Close()
-	var out [][2]string
+	var out []nsfsMount
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 	for sc.Scan() {
@@ -701,7 +703,7 @@ func nsfsMounts(base string) ([][2]string, bool) {
 			continue
 		}
 		if root, mp, ok, err := mountinfoNsfs(line); err == nil && ok {
-			out = append(out, [2]string{root, mp})
+			out = append(out, nsfsMount{root, mp})
 		}
 	}
 	return out, sc.Err() == nil

@@ -171,7 +171,7 @@ func TestTakeHolders(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ids[typ] = kernelID(int(f.Fd()))
+		ids[typ] = KernelID(int(f.Fd()))
 		f.Close()
 	}
 

@@ -326,9 +326,10 @@ func setKnobs(spec *ebpf.CollectionSpec, b Backend) (blind []string, err error) 
 const userIDs = 1 << 20
 
 // setIDBase starts the ns_ids nstrace assigns (where the kernel has none) at
-// the boot-clock nanosecond of the load: a run cannot assign more ids than
-// nanoseconds pass, so runs during one boot never share an id. The first
-// userIDs of them are userspace's; it returns the first.
+// the boot-clock nanosecond of the load: a run would have to assign more ids
+// than nanoseconds passed before the next run started for two runs of one
+// boot to share an id. The first userIDs of them are userspace's; it returns
+// the first.
 func setIDBase(spec *ebpf.CollectionSpec) (uint64, error) {
 	var ts unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {

@@ -139,20 +139,10 @@ func needTimeNS(t *testing.T) {
 func runHelper(mode string) int {
 	switch mode {
 	case "nsdump":
-		// Same output as nsScript: the namespaces this process is in, then
-		// "ready"; stay alive (holding them) until stdin is closed.
-		for _, f := range nsFiles {
-			if l, err := os.Readlink("/proc/self/ns/" + f); err == nil {
-				fmt.Printf("ns %s %s\n", f, l)
-			}
-		}
-		fmt.Printf("self /proc/%d\n", os.Getpid())
-		fmt.Println("ready")
-		// Hold them in a single-threaded process: when the threads of a Go
-		// program exit at once, each can see the others still holding the
-		// nsproxy, and the tracepoint backend, which infers the release at
-		// sched_process_exit, misses it (a known gap, in the closing notes
-		// of session 1; the fentry and kprobe backends hook the free).
+		// Report the namespaces, then hold them until stdin is closed.
+		reportNamespaces()
+		// Hold them in a single-threaded process, whose exit is one plain
+		// release; "threads" is the case of many threads exiting at once.
 		if sh, err := exec.LookPath("sh"); err == nil {
 			err = syscall.Exec(sh, []string{"sh", "-c", "read x; exit 0"}, os.Environ())
 			fmt.Fprintf(os.Stderr, "exec sh: %v\n", err)
@@ -175,18 +165,24 @@ func runHelper(mode string) int {
 			}()
 		}
 		started.Wait()
-		for _, f := range nsFiles {
-			if l, err := os.Readlink("/proc/self/ns/" + f); err == nil {
-				fmt.Printf("ns %s %s\n", f, l)
-			}
-		}
-		fmt.Printf("self /proc/%d\n", os.Getpid())
-		fmt.Println("ready")
+		reportNamespaces()
 		io.Copy(io.Discard, os.Stdin)
-		os.Exit(0)
+		return 0 // exit_group: TestMain exits with it
 	}
 	fmt.Fprintf(os.Stderr, "%s=%q: unknown helper mode\n", helperEnv, mode)
 	return 2
+}
+
+// reportNamespaces prints what nsScript prints: the namespaces this process
+// is in, its pid, then "ready".
+func reportNamespaces() {
+	for _, f := range nsFiles {
+		if l, err := os.Readlink("/proc/self/ns/" + f); err == nil {
+			fmt.Printf("ns %s %s\n", f, l)
+		}
+	}
+	fmt.Printf("self /proc/%d\n", os.Getpid())
+	fmt.Println("ready")
 }
 
 // reap runs argv as a child subreaper: it prints "pid N" (the child's pid),

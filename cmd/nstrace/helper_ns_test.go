@@ -21,9 +21,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nstrace/nstrace/snapshot"
 )
 
 // nsFiles are the /proc/PID/ns entries a scenario process reports.
@@ -55,9 +56,8 @@ func learnKernelIDs(t *testing.T, pid int, ns map[string]uint64) {
 			continue
 		}
 		var st unix.Stat_t
-		var id uint64
 		if unix.Fstat(int(f.Fd()), &st) == nil && st.Ino == inum {
-			if _, _, e := unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.NS_GET_ID, uintptr(unsafe.Pointer(&id))); e == 0 && id != 0 {
+			if id := snapshot.KernelID(int(f.Fd())); id != 0 {
 				kernelIDs.Store(inum, id)
 				t.Cleanup(func() { kernelIDs.Delete(inum) })
 			}
@@ -536,11 +536,12 @@ type teardown struct {
 	started    time.Time             // before the namespaces were created
 	release    func()                // the action that drops their last use
 	pid        int                   // the process concerned (for failure messages)
-	inum       map[string]uint64     // type -> inum
-	creates    map[string]*jsonEvent // type -> create seen by this run; nil: created before nstrace started
-	exists     map[string]*jsonEvent // type -> exist event (--snapshot), for namespaces created before
+	inum       map[string]uint64     // key (type, or type/label) -> inum
+	creates    map[string]*jsonEvent // key -> create seen by this run; nil: created before nstrace started
+	exists     map[string]*jsonEvent // key -> exist event (--snapshot), for namespaces created before
 	holder     map[string]uint64     // if set, the last holder's view of /proc/self/ns: an nsproxy_free with exactly these must follow
 	nsproxyPID int                   // if non-zero, the pid that frees that nsproxy
+	pinned     bool                  // a bind mount or an open file holds them last, not a process
 }
 
 // procTeardown: p's exit ends the namespaces of c. Unless c is only a user
@@ -567,13 +568,30 @@ func lifecycle(tr *nstraceRun, p *nsProc, c nsChange, nsproxyPID int) func([]*js
 	}
 }
 
-func (td teardown) types() []string { return slices.Sorted(maps.Keys(td.inum)) }
+// keys lists the namespaces of a teardown: its keys are a type ("pid"), or
+// a type and a label ("pid/outer") where several share a type.
+func (td teardown) keys() []string { return slices.Sorted(maps.Keys(td.inum)) }
+
+// nsTypeOf is the type of a teardown key.
+func nsTypeOf(key string) string {
+	typ, _, _ := strings.Cut(key, "/")
+	return typ
+}
+
+// blind returns the startup line in which nstrace said it cannot see the
+// destroy of key, or "".
+func (td teardown) blind(tr *nstraceRun, key string) string {
+	if why := tr.blindSpot(nsTypeOf(key)); why != "" || !td.pinned {
+		return why
+	}
+	return tr.pinnedBlindSpot(nsTypeOf(key))
+}
 
 // born is the event time of our create of typ (zero if not seen). Events
 // of the same inum stamped earlier belong to a previous namespace that had
 // the number: the kernel reuses inode numbers at once.
-func (td teardown) born(typ string) time.Time {
-	if c := td.creates[typ]; c != nil {
+func (td teardown) born(key string) time.Time {
+	if c := td.creates[key]; c != nil {
 		return c.wall
 	}
 	return time.Time{}
@@ -591,9 +609,9 @@ func (td teardown) related(e *jsonEvent) bool {
 	return false
 }
 
-func (td teardown) isDestroy(typ string) func(*jsonEvent) bool {
+func (td teardown) isDestroy(key string) func(*jsonEvent) bool {
 	return func(e *jsonEvent) bool {
-		return e.Event == "destroy" && e.Type == typ && e.Inum == td.inum[typ] && !e.wall.Before(td.born(typ))
+		return e.Event == "destroy" && e.Type == nsTypeOf(key) && e.Inum == td.inum[key] && !e.wall.Before(td.born(key))
 	}
 }
 
@@ -605,8 +623,8 @@ func (td teardown) isHolderFree(e *jsonEvent) bool {
 	if e.Event != "nsproxy_free" || (td.nsproxyPID != 0 && e.PID != td.nsproxyPID) {
 		return false
 	}
-	for _, typ := range td.types() {
-		if e.wall.Before(td.born(typ)) {
+	for _, key := range td.keys() {
+		if e.wall.Before(td.born(key)) {
 			return false
 		}
 	}
@@ -636,13 +654,14 @@ func (td teardown) holderDesc() string {
 }
 
 // expect checks nothing ended early, performs the release and waits for the
-// destroys (and nsproxy_free) it causes, checking their fields.
-func (td teardown) expect(tr *nstraceRun) {
+// destroys (and nsproxy_free) it causes, checking their fields. It returns
+// the destroys by key (none for a blind one).
+func (td teardown) expect(tr *nstraceRun) map[string]*jsonEvent {
 	t := tr.t
 	t.Helper()
 	tr.watch(td.pid)
-	for _, typ := range td.types() {
-		forbid(t, tr.snapshot(), "destroy while the namespace is still in use", td.isDestroy(typ))
+	for _, key := range td.keys() {
+		forbid(t, tr.snapshot(), "destroy while the namespace is still in use", td.isDestroy(key))
 	}
 	if td.holder != nil {
 		forbid(t, tr.snapshot(), "nsproxy_free while its holder is still running", td.isHolderFree)
@@ -651,27 +670,28 @@ func (td teardown) expect(tr *nstraceRun) {
 	td.release()
 	// A teardown nstrace said at startup it cannot see here (README's
 	// capability table) is not awaited; everything else is.
-	var types []string
-	for _, typ := range td.types() {
-		if why := tr.blindSpot(typ); why != "" {
-			t.Logf("not awaiting the %s destroy: backend %s announced %q", typ, tr.backend, why)
-			tr.recall(typ, nil)
+	var keys []string
+	var wants []wantEvent
+	for _, key := range td.keys() {
+		if why := td.blind(tr, key); why != "" {
+			t.Logf("not awaiting the %s destroy: backend %s announced %q", key, tr.backend, why)
+			tr.recall(nsTypeOf(key), nil)
 			continue
 		}
-		types = append(types, typ)
-	}
-	var wants []wantEvent
-	for _, typ := range types {
-		wants = append(wants, wantEvent{fmt.Sprintf("destroy type=%s inum=%d", typ, td.inum[typ]), td.isDestroy(typ)})
+		keys = append(keys, key)
+		wants = append(wants, wantEvent{fmt.Sprintf("destroy type=%s inum=%d", nsTypeOf(key), td.inum[key]), td.isDestroy(key)})
 	}
 	if td.holder != nil {
 		wants = append(wants, wantEvent{td.holderDesc(), td.isHolderFree})
 	}
 	found := tr.await(eventTimeout(), td.related, wants...)
-	for i, typ := range types {
-		td.checkDestroy(t, typ, found[i], released)
-		tr.recall(typ, found[i])
+	destroys := map[string]*jsonEvent{}
+	for i, key := range keys {
+		td.checkDestroy(t, key, found[i], released)
+		tr.recall(nsTypeOf(key), found[i])
+		destroys[key] = found[i]
 	}
+	return destroys
 }
 
 // recall logs, for README's recall table, whether a destroy of a namespace
@@ -688,7 +708,7 @@ func (tr *nstraceRun) recall(typ string, d *jsonEvent) {
 
 func (td teardown) checkDestroy(t *testing.T, typ string, d *jsonEvent, released time.Time) {
 	t.Helper()
-	c := td.creates[typ]
+	c := td.creates[typ] // typ: a teardown key
 	first := c
 	if first == nil {
 		first = td.exists[typ]
@@ -726,18 +746,23 @@ func (td teardown) checkDestroy(t *testing.T, typ string, d *jsonEvent, released
 func (td teardown) verifyHistory(tr *nstraceRun, evs []*jsonEvent) {
 	t := tr.t
 	t.Helper()
-	for _, typ := range td.types() {
+	for _, key := range td.keys() {
+		if td.blind(tr, key) != "" {
+			// Its free went unseen and the number may be reused by any
+			// namespace since: there is no history to check.
+			continue
+		}
 		var hist []*jsonEvent
 		for _, e := range evs {
-			if (e.Event == "create" || e.Event == "destroy") && e.Inum == td.inum[typ] &&
-				!e.wall.Before(td.born(typ)) && e.wall.Before(tr.stopAt) {
+			if (e.Event == "create" || e.Event == "destroy") && e.Inum == td.inum[key] &&
+				!e.wall.Before(td.born(key)) && e.wall.Before(tr.stopAt) {
 				hist = append(hist, e)
 			}
 		}
 		slices.SortStableFunc(hist, func(a, b *jsonEvent) int { return a.wall.Compare(b.wall) })
-		alive := typ // type of the live namespace with this number; "" if none
+		alive := nsTypeOf(key) // type of the live namespace with this number; "" if none
 		for _, e := range hist {
-			if e == td.creates[typ] {
+			if e == td.creates[key] {
 				continue
 			}
 			var bad string
@@ -757,7 +782,7 @@ func (td teardown) verifyHistory(tr *nstraceRun, evs []*jsonEvent) {
 					fmt.Fprintf(&b, "\n    %s", h.line)
 				}
 				t.Errorf("inode number %d (our %s namespace): %s (lost events reported in this run: %d)\n  event: %s\n  history of the number from our create on:%s",
-					td.inum[typ], typ, bad, tr.lost(), e.line, b.String())
+					td.inum[key], key, bad, tr.lost(), e.line, b.String())
 				break
 			}
 		}
