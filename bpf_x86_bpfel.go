@@ -13,26 +13,56 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type BpfCgInfo struct {
+	_       structs.HostLayout
+	Id      [64]int8
+	HasId   uint8
+	CgMatch uint8
+	Sent    uint8
+	Pad     [5]uint8
+}
+
+type BpfContainerKey struct {
+	_  structs.HostLayout
+	Id [64]int8
+}
+
 type BpfEvent struct {
-	_           structs.HostLayout
-	TsNs        uint64
-	Flags       uint64
-	NsId        uint64
-	Lost        uint32
-	Pid         uint32
-	Tid         uint32
-	Ppid        uint32
-	Uid         uint32
-	Inum        uint32
-	OldInum     uint32
-	Inums       [9]uint32
-	Kind        uint8
-	NsType      uint8
-	Syscall     uint8
-	How         uint8
-	ForChildren uint8
-	Pad         [3]uint8
-	Comm        [16]int8
+	_             structs.HostLayout
+	TsNs          uint64
+	Lost          uint32
+	Kind          uint8
+	NsType        uint8
+	Syscall       uint8
+	How           uint8
+	Flags         uint64
+	NsId          uint64
+	CgroupId      uint64
+	ExeId         uint64
+	OwnerCgroupId uint64
+	OwnerPid      uint32
+	Pid           uint32
+	Tid           uint32
+	Ppid          uint32
+	Uid           uint32
+	Inum          uint32
+	OldInum       uint32
+	Inums         [9]uint32
+	ForChildren   uint8
+	OwnerKnown    uint8
+	Pad           [2]uint8
+	Comm          [16]int8
+	ParentComm    [16]int8
+	_             [4]byte
+}
+
+type BpfExeInfo struct {
+	_         structs.HostLayout
+	Sent      uint8
+	Truncated uint8
+	Len       uint16
+	Pad       uint32
+	Path      [256]int8
 }
 
 type BpfExitKey struct {
@@ -49,10 +79,23 @@ type BpfKargs struct {
 }
 
 type BpfNsInfo struct {
-	_    structs.HostLayout
-	Id   uint64
-	Type uint32
-	Pad  uint32
+	_         structs.HostLayout
+	Id        uint64
+	OwnerCgid uint64
+	Type      uint32
+	OwnerPid  uint32
+	OwnerPass uint8
+	Pad       [7]uint8
+}
+
+type BpfScratch struct {
+	_     structs.HostLayout
+	Buf   [1024]int8
+	Names [16]uint64
+	Off   [16]uint16
+	Len   [16]uint16
+	Exe   BpfExeInfo
+	Cg    BpfCgInfo
 }
 
 type BpfSnap struct {
@@ -67,6 +110,17 @@ type BpfSnap struct {
 	Pad          uint32
 }
 
+type BpfStrRec struct {
+	_         structs.HostLayout
+	TsNs      uint64
+	Lost      uint32
+	Kind      uint8
+	Truncated uint8
+	Len       uint16
+	Key       uint64
+	Str       [1024]int8
+}
+
 type BpfWatch struct {
 	_    structs.HostLayout
 	Ns   uint64
@@ -79,16 +133,26 @@ type BpfWatch struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	BpfMapCgroups                       = "cgroups"
+	BpfMapContainerIds                  = "container_ids"
 	BpfMapEvents                        = "events"
+	BpfMapExes                          = "exes"
 	BpfMapExitReleases                  = "exit_releases"
+	BpfMapFilterPids                    = "filter_pids"
 	BpfMapKprobeArgs                    = "kprobe_args"
 	BpfMapLiveNets                      = "live_nets"
 	BpfMapLiveNs                        = "live_ns"
 	BpfMapLost                          = "lost"
+	BpfMapProcs                         = "procs"
+	BpfMapScratchBuf                    = "scratch_buf"
+	BpfMapSnapBuf                       = "snap_buf"
 	BpfMapSyscallSnaps                  = "syscall_snaps"
 	BpfMapWatched                       = "watched"
 	BpfProgCommonIterTask               = "common_iter_task"
 	BpfProgCommonIterTaskFile           = "common_iter_task_file"
+	BpfProgCommonSchedProcessExec       = "common_sched_process_exec"
+	BpfProgCommonSchedProcessFork       = "common_sched_process_fork"
+	BpfProgCommonSchedProcessFree       = "common_sched_process_free"
 	BpfProgCommonWorkqueueExecuteEnd    = "common_workqueue_execute_end"
 	BpfProgCommonWorkqueueExecuteStart  = "common_workqueue_execute_start"
 	BpfProgFentryDelayedFreePidns       = "fentry_delayed_free_pidns"
@@ -114,14 +178,34 @@ const (
 	BpfProgTpSysExitSetns               = "tp_sys_exit_setns"
 	BpfProgTpSysExitUnshare             = "tp_sys_exit_unshare"
 	BpfProgTpTaskNewtask                = "tp_task_newtask"
+	BpfVarCgroupSubsys                  = "cgroup_subsys"
+	BpfVarCgroupsWalked                 = "cgroups_walked"
 	BpfVarCleanupNetFn                  = "cleanup_net_fn"
 	BpfVarDestroyAtFreeInum             = "destroy_at_free_inum"
 	BpfVarDestroyPidnsFn                = "destroy_pidns_fn"
+	BpfVarFilterActor                   = "filter_actor"
+	BpfVarFilterByContainer             = "filter_by_container"
+	BpfVarFilterByPid                   = "filter_by_pid"
+	BpfVarFilterCgroupLen               = "filter_cgroup_len"
+	BpfVarFilterCgroupPath              = "filter_cgroup_path"
+	BpfVarFilterChildren                = "filter_children"
+	BpfVarFilterComms                   = "filter_comms"
+	BpfVarFilterEvents                  = "filter_events"
+	BpfVarFilterPrefix                  = "filter_prefix"
+	BpfVarFilterPrefixLen               = "filter_prefix_len"
+	BpfVarFilterTypes                   = "filter_types"
+	BpfVarFilterUids                    = "filter_uids"
 	BpfVarFreeUserNsFn                  = "free_user_ns_fn"
+	BpfVarN_filterCgroups               = "n_filter_cgroups"
+	BpfVarN_filterComms                 = "n_filter_comms"
+	BpfVarN_filterPrefixes              = "n_filter_prefixes"
+	BpfVarN_filterUids                  = "n_filter_uids"
+	BpfVarNextExeId                     = "next_exe_id"
 	BpfVarNextNsId                      = "next_ns_id"
 	BpfVarPidNsFreeHooked               = "pid_ns_free_hooked"
 	BpfVarReleaseAtSyscallExit          = "release_at_syscall_exit"
 	BpfVarUnusedEvent                   = "unused_event"
+	BpfVarUnusedStrRec                  = "unused_str_rec"
 	BpfVarWatchSurvivors                = "watch_survivors"
 )
 
@@ -169,6 +253,9 @@ type BpfSpecs struct {
 type BpfProgramSpecs struct {
 	CommonIterTask               *ebpf.ProgramSpec `ebpf:"common_iter_task"`
 	CommonIterTaskFile           *ebpf.ProgramSpec `ebpf:"common_iter_task_file"`
+	CommonSchedProcessExec       *ebpf.ProgramSpec `ebpf:"common_sched_process_exec"`
+	CommonSchedProcessFork       *ebpf.ProgramSpec `ebpf:"common_sched_process_fork"`
+	CommonSchedProcessFree       *ebpf.ProgramSpec `ebpf:"common_sched_process_free"`
 	CommonWorkqueueExecuteEnd    *ebpf.ProgramSpec `ebpf:"common_workqueue_execute_end"`
 	CommonWorkqueueExecuteStart  *ebpf.ProgramSpec `ebpf:"common_workqueue_execute_start"`
 	FentryDelayedFreePidns       *ebpf.ProgramSpec `ebpf:"fentry_delayed_free_pidns"`
@@ -200,12 +287,19 @@ type BpfProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BpfMapSpecs struct {
+	Cgroups      *ebpf.MapSpec `ebpf:"cgroups"`
+	ContainerIds *ebpf.MapSpec `ebpf:"container_ids"`
 	Events       *ebpf.MapSpec `ebpf:"events"`
+	Exes         *ebpf.MapSpec `ebpf:"exes"`
 	ExitReleases *ebpf.MapSpec `ebpf:"exit_releases"`
+	FilterPids   *ebpf.MapSpec `ebpf:"filter_pids"`
 	KprobeArgs   *ebpf.MapSpec `ebpf:"kprobe_args"`
 	LiveNets     *ebpf.MapSpec `ebpf:"live_nets"`
 	LiveNs       *ebpf.MapSpec `ebpf:"live_ns"`
 	Lost         *ebpf.MapSpec `ebpf:"lost"`
+	Procs        *ebpf.MapSpec `ebpf:"procs"`
+	ScratchBuf   *ebpf.MapSpec `ebpf:"scratch_buf"`
+	SnapBuf      *ebpf.MapSpec `ebpf:"snap_buf"`
 	SyscallSnaps *ebpf.MapSpec `ebpf:"syscall_snaps"`
 	Watched      *ebpf.MapSpec `ebpf:"watched"`
 }
@@ -214,14 +308,34 @@ type BpfMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BpfVariableSpecs struct {
+	CgroupSubsys         *ebpf.VariableSpec `ebpf:"cgroup_subsys"`
+	CgroupsWalked        *ebpf.VariableSpec `ebpf:"cgroups_walked"`
 	CleanupNetFn         *ebpf.VariableSpec `ebpf:"cleanup_net_fn"`
 	DestroyAtFreeInum    *ebpf.VariableSpec `ebpf:"destroy_at_free_inum"`
 	DestroyPidnsFn       *ebpf.VariableSpec `ebpf:"destroy_pidns_fn"`
+	FilterActor          *ebpf.VariableSpec `ebpf:"filter_actor"`
+	FilterByContainer    *ebpf.VariableSpec `ebpf:"filter_by_container"`
+	FilterByPid          *ebpf.VariableSpec `ebpf:"filter_by_pid"`
+	FilterCgroupLen      *ebpf.VariableSpec `ebpf:"filter_cgroup_len"`
+	FilterCgroupPath     *ebpf.VariableSpec `ebpf:"filter_cgroup_path"`
+	FilterChildren       *ebpf.VariableSpec `ebpf:"filter_children"`
+	FilterComms          *ebpf.VariableSpec `ebpf:"filter_comms"`
+	FilterEvents         *ebpf.VariableSpec `ebpf:"filter_events"`
+	FilterPrefix         *ebpf.VariableSpec `ebpf:"filter_prefix"`
+	FilterPrefixLen      *ebpf.VariableSpec `ebpf:"filter_prefix_len"`
+	FilterTypes          *ebpf.VariableSpec `ebpf:"filter_types"`
+	FilterUids           *ebpf.VariableSpec `ebpf:"filter_uids"`
 	FreeUserNsFn         *ebpf.VariableSpec `ebpf:"free_user_ns_fn"`
+	N_filterCgroups      *ebpf.VariableSpec `ebpf:"n_filter_cgroups"`
+	N_filterComms        *ebpf.VariableSpec `ebpf:"n_filter_comms"`
+	N_filterPrefixes     *ebpf.VariableSpec `ebpf:"n_filter_prefixes"`
+	N_filterUids         *ebpf.VariableSpec `ebpf:"n_filter_uids"`
+	NextExeId            *ebpf.VariableSpec `ebpf:"next_exe_id"`
 	NextNsId             *ebpf.VariableSpec `ebpf:"next_ns_id"`
 	PidNsFreeHooked      *ebpf.VariableSpec `ebpf:"pid_ns_free_hooked"`
 	ReleaseAtSyscallExit *ebpf.VariableSpec `ebpf:"release_at_syscall_exit"`
 	UnusedEvent          *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedStrRec         *ebpf.VariableSpec `ebpf:"unused_str_rec"`
 	WatchSurvivors       *ebpf.VariableSpec `ebpf:"watch_survivors"`
 }
 
@@ -245,24 +359,38 @@ func (o *BpfObjects) Close() error {
 //
 // It can be passed to LoadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BpfMaps struct {
+	Cgroups      *ebpf.Map `ebpf:"cgroups"`
+	ContainerIds *ebpf.Map `ebpf:"container_ids"`
 	Events       *ebpf.Map `ebpf:"events"`
+	Exes         *ebpf.Map `ebpf:"exes"`
 	ExitReleases *ebpf.Map `ebpf:"exit_releases"`
+	FilterPids   *ebpf.Map `ebpf:"filter_pids"`
 	KprobeArgs   *ebpf.Map `ebpf:"kprobe_args"`
 	LiveNets     *ebpf.Map `ebpf:"live_nets"`
 	LiveNs       *ebpf.Map `ebpf:"live_ns"`
 	Lost         *ebpf.Map `ebpf:"lost"`
+	Procs        *ebpf.Map `ebpf:"procs"`
+	ScratchBuf   *ebpf.Map `ebpf:"scratch_buf"`
+	SnapBuf      *ebpf.Map `ebpf:"snap_buf"`
 	SyscallSnaps *ebpf.Map `ebpf:"syscall_snaps"`
 	Watched      *ebpf.Map `ebpf:"watched"`
 }
 
 func (m *BpfMaps) Close() error {
 	return _BpfClose(
+		m.Cgroups,
+		m.ContainerIds,
 		m.Events,
+		m.Exes,
 		m.ExitReleases,
+		m.FilterPids,
 		m.KprobeArgs,
 		m.LiveNets,
 		m.LiveNs,
 		m.Lost,
+		m.Procs,
+		m.ScratchBuf,
+		m.SnapBuf,
 		m.SyscallSnaps,
 		m.Watched,
 	)
@@ -272,14 +400,34 @@ func (m *BpfMaps) Close() error {
 //
 // It can be passed to LoadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BpfVariables struct {
+	CgroupSubsys         *ebpf.Variable `ebpf:"cgroup_subsys"`
+	CgroupsWalked        *ebpf.Variable `ebpf:"cgroups_walked"`
 	CleanupNetFn         *ebpf.Variable `ebpf:"cleanup_net_fn"`
 	DestroyAtFreeInum    *ebpf.Variable `ebpf:"destroy_at_free_inum"`
 	DestroyPidnsFn       *ebpf.Variable `ebpf:"destroy_pidns_fn"`
+	FilterActor          *ebpf.Variable `ebpf:"filter_actor"`
+	FilterByContainer    *ebpf.Variable `ebpf:"filter_by_container"`
+	FilterByPid          *ebpf.Variable `ebpf:"filter_by_pid"`
+	FilterCgroupLen      *ebpf.Variable `ebpf:"filter_cgroup_len"`
+	FilterCgroupPath     *ebpf.Variable `ebpf:"filter_cgroup_path"`
+	FilterChildren       *ebpf.Variable `ebpf:"filter_children"`
+	FilterComms          *ebpf.Variable `ebpf:"filter_comms"`
+	FilterEvents         *ebpf.Variable `ebpf:"filter_events"`
+	FilterPrefix         *ebpf.Variable `ebpf:"filter_prefix"`
+	FilterPrefixLen      *ebpf.Variable `ebpf:"filter_prefix_len"`
+	FilterTypes          *ebpf.Variable `ebpf:"filter_types"`
+	FilterUids           *ebpf.Variable `ebpf:"filter_uids"`
 	FreeUserNsFn         *ebpf.Variable `ebpf:"free_user_ns_fn"`
+	N_filterCgroups      *ebpf.Variable `ebpf:"n_filter_cgroups"`
+	N_filterComms        *ebpf.Variable `ebpf:"n_filter_comms"`
+	N_filterPrefixes     *ebpf.Variable `ebpf:"n_filter_prefixes"`
+	N_filterUids         *ebpf.Variable `ebpf:"n_filter_uids"`
+	NextExeId            *ebpf.Variable `ebpf:"next_exe_id"`
 	NextNsId             *ebpf.Variable `ebpf:"next_ns_id"`
 	PidNsFreeHooked      *ebpf.Variable `ebpf:"pid_ns_free_hooked"`
 	ReleaseAtSyscallExit *ebpf.Variable `ebpf:"release_at_syscall_exit"`
 	UnusedEvent          *ebpf.Variable `ebpf:"unused_event"`
+	UnusedStrRec         *ebpf.Variable `ebpf:"unused_str_rec"`
 	WatchSurvivors       *ebpf.Variable `ebpf:"watch_survivors"`
 }
 
@@ -289,6 +437,9 @@ type BpfVariables struct {
 type BpfPrograms struct {
 	CommonIterTask               *ebpf.Program `ebpf:"common_iter_task"`
 	CommonIterTaskFile           *ebpf.Program `ebpf:"common_iter_task_file"`
+	CommonSchedProcessExec       *ebpf.Program `ebpf:"common_sched_process_exec"`
+	CommonSchedProcessFork       *ebpf.Program `ebpf:"common_sched_process_fork"`
+	CommonSchedProcessFree       *ebpf.Program `ebpf:"common_sched_process_free"`
 	CommonWorkqueueExecuteEnd    *ebpf.Program `ebpf:"common_workqueue_execute_end"`
 	CommonWorkqueueExecuteStart  *ebpf.Program `ebpf:"common_workqueue_execute_start"`
 	FentryDelayedFreePidns       *ebpf.Program `ebpf:"fentry_delayed_free_pidns"`
@@ -320,6 +471,9 @@ func (p *BpfPrograms) Close() error {
 	return _BpfClose(
 		p.CommonIterTask,
 		p.CommonIterTaskFile,
+		p.CommonSchedProcessExec,
+		p.CommonSchedProcessFork,
+		p.CommonSchedProcessFree,
 		p.CommonWorkqueueExecuteEnd,
 		p.CommonWorkqueueExecuteStart,
 		p.FentryDelayedFreePidns,

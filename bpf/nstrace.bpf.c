@@ -79,11 +79,21 @@ enum syscall_id {
 	SC_EXECVEAT,
 };
 
+// Every record starts with ts_ns, lost and kind, in this layout: struct
+// event for namespace events, struct str_rec (context.h) for strings.
 struct event {
 	__u64 ts_ns; // CLOCK_BOOTTIME
+	__u32 lost;  // records this CPU dropped since its previous record
+	__u8 kind;
+	__u8 ns_type;
+	__u8 syscall;
+	__u8 how;
 	__u64 flags; // clone/unshare flags, or setns nstype
 	__u64 ns_id; // the kernel's namespace id (6.18+), else one nstrace assigned
-	__u32 lost;  // events this CPU dropped since its previous event
+	__u64 cgroup_id;       // the acting task's cgroup; 0 if none (polled)
+	__u64 exe_id;          // the acting process's executable; 0 if unknown
+	__u64 owner_cgroup_id; // join, destroy: the namespace owner's cgroup
+	__u32 owner_pid;       // join, destroy: the namespace owner
 	__u32 pid;
 	__u32 tid;
 	__u32 ppid;
@@ -91,13 +101,11 @@ struct event {
 	__u32 inum;
 	__u32 old_inum;
 	__u32 inums[NS_SLOTS]; // EV_NSPROXY_FREE: what the nsproxy held
-	__u8 kind;
-	__u8 ns_type;
-	__u8 syscall;
-	__u8 how;
 	__u8 for_children;
-	__u8 _pad[3];
+	__u8 owner_known;
+	__u8 _pad[2];
 	char comm[16];
+	char parent_comm[16];
 };
 
 // A process's namespaces at one instant. ref[] is read only to tell, when an
@@ -171,10 +179,16 @@ struct {
 // start-up iterators, and leave at the destroy; a create replaces the entry
 // of an inum whose destroy went unseen. The bound is on namespaces alive at
 // once; overflow counts as lost.
+// The owner is the task that created the namespace or, for one older than
+// nstrace, the first process the start-up iterators found in it (the
+// lowest pid); owner_pass says whether it passed the filters then.
 struct ns_info {
 	__u64 id;
+	__u64 owner_cgid;
 	__u32 type;
-	__u32 _pad;
+	__u32 owner_pid;
+	__u8 owner_pass;
+	__u8 _pad[7];
 };
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -359,25 +373,40 @@ static __always_inline void count_lost(void)
 		*l += 1;
 }
 
-static __always_inline struct event *ev_new(__u8 kind, __u8 ns_type)
+#include "context.h"
+
+// The owner of a namespace as live_ns keeps it (see struct ns_info).
+struct owner {
+	__u64 cgid;
+	__u32 pid;
+	__u8 pass;
+	__u8 known;
+};
+
+static __always_inline void owner_is(struct owner *o, struct task_struct *t, struct actx *a)
+{
+	o->cgid = a->cgid;
+	o->pid = BPF_CORE_READ(t, tgid);
+	o->pass = a->pass;
+	o->known = 1;
+}
+
+// ev_new reserves an event done by the current task, whose context is a
+// (all zero: none, a poll); the strings it refers to go out first.
+static __always_inline struct event *ev_new(__u8 kind, __u8 ns_type, struct actx *a)
 {
 	struct task_struct *cur;
 	struct event *e;
-	__u32 zero = 0;
-	__u64 *l, id;
+	__u64 id;
 
-	l = bpf_map_lookup_elem(&lost, &zero);
+	announce(a);
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
-		if (l)
-			*l += 1;
+		count_lost();
 		return NULL;
 	}
 	__builtin_memset(e, 0, sizeof(*e));
-	if (l) {
-		e->lost = *l;
-		*l = 0;
-	}
+	e->lost = take_lost();
 	e->ts_ns = bpf_ktime_get_boot_ns();
 	id = bpf_get_current_pid_tgid();
 	e->pid = id >> 32;
@@ -386,6 +415,9 @@ static __always_inline struct event *ev_new(__u8 kind, __u8 ns_type)
 	cur = (struct task_struct *)bpf_get_current_task();
 	e->ppid = BPF_CORE_READ(cur, real_parent, tgid);
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	BPF_CORE_READ_STR_INTO(&e->parent_comm, cur, real_parent, comm);
+	e->cgroup_id = a->cgid;
+	e->exe_id = a->exe_id;
 	e->kind = kind;
 	e->ns_type = ns_type;
 	return e;
@@ -455,9 +487,10 @@ static __always_inline bool for_children(__u32 type, __u32 sc)
 // track_ns remembers a namespace and returns its ns_id: kid (the kernel's)
 // if there is one, else the id already known or a new one. keep says whether
 // an entry already there stays (join, iterator) or is replaced (create: the
-// namespace that had the inum before died unseen). Only a failure to
-// remember a namespace counts as lost, never its being known.
-static __always_inline __u64 track_ns(__u32 type, __u32 inum, bool keep, __u64 kid)
+// namespace that had the inum before died unseen). o is the owner a new
+// entry gets; for one already known, it becomes the entry's. Only a failure
+// to remember a namespace counts as lost, never its being known.
+static __always_inline __u64 track_ns(__u32 type, __u32 inum, bool keep, __u64 kid, struct owner *o)
 {
 	struct ns_info info = { .id = kid, .type = type };
 	struct ns_info *old;
@@ -466,11 +499,19 @@ static __always_inline __u64 track_ns(__u32 type, __u32 inum, bool keep, __u64 k
 		return kid;
 	if (keep) {
 		old = bpf_map_lookup_elem(&live_ns, &inum);
-		if (old && old->type == type)
+		if (old && old->type == type) {
+			o->cgid = old->owner_cgid;
+			o->pid = old->owner_pid;
+			o->pass = old->owner_pass;
+			o->known = old->owner_pid != 0;
 			return old->id;
+		}
 	}
 	if (!info.id)
 		info.id = __sync_fetch_and_add(&next_ns_id, 1);
+	info.owner_cgid = o->cgid;
+	info.owner_pid = o->pid;
+	info.owner_pass = o->pass;
 	if (bpf_map_update_elem(&live_ns, &inum, &info, BPF_ANY))
 		count_lost();
 	return info.id;
@@ -525,16 +566,25 @@ __noinline int watch_slot(__u32 slot)
 __noinline int emit_ns(__u32 what, __u32 inum, __u32 old_inum, __u64 flags, __u64 kid)
 {
 	__u32 kind = what & 0xff, type = (what >> 8) & 0xff, sc = what >> 16;
+	struct task_struct *cur = (struct task_struct *)bpf_get_current_task();
+	struct owner o = {};
+	struct actx a = {};
 	struct event *e;
 	__u64 id;
 
+	actor_of(cur, &a, CG_LEARN);
+	owner_is(&o, cur, &a);
 	// A create replaces whatever had the inum before (its free was missed);
 	// a join only fills in a namespace nstrace did not know.
-	id = track_ns(type, inum, kind != EV_CREATE, kid);
-	e = ev_new(kind, type);
-
+	id = track_ns(type, inum, kind != EV_CREATE, kid, &o);
+	if (!event_wanted(kind, type) || !(a.pass || o.pass))
+		return 0;
+	e = ev_new(kind, type, &a);
 	if (!e)
 		return 0;
+	e->owner_cgroup_id = o.cgid;
+	e->owner_pid = o.pid;
+	e->owner_known = o.known;
 	e->ns_id = id;
 	e->inum = inum;
 	e->old_inum = old_inum;
@@ -566,22 +616,38 @@ static __always_inline void emit_diff(struct snap *old, struct snap *new, __u8 k
 __noinline int emit_destroy(__u32 type, __u32 inum, __u32 how, __u64 kid)
 {
 	struct ns_info *info = bpf_map_lookup_elem(&live_ns, &inum);
+	struct actx a = {};
+	struct owner o = {};
 	struct event *e;
 
 	if (info && info->type == type) {
 		kid = info->id;
+		o.cgid = info->owner_cgid;
+		o.pid = info->owner_pid;
+		o.pass = info->owner_pass;
+		o.known = info->owner_pid != 0;
 		bpf_map_delete_elem(&live_ns, &inum);
 	}
 	if (watch_survivors)
 		bpf_map_delete_elem(&watched, &inum);
-	e = ev_new(EV_DESTROY, type);
+	if (!event_wanted(EV_DESTROY, type))
+		return 0;
+	// No task did a polled one: the poll runs in nstrace's own context.
+	if (how != HOW_POLLED)
+		actor_of((struct task_struct *)bpf_get_current_task(), &a, CG_LEARN);
+	if (!(o.pass || a.pass))
+		return 0;
+	e = ev_new(EV_DESTROY, type, &a);
 	if (!e)
 		return 0;
 	if (how == HOW_POLLED) {
-		// No task did it: the poll runs in nstrace's own context.
 		e->pid = e->tid = e->ppid = e->uid = 0;
 		__builtin_memset(e->comm, 0, sizeof(e->comm));
+		__builtin_memset(e->parent_comm, 0, sizeof(e->parent_comm));
 	}
+	e->owner_cgroup_id = o.cgid;
+	e->owner_pid = o.pid;
+	e->owner_known = o.known;
 	e->ns_id = kid;
 	e->inum = inum;
 	e->how = how;
@@ -593,10 +659,35 @@ __noinline int emit_destroy(__u32 type, __u32 inum, __u32 how, __u64 kid)
 // A namespace dies with it when the nsproxy held every reference to it.
 // after, if set, is what replaced it (unshare/setns): namespaces carried
 // over got a reference from the new nsproxy.
+// An nsproxy_free passes the filters when the releasing task does, or when
+// one of the namespaces it held belongs to an owner that did.
+static __always_inline bool release_wanted(struct snap *s, struct actx *a)
+{
+	if (!event_wanted(EV_NSPROXY_FREE, -1))
+		return false;
+	if (a->pass)
+		return true;
+#pragma unroll
+	for (int i = 0; i < NS_SLOTS; i++) {
+		struct ns_info *info;
+
+		if (i == NS_USER || !s->inum[i])
+			continue;
+		info = bpf_map_lookup_elem(&live_ns, &s->inum[i]);
+		if (info && info->owner_pass)
+			return true;
+	}
+	return false;
+}
+
 static __always_inline void emit_release(struct snap *s, struct snap *after)
 {
-	struct event *e = ev_new(EV_NSPROXY_FREE, 0);
+	struct actx a = {};
+	struct event *e = NULL;
 
+	actor_of((struct task_struct *)bpf_get_current_task(), &a, CG_LEARN);
+	if (release_wanted(s, &a))
+		e = ev_new(EV_NSPROXY_FREE, 0, &a);
 	if (e) {
 #pragma unroll
 		for (int i = 0; i < NS_SLOTS; i++)
@@ -637,6 +728,24 @@ static __always_inline void emit_release(struct snap *s, struct snap *after)
 		}
 		emit_destroy(i == NS_TIME_ACTIVE ? NS_TIME : i, s->inum[i], HOW_LAST_REF, s->id[i]);
 	}
+}
+
+// Room for the snapshots of task-context hooks, too big for the BPF stack
+// next to what the emitters need: they run in task context and do not nest.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct snap);
+} snap_buf SEC(".maps");
+
+static __always_inline struct snap *snap_tmp(__u32 i)
+{
+	struct snap *s = bpf_map_lookup_elem(&snap_buf, &i);
+
+	if (s)
+		__builtin_memset(s, 0, sizeof(*s));
+	return s;
 }
 
 /* ---- creation: clone path ---- */
@@ -755,13 +864,17 @@ int BPF_KRETPROBE(kretprobe_create_user_ns, int ret)
 SEC("tp_btf/task_newtask")
 int BPF_PROG(tp_task_newtask, struct task_struct *task, u64 clone_flags)
 {
-	struct snap o = {}, n = {};
+	struct snap *o, *n;
 
 	if (!(clone_flags & NS_CLONE_FLAGS))
 		return 0;
-	snap_task(bpf_get_current_task_btf(), &o);
-	snap_task(task, &n);
-	emit_diff(&o, &n, EV_CREATE, clone_flags, cur_syscall(), true);
+	o = snap_tmp(0);
+	n = snap_tmp(1);
+	if (!o || !n)
+		return 0;
+	snap_task(bpf_get_current_task_btf(), o);
+	snap_task(task, n);
+	emit_diff(o, n, EV_CREATE, clone_flags, cur_syscall(), true);
 	return 0;
 }
 
@@ -781,17 +894,16 @@ static __always_inline int on_sys_enter(void)
 static __always_inline int on_sys_exit(long ret, __u8 kind, __u8 sc)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct snap n = {};
-	struct snap *o;
+	struct snap *o, *n = snap_tmp(0);
 
 	o = bpf_map_lookup_elem(&syscall_snaps, &tid);
-	if (!o)
+	if (!o || !n)
 		return 0;
 	if (ret == 0) {
-		snap_task(bpf_get_current_task_btf(), &n);
-		emit_diff(o, &n, kind, syscall_flags(sc), sc, true);
-		if (release_at_syscall_exit && o->nsproxy != n.nsproxy && o->nsproxy_count == 1)
-			emit_release(o, &n);
+		snap_task(bpf_get_current_task_btf(), n);
+		emit_diff(o, n, kind, syscall_flags(sc), sc, true);
+		if (release_at_syscall_exit && o->nsproxy != n->nsproxy && o->nsproxy_count == 1)
+			emit_release(o, n);
 	}
 	bpf_map_delete_elem(&syscall_snaps, &tid);
 	return 0;
@@ -1017,19 +1129,24 @@ static __always_inline int ns_slot_of_clone_flag(__u32 flag)
 
 // track_users remembers a user namespace and its ancestors (a child keeps
 // its parent alive: nothing else may hold it).
-static __always_inline void track_users(struct user_namespace *u)
+// o is the owner that namespaces first found here get.
+static __always_inline void track_users(struct user_namespace *u, struct owner *o)
 {
 	for (int i = 0; i < MAX_NS_LEVEL && u; i++) {
-		track_ns(NS_USER, ns_inum(&u->ns), true, ns_kernel_id(&u->ns));
+		struct owner c = *o;
+
+		track_ns(NS_USER, ns_inum(&u->ns), true, ns_kernel_id(&u->ns), &c);
 		u = BPF_CORE_READ(u, parent);
 	}
 }
 
 // track_pids remembers a pid namespace and its ancestors.
-static __always_inline void track_pids(struct pid_namespace *p)
+static __always_inline void track_pids(struct pid_namespace *p, struct owner *o)
 {
 	for (int i = 0; i < MAX_NS_LEVEL && p; i++) {
-		track_ns(NS_PID, ns_inum(&p->ns), true, ns_kernel_id(&p->ns));
+		struct owner c = *o;
+
+		track_ns(NS_PID, ns_inum(&p->ns), true, ns_kernel_id(&p->ns), &c);
 		p = BPF_CORE_READ(p, parent);
 	}
 }
@@ -1068,7 +1185,8 @@ SEC("iter/task")
 int common_iter_task(struct bpf_iter__task *ctx)
 {
 	struct task_struct *task = ctx->task;
-
+	struct owner o = {};
+	struct actx a = {};
 	struct snap s = {};
 	struct pid *pid;
 	struct upid up = {};
@@ -1076,30 +1194,38 @@ int common_iter_task(struct bpf_iter__task *ctx)
 
 	if (!task)
 		return 0;
+	actor_of(task, &a, cgroups_walked ? CG_LEARN_KNOWN : CG_EMIT);
+	owner_is(&o, task, &a);
 	snap_task(task, &s);
 	track_net(s.net, s.inum[NS_NET], true);
 #pragma unroll
-	for (int i = 0; i < NS_SLOTS; i++)
-		track_ns(i == NS_TIME_ACTIVE ? NS_TIME : i, s.inum[i], true, s.id[i]);
-	track_users(BPF_CORE_READ(task, real_cred, user_ns));
+	for (int i = 0; i < NS_SLOTS; i++) {
+		struct owner c = o;
+
+		track_ns(i == NS_TIME_ACTIVE ? NS_TIME : i, s.inum[i], true, s.id[i], &c);
+	}
+	track_users(BPF_CORE_READ(task, real_cred, user_ns), &o);
 	// The pid namespace the task is in, which pid_for_children may not be,
 	// and its ancestors.
 	pid = BPF_CORE_READ(task, thread_pid);
 	level = BPF_CORE_READ(pid, level);
 	bpf_probe_read_kernel(&up, sizeof(up), (void *)&pid->numbers[0] + (level & 31) * sizeof(up));
-	track_pids(up.ns);
+	track_pids(up.ns, &o);
 	return 0;
 }
 
 SEC("iter/task_file")
 int common_iter_task_file(struct bpf_iter__task_file *ctx)
 {
+	struct task_struct *task = ctx->task;
 	struct file *file = ctx->file;
+	struct owner o = {}, c;
+	struct actx a = {};
 	struct inode *inode;
 	struct ns_common *ns;
 	int type;
 
-	if (!file)
+	if (!file || !task)
 		return 0;
 	inode = BPF_CORE_READ(file, f_inode);
 	if (BPF_CORE_READ(inode, i_sb, s_magic) != NSFS_MAGIC)
@@ -1110,11 +1236,14 @@ int common_iter_task_file(struct bpf_iter__task_file *ctx)
 		return 0;
 	if (type == NS_NET)
 		track_net((__u64)container_of(ns, struct net, ns), ns_inum(ns), true);
+	actor_of(task, &a, cgroups_walked ? CG_LEARN_KNOWN : CG_EMIT);
+	owner_is(&o, task, &a);
+	c = o;
 	if (type == NS_PID)
-		track_pids(container_of(ns, struct pid_namespace, ns));
+		track_pids(container_of(ns, struct pid_namespace, ns), &o);
 	else if (type != NS_USER)
-		track_ns(type, ns_inum(ns), true, ns_kernel_id(ns));
-	track_users(ns_owner(ns, type));
+		track_ns(type, ns_inum(ns), true, ns_kernel_id(ns), &c);
+	track_users(ns_owner(ns, type), &o);
 	watch_ns((__u64)ns, type);
 	return 0;
 }

@@ -118,6 +118,20 @@ type Event struct {
 	ParentInum uint32 // pid, user: the parent namespace; 0 if none or unknown
 	OwnerInum  uint32 // all but user: the owning user namespace; 0 if unknown
 	Mountpoint string // where it is bind-mounted, if it is
+
+	// Exe and ParentComm are those of the acting process ("" if unknown).
+	Exe        string
+	ParentComm string
+	// Ctx is whose event it is: the acting task's cgroup, container and
+	// pod; for a destroy the namespace owner's (see Owner).
+	Ctx Context
+	// Owner is whom the namespace belongs to (join, destroy), if known.
+	Owner *Owner
+
+	// What the BPF programs sent, for an Attributor to resolve.
+	cgroupID, exeID, ownerCgroupID uint64
+	ownerPid                       uint32
+	ownerKnown                     bool
 }
 
 // Decoder turns raw records into Events.
@@ -167,6 +181,13 @@ func (d *Decoder) Decode(raw []byte) (ev Event, lost uint32, err error) {
 		Comm:     commString(r.Comm[:]),
 		Flags:    r.Flags,
 		Children: r.ForChildren != 0,
+
+		ParentComm:    commString(r.ParentComm[:]),
+		cgroupID:      r.CgroupId,
+		exeID:         r.ExeId,
+		ownerCgroupID: r.OwnerCgroupId,
+		ownerPid:      r.OwnerPid,
+		ownerKnown:    r.OwnerKnown != 0,
 	}
 	if kind == Create || kind == Join {
 		ev.Syscall = syscallNames[0]

@@ -69,6 +69,10 @@ var testDecoder = &Decoder{bootToWall: time.Duration(time.Date(2026, 11, 30, 12,
 func records() []nstrace.BpfEvent {
 	proc := func(r nstrace.BpfEvent) nstrace.BpfEvent {
 		r.Pid, r.Tid, r.Ppid, r.Uid, r.Comm = 4242, 4243, 1, 0, comm("unshare")
+		r.ParentComm, r.CgroupId, r.ExeId = comm("containerd-shim"), testCgroupID, testExeID
+		if r.Kind == 2 || r.Kind == 4 {
+			r.OwnerCgroupId, r.OwnerPid, r.OwnerKnown = testCgroupID, 4200, 1
+		}
 		return r
 	}
 	return []nstrace.BpfEvent{
@@ -82,17 +86,60 @@ func records() []nstrace.BpfEvent {
 	}
 }
 
-// decodeAll runs the records through Decode and Lifetimes, as nstrace does.
+const (
+	testCgroupID = 7001
+	testExeID    = 1 << 32
+	testID       = "4c1d2b3a4c1d2b3a4c1d2b3a4c1d2b3a4c1d2b3a4c1d2b3a4c1d2b3a4c1d2b3a"
+)
+
+// testNames is a runtime that knows one container.
+type testNames struct{}
+
+func (testNames) Lookup(id string) (Names, bool) {
+	return Names{ContainerName: "web", Image: "busybox:test", PodName: "web-0", PodNamespace: "shop"}, id == testID
+}
+
+// strRec is a string record as the BPF side writes it.
+func strRec(t *testing.T, kind uint8, key uint64, s string) []byte {
+	r := nstrace.BpfStrRec{Kind: kind, Key: key, Len: uint16(len(s))}
+	for i := range len(s) {
+		r.Str[i] = int8(s[i])
+	}
+	b, err := binary.Append(nil, binary.NativeEndian, &r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// decodeAll runs the records through Decode, Lifetimes and an Attributor
+// that learnt the strings from string records, as nstrace does.
 func decodeAll(t *testing.T) []Event {
 	t.Helper()
 	life := NewLifetimes()
+	attr := NewAttributor(nil, nil, testNames{})
+	for _, raw := range [][]byte{
+		strRec(t, recCgroup, testCgroupID, "/kubepods/besteffort/pod1a2b3c4d-5e6f-7a8b-9c0d-1e2f3a4b5c6d/"+testID),
+		strRec(t, recExe, testExeID, "/usr/bin/unshare"),
+	} {
+		r, lost, ok, err := DecodeString(raw)
+		if !ok || err != nil || lost != 0 {
+			t.Fatalf("DecodeString: ok %v, %v (lost %d)", ok, err, lost)
+		}
+		attr.Learn(r)
+	}
 	var evs []Event
 	for _, r := range records() {
-		ev, lost, err := testDecoder.Decode(encode(t, r))
+		raw := encode(t, r)
+		if _, _, ok, _ := DecodeString(raw); ok {
+			t.Fatalf("an event record decodes as a string record: %+v", r)
+		}
+		ev, lost, err := testDecoder.Decode(raw)
 		if err != nil || lost != 0 {
 			t.Fatalf("Decode: %v (lost %d)", err, lost)
 		}
 		life.Annotate(&ev)
+		attr.Annotate(&ev)
 		evs = append(evs, ev)
 	}
 	return append(evs, Event{Kind: Lost, Time: evs[len(evs)-1].Time, Count: 7})

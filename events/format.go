@@ -36,16 +36,20 @@ const TimeFormat = "2006-01-02T15:04:05.000000000Z07:00"
 
 // jsonEvent is the JSON lines schema; README documents every field.
 type jsonEvent struct {
-	Time          string       `json:"time"`
-	Event         string       `json:"event"`
-	Type          string       `json:"type,omitempty"`
-	Inum          uint32       `json:"inum,omitempty"`
-	NsID          uint64       `json:"ns_id,omitempty"`
-	Pid           *uint32      `json:"pid,omitempty"`
-	Tid           *uint32      `json:"tid,omitempty"`
-	Ppid          *uint32      `json:"ppid,omitempty"`
-	Uid           *uint32      `json:"uid,omitempty"`
-	Comm          *string      `json:"comm,omitempty"`
+	Time       string  `json:"time"`
+	Event      string  `json:"event"`
+	Type       string  `json:"type,omitempty"`
+	Inum       uint32  `json:"inum,omitempty"`
+	NsID       uint64  `json:"ns_id,omitempty"`
+	Pid        *uint32 `json:"pid,omitempty"`
+	Tid        *uint32 `json:"tid,omitempty"`
+	Ppid       *uint32 `json:"ppid,omitempty"`
+	Uid        *uint32 `json:"uid,omitempty"`
+	Comm       *string `json:"comm,omitempty"`
+	ParentComm string  `json:"parent_comm,omitempty"`
+	Exe        string  `json:"exe,omitempty"`
+	jsonContext
+	Owner         *jsonOwner   `json:"owner,omitempty"`
 	HeldBy        string       `json:"held_by,omitempty"`
 	Nprocs        *uint32      `json:"nprocs,omitempty"`
 	ParentInum    uint32       `json:"parent_inum,omitempty"`
@@ -60,6 +64,32 @@ type jsonEvent struct {
 	LifetimeNs    *int64       `json:"lifetime_ns,omitempty"`
 	Namespaces    *jsonNsproxy `json:"namespaces,omitempty"`
 	Count         *uint64      `json:"count,omitempty"`
+}
+
+// jsonContext is whose event it is (events.Context).
+type jsonContext struct {
+	Cgroup        string `json:"cgroup,omitempty"`
+	CgroupID      uint64 `json:"cgroup_id,omitempty"`
+	ContainerID   string `json:"container_id,omitempty"`
+	ContainerName string `json:"container_name,omitempty"`
+	Image         string `json:"image,omitempty"`
+	Runtime       string `json:"runtime,omitempty"`
+	PodUID        string `json:"pod_uid,omitempty"`
+	PodName       string `json:"pod_name,omitempty"`
+	PodNamespace  string `json:"pod_namespace,omitempty"`
+}
+
+type jsonOwner struct {
+	Pid uint32 `json:"pid,omitempty"`
+	jsonContext
+}
+
+func toJSONContext(c *Context) jsonContext {
+	return jsonContext{
+		Cgroup: c.Cgroup, CgroupID: c.CgroupID,
+		ContainerID: c.ID, ContainerName: c.ContainerName, Image: c.Image, Runtime: c.Runtime,
+		PodUID: c.PodUID, PodName: c.PodName, PodNamespace: c.PodNamespace,
+	}
 }
 
 type jsonNsproxy struct {
@@ -80,12 +110,14 @@ type jsonWriter struct {
 
 func (j *jsonWriter) Write(ev *Event) error {
 	out := jsonEvent{
-		Time:  ev.Time.Format(TimeFormat),
-		Event: ev.Kind.String(),
+		Time:        ev.Time.Format(TimeFormat),
+		Event:       ev.Kind.String(),
+		jsonContext: toJSONContext(&ev.Ctx),
+		Exe:         ev.Exe,
 	}
 	switch ev.Kind {
 	case Lost:
-		out.Count = &ev.Count
+		out = jsonEvent{Time: out.Time, Event: out.Event, Count: &ev.Count}
 		return j.enc.Encode(&out)
 	case Exist:
 		// No thread did anything: pid is the process it was found
@@ -100,6 +132,10 @@ func (j *jsonWriter) Write(ev *Event) error {
 	}
 	if ev.How != Polled {
 		out.Pid, out.Tid, out.Ppid, out.Uid, out.Comm = &ev.Pid, &ev.Tid, &ev.Ppid, &ev.Uid, &ev.Comm
+		out.ParentComm = ev.ParentComm
+	}
+	if ev.Owner != nil {
+		out.Owner = &jsonOwner{Pid: ev.Owner.Pid, jsonContext: toJSONContext(&ev.Owner.Context)}
 	}
 	switch ev.Kind {
 	case Create, Join:
@@ -128,7 +164,7 @@ func (j *jsonWriter) Write(ev *Event) error {
 func (j *jsonWriter) Flush() error { return j.w.Flush() }
 
 // Text columns, in the style of BCC tools.
-const textHeader = "%-15s %-12s %-6s %-10s %-7s %-16s %s\n"
+const textHeader = "%-15s %-12s %-6s %-10s %-7s %-16s %-12s %s\n"
 
 type textWriter struct {
 	w          *bufio.Writer
@@ -137,7 +173,7 @@ type textWriter struct {
 
 func (t *textWriter) Write(ev *Event) error {
 	if !t.headerDone {
-		fmt.Fprintf(t.w, textHeader, "TIME", "EVENT", "TYPE", "INUM", "PID", "COMM", "DETAILS")
+		fmt.Fprintf(t.w, textHeader, "TIME", "EVENT", "TYPE", "INUM", "PID", "COMM", "CONTAINER", "DETAILS")
 		t.headerDone = true
 	}
 	typ, inum, pid, comm := "-", "-", "-", "-"
@@ -147,11 +183,51 @@ func (t *textWriter) Write(ev *Event) error {
 	if ev.Kind != Lost && ev.Kind != NsproxyFree {
 		typ, inum = ev.Type.String(), fmt.Sprint(ev.Inum)
 	}
-	_, err := fmt.Fprintf(t.w, textHeader, ev.Time.Format("15:04:05.000000"), ev.Kind, typ, inum, pid, comm, details(ev))
+	_, err := fmt.Fprintf(t.w, textHeader, ev.Time.Format("15:04:05.000000"), ev.Kind, typ, inum, pid, comm, containerColumn(&ev.Ctx), details(ev))
 	return err
 }
 
 func (t *textWriter) Flush() error { return t.w.Flush() }
+
+// containerColumn is the container's name, else its short id, else "-".
+func containerColumn(c *Context) string {
+	switch {
+	case c.ContainerName != "":
+		return c.ContainerName
+	case c.ID != "":
+		return c.ID[:min(12, len(c.ID))]
+	}
+	return "-"
+}
+
+// contextDetails is the rest of the context, for DETAILS.
+func contextDetails(b *strings.Builder, ev *Event) {
+	c := &ev.Ctx
+	if c.Runtime != "" {
+		fmt.Fprintf(b, " runtime=%s", c.Runtime)
+	}
+	if c.PodName != "" {
+		fmt.Fprintf(b, " pod=%s/%s", c.PodNamespace, c.PodName)
+	} else if c.PodUID != "" {
+		fmt.Fprintf(b, " pod_uid=%s", c.PodUID)
+	}
+	if o := ev.Owner; o != nil && ev.Kind == Join && o.ID != c.ID {
+		fmt.Fprintf(b, " owner_container=%s", containerColumn(&o.Context))
+	}
+	if ev.Exe != "" {
+		fmt.Fprintf(b, " exe=%s", quoteIfNeeded(ev.Exe))
+	}
+	if c.Cgroup != "" {
+		fmt.Fprintf(b, " cgroup=%s", quoteIfNeeded(c.Cgroup))
+	}
+}
+
+func quoteIfNeeded(s string) string {
+	if strings.ContainsFunc(s, func(r rune) bool { return r <= ' ' || r == '"' || r == '\\' || r >= 0x7f }) {
+		return strconv.Quote(s)
+	}
+	return s
+}
 
 func details(ev *Event) string {
 	var b strings.Builder
@@ -188,11 +264,11 @@ func details(ev *Event) string {
 			fmt.Fprintf(&b, " owner=%d", ev.OwnerInum)
 		}
 		if mp := ev.Mountpoint; mp != "" {
-			if strings.ContainsFunc(mp, func(r rune) bool { return r <= ' ' || r == '"' || r == '\\' || r >= 0x7f }) {
-				mp = strconv.Quote(mp)
-			}
-			fmt.Fprintf(&b, " mountpoint=%s", mp)
+			fmt.Fprintf(&b, " mountpoint=%s", quoteIfNeeded(mp))
 		}
 	}
-	return b.String()
+	if ev.Kind != Lost {
+		contextDetails(&b, ev)
+	}
+	return strings.TrimPrefix(b.String(), " ")
 }

@@ -5,7 +5,7 @@ set -euo pipefail
 
 pkgs=(
 	clang-16 llvm-16 libbpf-dev bpftool            # make generate
-	util-linux iproute2 bubblewrap busybox-static runc  # programs the tests drive
+	util-linux iproute2 bubblewrap busybox-static runc docker.io  # programs the tests drive
 	qemu-system-x86 cpio                           # make vmtest
 )
 missing=()

@@ -66,6 +66,11 @@ type Options struct {
 	// RingBufferSize in bytes, a power of two multiple of the page size;
 	// 0 means the default.
 	RingBufferSize int
+	// Filter selects the events, in the kernel.
+	Filter Filter
+	// Cgroups is the hierarchy events are attributed in
+	// (ChooseCgroupHierarchy); the zero value means the default one.
+	Cgroups *CgroupHierarchy
 }
 
 // DefaultRingBufferSize holds about 40k events.
@@ -86,6 +91,9 @@ type Tracer struct {
 	stopPoll, pollDone chan struct{}
 	// BlindSpots lists the teardowns this backend cannot see on this kernel.
 	BlindSpots []string
+	hierarchy  CgroupHierarchy
+	// What the start-up walks found (InitialStrings).
+	initialCgroups, initialExes map[uint64]string
 }
 
 // Open checks privileges and kernel support, then loads and attaches a
@@ -105,6 +113,13 @@ func Open(opts Options) (*Tracer, error) {
 	}
 	if opts.RingBufferSize == 0 {
 		opts.RingBufferSize = DefaultRingBufferSize
+	}
+	if opts.Cgroups == nil {
+		h, err := ChooseCgroupHierarchy("")
+		if err != nil {
+			return nil, fmt.Errorf("cgroup hierarchy: %w", err)
+		}
+		opts.Cgroups = &h
 	}
 	if opts.Backend != Auto {
 		t, err := open(opts.Backend, opts)
@@ -150,16 +165,22 @@ func open(b Backend, opts Options) (_ *Tracer, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := setFilter(spec, opts.Filter, *opts.Cgroups); err != nil {
+		return nil, err
+	}
 	coll, err := ebpf.NewCollection(spec)
 	if err != nil {
 		return nil, fmt.Errorf("load: %w", explainLoad(err))
 	}
-	t := &Tracer{backend: b, coll: coll, BlindSpots: blind, nextID: firstID, lastID: firstID + userIDs - 1}
+	t := &Tracer{backend: b, coll: coll, BlindSpots: blind, nextID: firstID, lastID: firstID + userIDs - 1, hierarchy: *opts.Cgroups}
 	defer func() {
 		if err != nil {
 			t.Close()
 		}
 	}()
+	if err := t.addPids(opts.Filter.Pids); err != nil {
+		return nil, err
+	}
 
 	if err := ensureTracefs(); err != nil {
 		return nil, err
@@ -187,6 +208,7 @@ func open(b Backend, opts Options) (_ *Tracer, err error) {
 			unix.Close(fd)
 		}
 	}()
+	t.initialExes = t.learnExes()
 	for name, p := range spec.Programs {
 		if p.AttachType == ebpf.AttachTraceIter {
 			if err := runIter(coll.Programs[name]); err != nil {
@@ -194,6 +216,8 @@ func open(b Backend, opts Options) (_ *Tracer, err error) {
 			}
 		}
 	}
+	// After the iterators: every cgroup they learnt is in it.
+	t.initialCgroups = walkCgroups(t.hierarchy)
 	t.reader, err = ringbuf.NewReader(coll.Maps["events"])
 	if err != nil {
 		return nil, fmt.Errorf("open ring buffer: %w", err)
@@ -344,9 +368,20 @@ func setIDBase(spec *ebpf.CollectionSpec) (uint64, error) {
 
 // nsInfo is a live_ns value (struct ns_info).
 type nsInfo struct {
-	ID   uint64
-	Type uint32
-	_    uint32
+	ID        uint64
+	OwnerCgid uint64
+	Type      uint32
+	OwnerPid  uint32
+	OwnerPass uint8
+	_         [7]uint8
+}
+
+// Owner is the process a namespace found outside the BPF programs is
+// attributed to, and whether it passes the filter.
+type Owner struct {
+	Pid      uint32
+	CgroupID uint64
+	Pass     bool
 }
 
 // NamespaceID returns the ns_id of a namespace found outside the BPF
@@ -354,13 +389,16 @@ type nsInfo struct {
 // number inum: the id nstrace already knows it by, else kernelID (from
 // NS_GET_ID, 0 if the kernel has none) or a new one. It is remembered, so
 // that the namespace's destroy carries the same id. 0 if it cannot be.
-func (t *Tracer) NamespaceID(typ uint8, inum uint32, kernelID uint64) uint64 {
+func (t *Tracer) NamespaceID(typ uint8, inum uint32, kernelID uint64, owner Owner) uint64 {
 	m := t.coll.Maps["live_ns"]
 	var info nsInfo
 	if err := m.Lookup(inum, &info); err == nil && info.Type == uint32(typ) {
 		return info.ID
 	}
-	info = nsInfo{ID: kernelID, Type: uint32(typ)}
+	info = nsInfo{ID: kernelID, Type: uint32(typ), OwnerPid: owner.Pid, OwnerCgid: owner.CgroupID}
+	if owner.Pass {
+		info.OwnerPass = 1
+	}
 	if info.ID == 0 {
 		if t.nextID > t.lastID {
 			return 0

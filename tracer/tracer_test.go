@@ -62,6 +62,16 @@ func TestProgramsLoad(t *testing.T) {
 			if _, err := setKnobs(spec, b); err != nil {
 				t.Fatal(err)
 			}
+			// Every filter on: the verifier must take their loops too.
+			h, err := ChooseCgroupHierarchy("")
+			if err != nil {
+				t.Fatal(err)
+			}
+			all := Filter{EventMask: 0x1e, TypeMask: 0xff, Pids: []uint32{1}, Children: true, Comms: []string{"a", "b"},
+				Uids: []uint32{0, 1}, Cgroups: []string{"/a", "/b/c"}, ContainerPrefixes: []string{"ab", "0123"}, Containers: true}
+			if err := setFilter(spec, all, h); err != nil {
+				t.Fatal(err)
+			}
 			coll, err := ebpf.NewCollection(spec)
 			if err != nil {
 				if b != testBackend() && b == Fentry && errors.Is(err, os.ErrPermission) {

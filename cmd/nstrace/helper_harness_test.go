@@ -49,12 +49,61 @@ type jsonEvent struct {
 	How           string            `json:"how"`
 	LifetimeNS    *int64            `json:"lifetime_ns"`
 	Count         uint64            `json:"count"`
+	Exe           string            `json:"exe"`
+	ParentComm    string            `json:"parent_comm"`
+	jsonContext
+	Owner *jsonOwner `json:"owner"`
 
 	fields   map[string]json.RawMessage // which keys were present
 	problems []string                   // schema violations
 	line     string                     // the raw line
 	recv     time.Time                  // when the harness read it
 	wall     time.Time                  // Time, parsed
+}
+
+// jsonContext is whose event it is (README: cgroup, container and pod).
+type jsonContext struct {
+	Cgroup        string `json:"cgroup"`
+	CgroupID      uint64 `json:"cgroup_id"`
+	ContainerID   string `json:"container_id"`
+	ContainerName string `json:"container_name"`
+	Image         string `json:"image"`
+	Runtime       string `json:"runtime"`
+	PodUID        string `json:"pod_uid"`
+	PodName       string `json:"pod_name"`
+	PodNamespace  string `json:"pod_namespace"`
+}
+
+type jsonOwner struct {
+	PID int `json:"pid"`
+	jsonContext
+}
+
+var (
+	containerIDRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	podUIDRE      = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+	runtimes      = []string{"docker", "containerd", "cri-o", "podman", "nerdctl"}
+)
+
+// checkContext checks the context fields' formats (README's schema).
+func checkContext(what string, c *jsonContext) []string {
+	var p []string
+	if c.Cgroup != "" && !strings.HasPrefix(c.Cgroup, "/") {
+		p = append(p, fmt.Sprintf("%scgroup %q does not start with /", what, c.Cgroup))
+	}
+	if c.ContainerID != "" && !containerIDRE.MatchString(c.ContainerID) {
+		p = append(p, fmt.Sprintf("%scontainer_id %q is not 64 hex digits", what, c.ContainerID))
+	}
+	if c.ContainerID == "" && (c.ContainerName != "" || c.Runtime != "" || c.Image != "") {
+		p = append(p, what+"container_name, image or runtime without container_id")
+	}
+	if c.Runtime != "" && !slices.Contains(runtimes, c.Runtime) {
+		p = append(p, fmt.Sprintf("%sruntime %q is not one of %v", what, c.Runtime, runtimes))
+	}
+	if c.PodUID != "" && !podUIDRE.MatchString(c.PodUID) {
+		p = append(p, fmt.Sprintf("%spod_uid %q is not a UUID", what, c.PodUID))
+	}
+	return p
 }
 
 func (e *jsonEvent) has(key string) bool { _, ok := e.fields[key]; return ok }
@@ -553,15 +602,15 @@ var (
 	nsTypes       = []string{"mnt", "uts", "ipc", "pid", "net", "user", "cgroup", "time"}
 	knownSyscalls = []string{"clone", "clone3", "fork", "vfork", "unshare", "unknown"}
 	eventKeys     = map[string][]string{
-		"create":       {"time", "event", "pid", "tid", "ppid", "uid", "comm", "type", "inum", "old_inum", "syscall", "clone_flags", "clone_flags_raw"},
-		"join":         {"time", "event", "pid", "tid", "ppid", "uid", "comm", "type", "inum", "old_inum", "syscall", "clone_flags", "clone_flags_raw"},
-		"nsproxy_free": {"time", "event", "pid", "tid", "ppid", "uid", "comm", "namespaces"},
+		"create":       {"time", "event", "pid", "tid", "ppid", "uid", "comm", "type", "inum", "old_inum", "syscall", "clone_flags", "clone_flags_raw", "cgroup", "cgroup_id"},
+		"join":         {"time", "event", "pid", "tid", "ppid", "uid", "comm", "type", "inum", "old_inum", "syscall", "clone_flags", "clone_flags_raw", "cgroup", "cgroup_id"},
+		"nsproxy_free": {"time", "event", "pid", "tid", "ppid", "uid", "comm", "namespaces", "cgroup", "cgroup_id"},
 		"destroy":      {"time", "event", "type", "inum", "how"}, // and the task fields unless polled
 		"lost":         {"time", "event", "count"},
 	}
 	forbiddenKeys = map[string][]string{
 		"nsproxy_free": {"type", "inum"},
-		"lost":         {"type", "inum", "pid"},
+		"lost":         {"type", "inum", "pid", "cgroup", "exe"},
 	}
 	timeRE = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}(Z|[+-]\d\d:\d\d)$`)
 )
@@ -607,6 +656,19 @@ func validateEvent(e *jsonEvent, started, recv time.Time) []string {
 			bad("time %s is not wall-clock time between nstrace's start (%s) and reception (%s)",
 				e.Time, started.Format(time.RFC3339Nano), recv.Format(time.RFC3339Nano))
 		}
+	}
+	p = append(p, checkContext("", &e.jsonContext)...)
+	if e.Owner != nil {
+		p = append(p, checkContext("owner.", &e.Owner.jsonContext)...)
+		if e.Event != "join" && e.Event != "destroy" {
+			bad("%s event must not have \"owner\"", e.Event)
+		}
+		if e.Owner.PID <= 0 {
+			bad("owner.pid must be positive")
+		}
+	}
+	if e.How == "polled" && (e.has("exe") || e.has("parent_comm")) {
+		bad("polled destroy must not have exe or parent_comm")
 	}
 	switch e.Event {
 	case "create", "join":

@@ -208,6 +208,7 @@ type nsProc struct {
 	selfPID int               // the pid of the process that reported ns, in our /proc
 	done    chan struct{}
 	waitErr error
+	lines   chan string // its stdout until "ready"
 }
 
 // shCmd runs nsScript under the given wrapper command line (e.g. unshare ... --).
@@ -248,7 +249,15 @@ func helperCmd(t *testing.T) *exec.Cmd {
 // startNSProc starts cmd and waits for its namespace report.
 func startNSProc(t *testing.T, cmd *exec.Cmd) *nsProc {
 	t.Helper()
-	p := &nsProc{t: t, cmd: cmd, ns: map[string]uint64{}, done: make(chan struct{})}
+	p := beginNSProc(t, cmd)
+	p.awaitReport()
+	return p
+}
+
+// beginNSProc starts cmd; awaitReport then waits for its namespace report.
+func beginNSProc(t *testing.T, cmd *exec.Cmd) *nsProc {
+	t.Helper()
+	p := &nsProc{t: t, cmd: cmd, ns: map[string]uint64{}, done: make(chan struct{}), lines: make(chan string)}
 	var err error
 	if p.stdin, err = cmd.StdinPipe(); err != nil {
 		t.Fatal(err)
@@ -257,7 +266,6 @@ func startNSProc(t *testing.T, cmd *exec.Cmd) *nsProc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer outR.Close()
 	cmd.Stdout, cmd.Stderr = outW, &p.stderr
 	cmd.WaitDelay = procTimeout()
 	p.started = time.Now()
@@ -279,17 +287,24 @@ func startNSProc(t *testing.T, cmd *exec.Cmd) *nsProc {
 		}
 	})
 
-	lines := make(chan string)
 	go func() {
-		defer close(lines)
+		defer close(p.lines)
+		defer outR.Close()
 		sc := bufio.NewScanner(outR)
 		for sc.Scan() {
-			lines <- sc.Text()
+			p.lines <- sc.Text()
 			if sc.Text() == "ready" {
 				return
 			}
 		}
 	}()
+	return p
+}
+
+func (p *nsProc) awaitReport() {
+	t, cmd, lines := p.t, p.cmd, p.lines
+	t.Helper()
+	var err error
 	timer := time.NewTimer(procTimeout())
 	defer timer.Stop()
 	for {
@@ -300,7 +315,7 @@ func startNSProc(t *testing.T, cmd *exec.Cmd) *nsProc {
 				t.Fatalf("%v ended (%v) before reporting its namespaces; stderr:\n%s", cmd.Args, p.waitErr, p.stderr.String())
 			}
 			if l == "ready" {
-				return p
+				return
 			}
 			if _, err := fmt.Sscanf(l, "pid %d", &p.cmdPID); err == nil {
 				continue

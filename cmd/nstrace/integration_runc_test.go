@@ -15,7 +15,7 @@ import (
 // sees, not by pid; every one is destroyed after the container exits.
 func TestRuncContainer(t *testing.T) {
 	needTools(t, "runc", "busybox")
-	bundle := runcBundle(t)
+	bundle := runcBundle(t, nil)
 	tr := startTracer(t, "json")
 
 	id := fmt.Sprintf("nstrace-test-%d", os.Getpid())
@@ -66,8 +66,9 @@ func TestRuncContainer(t *testing.T) {
 }
 
 // runcBundle makes an OCI bundle whose rootfs is a static busybox and whose
-// process is nsScript: it reports its namespaces and waits for stdin.
-func runcBundle(t *testing.T) string {
+// process is nsScript: it reports its namespaces and waits for stdin. edit,
+// if not nil, changes the spec (runc's default) further.
+func runcBundle(t *testing.T, edit func(spec map[string]any)) string {
 	t.Helper()
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "rootfs", "bin")
@@ -102,6 +103,9 @@ func runcBundle(t *testing.T) string {
 	proc := spec["process"].(map[string]any)
 	proc["terminal"] = false
 	proc["args"] = []string{"/bin/sh", "-c", nsScript}
+	if edit != nil {
+		edit(spec)
+	}
 	if raw, err = json.Marshal(spec); err != nil {
 		t.Fatal(err)
 	}

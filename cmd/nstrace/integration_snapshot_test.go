@@ -505,7 +505,7 @@ func TestSnapshotText(t *testing.T) {
 		}
 		return slices.ContainsFunc(lines[1:], func(l outLine) bool {
 			return tt.field(l.text, 1) == "exist" && tt.field(l.text, 2) == "uts" && tt.field(l.text, 3) == uts &&
-				existDetails.MatchString(tt.field(l.text, 6))
+				existDetails.MatchString(tt.field(l.text, 7))
 		})
 	})
 	if headerErr != nil {

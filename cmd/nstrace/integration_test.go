@@ -272,7 +272,7 @@ func TestDurationExitsByItself(t *testing.T) {
 	tr.finish()
 }
 
-var textCols = []string{"TIME", "EVENT", "TYPE", "INUM", "PID", "COMM", "DETAILS"}
+var textCols = []string{"TIME", "EVENT", "TYPE", "INUM", "PID", "COMM", "CONTAINER", "DETAILS"}
 
 // textTable locates the columns of the text output by its header.
 type textTable struct{ offs []int }
@@ -360,7 +360,7 @@ func TestTextOutput(t *testing.T) {
 			})
 		}
 	}
-	createCols := map[int]string{2: "uts", 3: inum, 4: pid, 5: "unshare"}
+	createCols := map[int]string{2: "uts", 3: inum, 4: pid, 5: "unshare", 6: "-"}
 	if !tr.waitUntil(eventTimeout(), find("create", createCols)) {
 		t.Fatalf("no text line: create uts %s pid %s comm unshare within %v; output:\n%s", inum, pid, eventTimeout(), joinLines(tr.outLines()))
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/nstrace/nstrace/docker"
 	"github.com/nstrace/nstrace/events"
 	"github.com/nstrace/nstrace/tracer"
 )
@@ -34,6 +35,13 @@ type options struct {
 	count    uint64
 	snapshot bool
 	verbose  bool
+
+	filters      filterArgs
+	hierarchy    string
+	dockerSocket string
+	dockerGiven  bool
+	sel          *selection
+	cgroups      tracer.CgroupHierarchy
 }
 
 const usageText = `Usage: nstrace [flags]
@@ -48,6 +56,9 @@ Examples:
   sudo nstrace --snapshot           # first the namespaces that exist now
   sudo nstrace --duration 30s       # stop after 30 seconds
   sudo nstrace --backend tracepoint # force a backend
+  sudo nstrace --container web      # only what container "web" does
+  sudo nstrace -t net -e create,destroy   # network namespaces born and gone
+  sudo nstrace -p 1234 --children   # a process and what it forks from now on
 
 Flags:
 `
@@ -91,6 +102,17 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.Uint64Var(&opts.count, "count", 0, "stop after this many events; 0 means no limit")
 	fs.BoolVar(&opts.snapshot, "snapshot", false, "first print every namespace alive now as an exist event (not counted by --count)")
 	fs.BoolVarP(&opts.verbose, "verbose", "v", false, "log diagnostics (backend probing, blind spots) on stderr")
+	f := &opts.filters
+	fs.StringSliceVarP(&f.types, "type", "t", nil, "only these namespace types (comma-separated): mnt, uts, ipc, pid, net, user, cgroup, time")
+	fs.StringSliceVarP(&f.events, "event", "e", nil, "only these events (comma-separated): create, join, nsproxy_free, destroy, exist")
+	fs.StringSliceVarP(&f.pids, "pid", "p", nil, "only what these processes do (comma-separated pids)")
+	fs.BoolVar(&f.children, "children", false, "with --pid: also the processes they fork from now on")
+	fs.StringSliceVarP(&f.comms, "comm", "c", nil, "only what tasks of these names do (comma-separated, as in /proc/PID/comm)")
+	fs.StringSliceVar(&f.uids, "uid", nil, "only what processes of these real user ids or names do (comma-separated)")
+	fs.StringSliceVar(&f.containers, "container", nil, "only what these containers do: id prefixes or names (comma-separated; names through the Docker daemon)")
+	fs.StringSliceVar(&f.cgroups, "cgroup", nil, "only what tasks in these cgroups or below do (comma-separated paths)")
+	fs.StringVar(&opts.hierarchy, "cgroup-hierarchy", "", "cgroup hierarchy events are attributed in: unified, or a cgroup v1 controller (default: unified on cgroup v2, else memory, pids, cpuset)")
+	fs.StringVar(&opts.dockerSocket, "docker-socket", docker.DefaultSocket, "Docker Engine API socket for container names (\"\" to not ask)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, usageText)
 		fs.SetOutput(stderr)
@@ -118,7 +140,13 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if opts.duration < 0 {
 		return opts, fmt.Errorf("invalid duration %s: must not be negative", opts.duration)
 	}
-	return opts, nil
+	opts.dockerGiven = fs.Changed("docker-socket")
+	opts.cgroups, err = tracer.ChooseCgroupHierarchy(opts.hierarchy)
+	if err != nil {
+		return opts, fmt.Errorf("invalid --cgroup-hierarchy %q: %v (valid: unified, or a cgroup v1 controller mounted here)", opts.hierarchy, err)
+	}
+	opts.sel, err = parseSelection(opts.filters, opts.snapshot, opts.cgroups)
+	return opts, err
 }
 
 func run(ctx context.Context, opts options, stdout, stderr io.Writer) error {
@@ -130,11 +158,19 @@ func run(ctx context.Context, opts options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("read clocks: %w", err)
 	}
-	t, err := tracer.Open(tracer.Options{Backend: opts.backend})
+	t, err := tracer.Open(tracer.Options{Backend: opts.backend, Filter: opts.sel.kernel, Cgroups: &opts.cgroups})
 	if err != nil {
 		return err
 	}
 	defer t.Close()
+	slog.Debug("cgroup hierarchy", "name", t.Hierarchy().Name, "mount", t.Hierarchy().Mount)
+	namesCtx, stopNames := context.WithCancel(context.Background())
+	defer stopNames()
+	names, err := startNames(namesCtx, opts.dockerSocket, opts.dockerGiven, opts.sel, t)
+	if err != nil {
+		return err
+	}
+	cgroups, exes := t.InitialStrings()
 	for _, s := range t.BlindSpots {
 		slog.Info("blind spot: " + s)
 	}
@@ -146,7 +182,8 @@ func run(ctx context.Context, opts options, stdout, stderr io.Writer) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	s := &stream{t: t, dec: dec, out: out, life: events.NewLifetimes(), limit: opts.count}
+	s := &stream{t: t, dec: dec, out: out, life: events.NewLifetimes(), limit: opts.count,
+		attr: events.NewAttributor(cgroups, exes, names), sel: opts.sel}
 	// With the hooks attached, what exists now: whatever comes into being
 	// from here on is in the ring buffer, printed after the snapshot.
 	if opts.snapshot {

@@ -20,6 +20,8 @@ type stream struct {
 	dec      *events.Decoder
 	out      events.Writer
 	life     *events.Lifetimes
+	attr     *events.Attributor
+	sel      *selection
 	limit    uint64 // stop after this many events; 0: no limit
 	printed  uint64 // events, but for exist ones
 	existing uint64 // exist events (--snapshot)
@@ -39,6 +41,12 @@ func (s *stream) loop(stop context.CancelFunc) error {
 		if err != nil {
 			return fmt.Errorf("read ring buffer: %w", err)
 		}
+		if str, lost, ok, err := events.DecodeString(rec.RawSample); ok {
+			if err := s.learn(str, lost, err); err != nil {
+				return err
+			}
+			continue
+		}
 		ev, lost, err := s.dec.Decode(rec.RawSample)
 		if s.stopped(&ev) {
 			// Detaching takes a while and not all hooks go at once: what
@@ -56,6 +64,7 @@ func (s *stream) loop(stop context.CancelFunc) error {
 			continue
 		}
 		s.life.Annotate(&ev)
+		s.attr.Annotate(&ev)
 		if err := s.out.Write(&ev); err != nil {
 			return fmt.Errorf("write: %w", err)
 		}
@@ -69,6 +78,24 @@ func (s *stream) loop(stop context.CancelFunc) error {
 			}
 		}
 	}
+}
+
+// learn keeps a string record; the events dropped before it are reported
+// like those before an event.
+func (s *stream) learn(str events.StringRecord, lost uint32, err error) error {
+	if lost > 0 {
+		if s.stopped(&events.Event{}) {
+			s.lost += uint64(lost)
+		} else if err := s.reportLost(uint64(lost), events.Event{Time: time.Now()}); err != nil {
+			return err
+		}
+	}
+	if err != nil {
+		slog.Warn("skipping record", "err", err)
+		return nil
+	}
+	s.attr.Learn(str)
+	return nil
 }
 
 // requestStop marks the moment nstrace was asked to stop.

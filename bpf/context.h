@@ -1,0 +1,422 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+// Whose event it is: the acting task's cgroup (path, id, the container id
+// in it) and executable, captured at event time because the task is often
+// gone before userspace could look (runc's stage-1 child lives a few ms).
+//
+// Long strings travel once: the first event that refers to a cgroup or an
+// executable is preceded by a string record (struct str_rec) with its path,
+// keyed by the cgroup id or an exe id; events carry only the keys. Userspace
+// keeps the strings by key.
+#ifndef NSTRACE_CONTEXT_H
+#define NSTRACE_CONTEXT_H
+
+#define STR_LEN 1024
+#define EXE_LEN 256
+// Deeper cgroups keep their innermost components: the container is there.
+#define CG_MAX_DEPTH 16
+#define CONTAINER_ID_LEN 64
+
+enum rec_kind {
+	REC_CGROUP = 16, // str is a cgroup path, key its cgroup id
+	REC_EXE,         // str is an executable's path, key its exe id
+};
+
+struct str_rec {
+	__u64 ts_ns;
+	__u32 lost;
+	__u8 kind;
+	__u8 truncated;
+	__u16 len;
+	__u64 key;
+	char str[STR_LEN];
+};
+
+// Puts struct str_rec in BTF, so bpf2go generates its Go type.
+const struct str_rec *unused_str_rec __attribute__((unused));
+
+// What nstrace learnt of a cgroup, the first time a task in it did
+// something: the container id its path carries (has_id), whether it is
+// under a --cgroup path (cg_match), whether userspace has its path (sent).
+// Key: the cgroup id (kernfs node id, the inode number of its directory).
+struct cg_info {
+	char id[CONTAINER_ID_LEN];
+	__u8 has_id;
+	__u8 cg_match;
+	__u8 sent;
+	__u8 _pad[5];
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct cg_info);
+} cgroups SEC(".maps");
+
+// Executables by exe id, learnt at exec (and, for processes older than
+// nstrace, filled in by userspace at start).
+struct exe_info {
+	__u8 sent;
+	__u8 truncated;
+	__u16 len;
+	__u32 _pad;
+	char path[EXE_LEN];
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct exe_info);
+} exes SEC(".maps");
+
+// The exe id of each process, by tgid: set at exec, inherited at fork.
+// Read at exit too, when the task's mm (and so its exe_file) is gone.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 32768);
+	__type(key, __u32);
+	__type(value, __u64);
+} procs SEC(".maps");
+
+// Per-CPU room to build a path in: too big for the BPF stack.
+struct scratch {
+	char buf[STR_LEN];
+	__u64 names[CG_MAX_DEPTH]; // const char *
+	__u16 off[CG_MAX_DEPTH];
+	__u16 len[CG_MAX_DEPTH];
+	struct exe_info exe;
+	struct cg_info cg;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} scratch_buf SEC(".maps");
+
+// Exe ids below this are userspace's (processes found at start).
+__u64 next_exe_id = 1ULL << 32;
+
+// The cgroup hierarchy events are attributed in: a cgroup v1 controller's
+// subsystem id, or -1 for the unified (v2) hierarchy. Set by userspace.
+volatile const int cgroup_subsys = -1;
+// Userspace reads the paths of the cgroups that exist at start itself.
+volatile const bool cgroups_walked = false;
+
+// Since 6.15 kernfs_node.parent is named __parent.
+struct kernfs_node___old {
+	struct kernfs_node *parent;
+} __attribute__((preserve_access_index));
+struct kernfs_node___new {
+	struct kernfs_node *__parent;
+} __attribute__((preserve_access_index));
+
+static __always_inline struct kernfs_node *kn_parent(struct kernfs_node *kn)
+{
+	if (bpf_core_field_exists(struct kernfs_node___new, __parent))
+		return BPF_CORE_READ((struct kernfs_node___new *)kn, __parent);
+	return BPF_CORE_READ((struct kernfs_node___old *)kn, parent);
+}
+
+static __always_inline struct kernfs_node *task_cgroup_kn(struct task_struct *t)
+{
+	struct css_set *cs = BPF_CORE_READ(t, cgroups);
+	struct cgroup_subsys_state *css = NULL;
+	int ss = cgroup_subsys;
+
+	if (ss < 0)
+		return BPF_CORE_READ(cs, dfl_cgrp, kn);
+	if (ss >= CGROUP_SUBSYS_COUNT)
+		return NULL;
+	bpf_core_read(&css, sizeof(css), &cs->subsys[ss]);
+	return BPF_CORE_READ(css, cgroup, kn);
+}
+
+static __always_inline struct scratch *get_scratch(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&scratch_buf, &zero);
+}
+
+static __always_inline bool is_hex(char c)
+{
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+}
+
+static __always_inline bool has_prefix(const char *s, __u32 len, const char *p, __u32 plen)
+{
+	if (len < plen)
+		return false;
+	for (__u32 i = 0; i < plen; i++)
+		if (s[i] != p[i])
+			return false;
+	return true;
+}
+
+// The container id a cgroup path component carries: it ends (before one
+// ".scope") with 64 lowercase hex digits, preceded by its start, '-' or ':',
+// and is no runtime monitor (crio-conmon-, libpod-conmon-). Package
+// container applies the same rule in userspace. Returns the offset of the
+// id in the scratch buffer, or -1. A global function: the verifier checks
+// its loop once, not once per component of every caller.
+__noinline int component_id(__u32 off, __u32 len)
+{
+	struct scratch *s = get_scratch();
+	__u32 end, start;
+	char c;
+
+	if (!s)
+		return -1;
+	off &= STR_LEN / 2 - 1;
+	len &= STR_LEN / 2 - 1;
+	end = off + len;
+
+	if (len >= 6 && s->buf[(end - 6) & (STR_LEN - 1)] == '.' &&
+	    s->buf[(end - 5) & (STR_LEN - 1)] == 's' && s->buf[(end - 4) & (STR_LEN - 1)] == 'c' &&
+	    s->buf[(end - 3) & (STR_LEN - 1)] == 'o' && s->buf[(end - 2) & (STR_LEN - 1)] == 'p' &&
+	    s->buf[(end - 1) & (STR_LEN - 1)] == 'e')
+		end -= 6;
+	if (end < off + CONTAINER_ID_LEN)
+		return -1;
+	start = end - CONTAINER_ID_LEN;
+	if (start > off) {
+		c = s->buf[(start - 1) & (STR_LEN - 1)];
+		if (c != '-' && c != ':')
+			return -1;
+	}
+	for (int j = 0; j < CONTAINER_ID_LEN; j++)
+		if (!is_hex(s->buf[(start + j) & (STR_LEN - 1)]))
+			return -1;
+	if (has_prefix(&s->buf[off & (STR_LEN / 2 - 1)], len, "crio-conmon-", 12) ||
+	    has_prefix(&s->buf[off & (STR_LEN / 2 - 1)], len, "libpod-conmon-", 14))
+		return -1;
+	return start;
+}
+
+#include "filter.h"
+
+// cgroup_match runs cgroup_filter_match on the path in the scratch buffer,
+// in a global function of its own for the same reason as component_id.
+__noinline int cgroup_match(__u32 len)
+{
+	struct scratch *s = get_scratch();
+
+	if (!s)
+		return 0;
+	return cgroup_filter_match(s->buf, len);
+}
+
+enum cg_mode {
+	CG_LEARN,       // verdicts only; the path goes out with a later event
+	CG_EMIT,        // and send the path to userspace
+	CG_LEARN_KNOWN, // verdicts only; userspace found the path itself (start-up)
+};
+
+// Fills the path of cgroup kn into s->buf, root first, with the offset and
+// length of each component (innermost first), and returns how many
+// components it has. A path too long or too deep is cut (*truncated): too
+// deep loses the outermost components, too long the innermost (len 0).
+static __always_inline int cg_path(struct scratch *s, struct kernfs_node *kn, __u32 *plen, __u8 *truncated)
+{
+	int depth = 0, i;
+	__u32 off = 0;
+
+	for (i = 0; i < CG_MAX_DEPTH; i++) {
+		struct kernfs_node *p = kn_parent(kn);
+
+		s->len[i] = 0;
+		if (!p)
+			break;
+		s->names[i] = (__u64)BPF_CORE_READ(kn, name);
+		depth++;
+		kn = p;
+	}
+	*truncated = i == CG_MAX_DEPTH && kn_parent(kn);
+	for (i = CG_MAX_DEPTH - 1; i >= 0; i--) {
+		__u32 at;
+		long n;
+
+		if (i >= depth)
+			continue;
+		if (off > STR_LEN / 2 - 2) {
+			*truncated = 1;
+			break;
+		}
+		s->buf[off & (STR_LEN - 1)] = '/';
+		off++;
+		// Keep clang from dropping the mask as redundant: the verifier
+		// must see the bound on the pointer it gets.
+		barrier_var(off);
+		at = off & (STR_LEN / 2 - 1);
+		n = bpf_probe_read_kernel_str(&s->buf[at], STR_LEN / 2, (const char *)s->names[i]);
+		if (n < 1)
+			n = 1;
+		s->off[i] = off;
+		s->len[i] = n - 1;
+		off += n - 1;
+	}
+	if (!off)
+		s->buf[off++] = '/';
+	s->buf[off & (STR_LEN - 1)] = 0;
+	*plen = off;
+	return depth;
+}
+
+// take_lost returns, and resets, this CPU's count of dropped records.
+static __always_inline __u32 take_lost(void)
+{
+	__u32 zero = 0, n = 0;
+	__u64 *l = bpf_map_lookup_elem(&lost, &zero);
+
+	if (l) {
+		n = *l;
+		*l = 0;
+	}
+	return n;
+}
+
+static __always_inline bool emit_str(__u8 kind, __u64 key, const char *src, __u32 len, __u8 truncated)
+{
+	struct str_rec *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+
+	if (!r) {
+		count_lost();
+		return false;
+	}
+	r->ts_ns = bpf_ktime_get_boot_ns();
+	r->lost = take_lost();
+	r->kind = kind;
+	r->truncated = truncated;
+	r->len = len;
+	r->key = key;
+	bpf_probe_read_kernel(r->str, sizeof(r->str), src);
+	bpf_ringbuf_submit(r, 0);
+	return true;
+}
+
+// cg_learn reads cgroup kn's path once, decides what the filters say of it
+// and remembers that under its id; with CG_EMIT it sends the path too.
+// A global function: the verifier checks its loops once.
+__noinline int cg_learn(__u64 cgid, __u64 knp, __u32 mode)
+{
+	struct scratch *s = get_scratch();
+	struct cg_info *info;
+	__u8 truncated = 0;
+	__u32 len = 0;
+	int depth;
+
+	if (!s || !knp)
+		return 0;
+	info = &s->cg;
+	__builtin_memset(info, 0, sizeof(*info));
+	depth = cg_path(s, (struct kernfs_node *)knp, &len, &truncated);
+	for (int i = 0; i < CG_MAX_DEPTH && i < depth; i++) {
+		int start = component_id(s->off[i], s->len[i]);
+
+		if (start >= 0) {
+			bpf_probe_read_kernel(info->id, sizeof(info->id), &s->buf[start & (STR_LEN / 2 - 1)]);
+			info->has_id = 1;
+			break;
+		}
+	}
+	info->cg_match = cgroup_match(len);
+	if (mode == CG_EMIT)
+		info->sent = emit_str(REC_CGROUP, cgid, s->buf, len, truncated);
+	else
+		info->sent = mode == CG_LEARN_KNOWN;
+	bpf_map_update_elem(&cgroups, &cgid, info, BPF_ANY);
+	return 0;
+}
+
+// Who acts: the task's cgroup and what nstrace knows of it, its exe id,
+// and whether it passes the filters.
+struct actx {
+	__u64 cgid;
+	__u64 kn;
+	__u64 exe_id;
+	struct cg_info *cg;
+	bool pass;
+};
+
+static __always_inline void actor_of(struct task_struct *t, struct actx *a, __u32 mode)
+{
+	struct kernfs_node *kn = task_cgroup_kn(t);
+	__u32 tgid = BPF_CORE_READ(t, tgid);
+	__u64 *exe;
+
+	a->kn = (__u64)kn;
+	a->cgid = BPF_CORE_READ(kn, id);
+	a->cg = bpf_map_lookup_elem(&cgroups, &a->cgid);
+	if (!a->cg && kn) {
+		cg_learn(a->cgid, a->kn, mode);
+		a->cg = bpf_map_lookup_elem(&cgroups, &a->cgid);
+	}
+	exe = bpf_map_lookup_elem(&procs, &tgid);
+	a->exe_id = exe ? *exe : 0;
+	a->pass = actor_passes(t, a->cgid);
+}
+
+// announce sends, before an event about to go out, the strings it refers
+// to that userspace does not have yet.
+static __always_inline void announce(struct actx *a)
+{
+	struct exe_info *x;
+
+	if (a->cg && !a->cg->sent && a->kn) {
+		cg_learn(a->cgid, a->kn, CG_EMIT);
+		a->cg = bpf_map_lookup_elem(&cgroups, &a->cgid);
+	}
+	if (!a->exe_id)
+		return;
+	x = bpf_map_lookup_elem(&exes, &a->exe_id);
+	if (!x) {
+		a->exe_id = 0;
+		return;
+	}
+	if (!x->sent)
+		x->sent = emit_str(REC_EXE, a->exe_id, x->path, x->len, x->truncated);
+}
+
+/* ---- executables: learnt at exec, inherited at fork ---- */
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(common_sched_process_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	struct scratch *s = get_scratch();
+	__u64 id = __sync_fetch_and_add(&next_exe_id, 1);
+	__u32 tgid = p->tgid;
+	long n;
+
+	if (!s)
+		return 0;
+	// The name exec was given (execsnoop's): resolved by the shell's PATH
+	// search, "/proc/self/exe" for a self re-exec like runc init's.
+	n = bpf_probe_read_kernel_str(s->exe.path, sizeof(s->exe.path), BPF_CORE_READ(bprm, filename));
+	if (n < 1)
+		n = 1;
+	s->exe.len = n - 1;
+	s->exe.truncated = n == sizeof(s->exe.path);
+	s->exe.sent = 0;
+	bpf_map_update_elem(&exes, &id, &s->exe, BPF_ANY);
+	bpf_map_update_elem(&procs, &tgid, &id, BPF_ANY);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(common_sched_process_fork, struct task_struct *parent, struct task_struct *child)
+{
+	__u32 ptgid = parent->tgid, ctgid = child->tgid;
+	__u64 *exe;
+
+	if (ptgid == ctgid)
+		return 0; // a new thread
+	exe = bpf_map_lookup_elem(&procs, &ptgid);
+	if (exe)
+		bpf_map_update_elem(&procs, &ctgid, exe, BPF_ANY);
+	else
+		bpf_map_delete_elem(&procs, &ctgid); // the pid's previous owner's
+	follow_child(ptgid, ctgid);
+	return 0;
+}
+
+#endif

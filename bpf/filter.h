@@ -1,0 +1,201 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+// Filters, applied before an event takes ring-buffer space. The event and
+// type filters look at the event; the others (pid, comm, uid, cgroup,
+// container) at the acting task, and through the namespace's owner also at
+// the task that created it: a namespace created by a task that passed keeps
+// passing, so its joins, releases and its destroy (often by a kworker) are
+// printed too. Values within one filter OR, filters AND. Set by userspace
+// before load, but for container ids learnt from a runtime while running.
+#ifndef NSTRACE_FILTER_H
+#define NSTRACE_FILTER_H
+
+#define MAX_FILTER_VALUES 8
+#define MAX_FILTER_CGROUPS 4
+#define FILTER_PATH_LEN 256
+
+volatile const __u32 filter_events = 0; // 1 << enum event_kind; 0: every kind
+volatile const __u32 filter_types = 0;  // 1 << enum ns_slot; 0: every type
+volatile const bool filter_actor = false; // some filter below is set
+volatile const bool filter_by_pid = false;
+volatile const bool filter_children = false;
+volatile const __u32 n_filter_comms = 0;
+volatile const __u64 filter_comms[MAX_FILTER_VALUES][2] = {};
+volatile const __u32 n_filter_uids = 0;
+volatile const __u32 filter_uids[MAX_FILTER_VALUES] = {};
+volatile const __u32 n_filter_cgroups = 0;
+volatile const __u32 filter_cgroup_len[MAX_FILTER_CGROUPS] = {};
+volatile const char filter_cgroup_path[MAX_FILTER_CGROUPS][FILTER_PATH_LEN] = {};
+volatile const bool filter_by_container = false;
+volatile const __u32 n_filter_prefixes = 0;
+volatile const __u32 filter_prefix_len[MAX_FILTER_VALUES] = {};
+volatile const char filter_prefix[MAX_FILTER_VALUES][CONTAINER_ID_LEN] = {};
+
+// --pid processes, and with --children what they fork from then on.
+// Entries leave when the process is freed.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u8);
+} filter_pids SEC(".maps");
+
+// Full ids of containers --container names, as the runtime tells them to
+// userspace (a container created later is added when the runtime announces
+// it, before it starts).
+struct container_key {
+	char id[CONTAINER_ID_LEN];
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct container_key);
+	__type(value, __u8);
+} container_ids SEC(".maps");
+
+static __always_inline bool event_wanted(__u32 kind, int type)
+{
+	if (filter_events && !(filter_events & (1U << kind)))
+		return false;
+	if (type >= 0 && filter_types && !(filter_types & (1U << type)))
+		return false;
+	return true;
+}
+
+// Whether cgroup path (len bytes in buf) is one of the --cgroup paths or
+// below one.
+static __always_inline __u8 cgroup_filter_match(const char *buf, __u32 len)
+{
+	if (!n_filter_cgroups)
+		return 0;
+	for (int f = 0; f < MAX_FILTER_CGROUPS; f++) {
+		__u32 l;
+		bool same = true;
+
+		if (f >= n_filter_cgroups)
+			break;
+		l = filter_cgroup_len[f];
+		if (l > len || l >= FILTER_PATH_LEN)
+			continue;
+		for (int j = 0; j < FILTER_PATH_LEN; j++) {
+			if (j >= l)
+				break;
+			if (buf[j] != filter_cgroup_path[f][j]) {
+				same = false;
+				break;
+			}
+		}
+		if (same && (l == 1 || buf[l & (FILTER_PATH_LEN - 1)] == '/' || buf[l & (FILTER_PATH_LEN - 1)] == 0))
+			return 1;
+	}
+	return 0;
+}
+
+// container_passes: cgroup cgid holds a --container container. A global
+// function, like actor_passes: the verifier checks its loops once.
+__noinline int container_passes(__u64 cgid)
+{
+	struct cg_info *cg = bpf_map_lookup_elem(&cgroups, &cgid);
+
+	if (!cg || !cg->has_id)
+		return false;
+	if (bpf_map_lookup_elem(&container_ids, cg->id))
+		return true;
+	for (int f = 0; f < MAX_FILTER_VALUES; f++) {
+		__u32 l;
+		bool same = true;
+
+		if (f >= n_filter_prefixes)
+			break;
+		l = filter_prefix_len[f];
+		for (int j = 0; j < CONTAINER_ID_LEN; j++) {
+			if (j >= l)
+				break;
+			if (cg->id[j] != filter_prefix[f][j]) {
+				same = false;
+				break;
+			}
+		}
+		if (same)
+			return true;
+	}
+	return false;
+}
+
+// actor_check: a task of process tgid, real uid and comm (as two words)
+// in cgroup cgid passes every pid, comm, uid, cgroup and container filter.
+__noinline int actor_check(__u32 tgid, __u32 uid, __u64 comm0, __u64 comm1, __u64 cgid)
+{
+	struct cg_info *cg;
+	bool any = false;
+
+	if (filter_by_pid && !bpf_map_lookup_elem(&filter_pids, &tgid))
+		return false;
+	if (n_filter_comms) {
+		for (int f = 0; f < MAX_FILTER_VALUES; f++) {
+			if (f >= n_filter_comms)
+				break;
+			if (comm0 == filter_comms[f][0] && comm1 == filter_comms[f][1]) {
+				any = true;
+				break;
+			}
+		}
+		if (!any)
+			return false;
+	}
+	if (n_filter_uids) {
+		any = false;
+		for (int f = 0; f < MAX_FILTER_VALUES; f++) {
+			if (f >= n_filter_uids)
+				break;
+			if (uid == filter_uids[f]) {
+				any = true;
+				break;
+			}
+		}
+		if (!any)
+			return false;
+	}
+	if (n_filter_cgroups) {
+		cg = bpf_map_lookup_elem(&cgroups, &cgid);
+		if (!cg || !cg->cg_match)
+			return false;
+	}
+	if (filter_by_container && !container_passes(cgid))
+		return false;
+	return true;
+}
+
+static __always_inline bool actor_passes(struct task_struct *t, __u64 cgid)
+{
+	__u64 comm[2] = {};
+
+	if (!filter_actor)
+		return true;
+	bpf_probe_read_kernel(comm, sizeof(comm), &t->comm);
+	return actor_check(BPF_CORE_READ(t, tgid), BPF_CORE_READ(t, real_cred, uid.val), comm[0], comm[1], cgid);
+}
+
+// follow_child adds a process forked by a --pid process (--children).
+static __always_inline void follow_child(__u32 ptgid, __u32 ctgid)
+{
+	__u8 one = 1;
+
+	if (!filter_children || !bpf_map_lookup_elem(&filter_pids, &ptgid))
+		return;
+	// A full map would drop the child's events unseen: count them lost.
+	if (bpf_map_update_elem(&filter_pids, &ctgid, &one, BPF_ANY))
+		count_lost();
+}
+
+// A --pid process is gone for good (reaped): its pid may be reused.
+SEC("tp_btf/sched_process_free")
+int BPF_PROG(common_sched_process_free, struct task_struct *p)
+{
+	__u32 tgid = p->tgid;
+
+	if (p->pid == tgid)
+		bpf_map_delete_elem(&filter_pids, &tgid);
+	return 0;
+}
+
+#endif

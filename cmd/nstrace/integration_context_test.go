@@ -1,0 +1,338 @@
+package main
+
+// Context (cgroup, container, pod, exe) on events, and the filters, against
+// what the kernel says of the processes (/proc/PID/cgroup, the cgroup
+// directory's inode) and with a negative control for every filter: events
+// that must not be printed happen in the same run, seen by a second,
+// unfiltered nstrace.
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nstrace/nstrace/tracer"
+)
+
+// hierarchy is the cgroup hierarchy nstrace attributes events in here.
+func hierarchy(t *testing.T) tracer.CgroupHierarchy {
+	t.Helper()
+	h, err := tracer.ChooseCgroupHierarchy("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	need(t, h.Mount != "", "the %s cgroup hierarchy mounted", h.Name)
+	return h
+}
+
+// testCgroup makes cgroup rel (e.g. "/nstrace-test-1/a") in hierarchy h and
+// returns its directory and id (the directory's inode number, as the
+// kernel's cgroup id). It is removed when the test ends.
+func testCgroup(t *testing.T, h tracer.CgroupHierarchy, rel string) (string, uint64) {
+	t.Helper()
+	dir := filepath.Join(h.Mount, rel)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// Deepest first; a cgroup goes once its last task is gone.
+		for d := dir; d != h.Mount && d != "/"; d = filepath.Dir(d) {
+			for i := 0; i < 50 && os.Remove(d) != nil; i++ {
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	})
+	var st syscall.Stat_t
+	if err := syscall.Stat(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	return dir, st.Ino
+}
+
+// inCgroup is a wrapper command line that moves itself into cgroup dir and
+// then runs the rest.
+func inCgroup(dir string) []string {
+	return []string{"sh", "-c", `echo $$ > "$0/cgroup.procs" && exec "$@"`, dir}
+}
+
+// cgroupOf is pid's cgroup in hierarchy h, from /proc/PID/cgroup: ground truth.
+func cgroupOf(t *testing.T, pid int, h tracer.CgroupHierarchy) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		f := strings.SplitN(l, ":", 3)
+		if len(f) == 3 && ((h.Name == "unified" && f[0] == "0") || slices.Contains(strings.Split(f[1], ","), h.Name)) {
+			return f[2]
+		}
+	}
+	t.Fatalf("/proc/%d/cgroup has no %s line:\n%s", pid, h.Name, b)
+	return ""
+}
+
+func uniqueName(prefix string) string {
+	b := make([]byte, 4)
+	rand.Read(b)
+	return fmt.Sprintf("%s-%d-%s", prefix, os.Getpid(), hex.EncodeToString(b))
+}
+
+// unshared is an `unshare -u -n` holding its namespaces until released.
+type unshared struct {
+	p        *nsProc
+	uts, net uint64
+}
+
+// pid is the process in the namespaces (the one that reported them).
+func (u *unshared) pid() int { return u.p.selfPID }
+
+func startUnshared(t *testing.T, wrapper ...string) *unshared {
+	t.Helper()
+	p := startNSProc(t, shCmd(append(wrapper, "unshare", "-u", "-n", "--")...))
+	u := &unshared{p: p, uts: p.ns["uts"], net: p.ns["net"]}
+	if self := selfNS(t); u.uts == self["uts"] || u.net == self["net"] {
+		t.Fatalf("unshare -u -n did not make new namespaces: %v", p.ns)
+	}
+	return u
+}
+
+func isEv(event, typ string, inum uint64) func(*jsonEvent) bool {
+	return func(e *jsonEvent) bool { return e.Event == event && e.Type == typ && e.Inum == inum }
+}
+
+// lifecycle waits in tr for u's creates, releases it, and waits for the
+// destroys; it returns the four events: create uts, create net, destroy
+// uts, destroy net.
+func (u *unshared) lifecycle(t *testing.T, trs ...*nstraceRun) [][]*jsonEvent {
+	t.Helper()
+	related := func(e *jsonEvent) bool { return e.Inum == u.uts || e.Inum == u.net || e.PID == u.pid() }
+	out := make([][]*jsonEvent, len(trs))
+	for i, tr := range trs {
+		tr.watch(u.pid())
+		out[i] = tr.await(eventTimeout(), related,
+			wantEvent{fmt.Sprintf("create uts %d", u.uts), isEv("create", "uts", u.uts)},
+			wantEvent{fmt.Sprintf("create net %d", u.net), isEv("create", "net", u.net)})
+	}
+	u.p.release()
+	for i, tr := range trs {
+		out[i] = append(out[i], tr.await(scaled(5*time.Second), related,
+			wantEvent{fmt.Sprintf("destroy uts %d", u.uts), isEv("destroy", "uts", u.uts)},
+			wantEvent{fmt.Sprintf("destroy net %d", u.net), isEv("destroy", "net", u.net)})...)
+	}
+	return out
+}
+
+// 20. Every event of a process carries its cgroup (path and id, as the
+// kernel has them), its executable and its parent's name; the destroy,
+// even the kworker's of the network namespace, carries the owner's.
+func TestContextOfEvents(t *testing.T) {
+	needTools(t, "unshare", "sh", "readlink")
+	h := hierarchy(t)
+	rel := "/" + uniqueName("nstrace-test") + "/inner"
+	dir, cgid := testCgroup(t, h, rel)
+	tr := startTracer(t, "json")
+	u := startUnshared(t, inCgroup(dir)...)
+	if got := cgroupOf(t, u.pid(), h); got != rel {
+		t.Fatalf("the driven process is in %s, want %s", got, rel)
+	}
+	unsharePath, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := u.lifecycle(t, tr)[0]
+	for _, e := range evs[:2] {
+		if e.Cgroup != rel || e.CgroupID != cgid || e.Exe != unsharePath || e.ParentComm != selfComm(t) || e.ContainerID != "" {
+			t.Errorf("create: want cgroup %s, cgroup_id %d, exe %s, parent_comm %s, no container\n    event: %s", rel, cgid, unsharePath, selfComm(t), e)
+		}
+	}
+	for _, e := range evs[2:] {
+		if e.Cgroup != rel || e.CgroupID != cgid || e.Owner == nil || e.Owner.PID != u.pid() || e.Owner.Cgroup != rel {
+			t.Errorf("destroy: want the owner's cgroup %s (id %d) and owner pid %d\n    event: %s", rel, cgid, u.pid(), e)
+		}
+	}
+	all := tr.stop(os.Interrupt)
+	for _, e := range all {
+		if e.Event == "nsproxy_free" && e.PID == u.pid() && (e.Cgroup != rel || e.CgroupID != cgid) {
+			t.Errorf("nsproxy_free of the process: want cgroup %s (id %d)\n    event: %s", rel, cgid, e)
+		}
+	}
+}
+
+// filtered runs nstrace with args (a) and an unfiltered one (b) as ground
+// truth: other runs its whole lifecycle first (seen by b), then selected
+// (seen by both). a must print every event of selected and none of other's
+// processes (by pid, or by owner pid for destroys by a kworker).
+func filtered(t *testing.T, args []string, other, selected func() *unshared) (sel []*jsonEvent, evs []*jsonEvent) {
+	t.Helper()
+	a := startTracer(t, "json", args...)
+	b := startTracer(t, "json")
+	o := other()
+	o.lifecycle(t, b)
+	s := selected()
+	sel = s.lifecycle(t, a, b)[0]
+	b.stop(os.Interrupt)
+	evs = a.stop(os.Interrupt)
+	a.watch()
+	for _, e := range evs {
+		if e.PID == o.pid() || (e.Owner != nil && e.Owner.PID == o.pid()) {
+			t.Errorf("nstrace %s printed an event of the process it must filter out (pid %d):\n    %s", strings.Join(args, " "), o.pid(), e)
+		}
+	}
+	return sel, evs
+}
+
+// 21. --cgroup: that cgroup and below; a sibling's events are not printed.
+func TestFilterCgroup(t *testing.T) {
+	needTools(t, "unshare", "sh", "readlink")
+	h := hierarchy(t)
+	base := "/" + uniqueName("nstrace-test")
+	in, _ := testCgroup(t, h, base+"/sel/below")
+	out, _ := testCgroup(t, h, base+"/selx") // a name sharing the prefix
+	filtered(t, []string{"--cgroup", base + "/sel"},
+		func() *unshared { return startUnshared(t, inCgroup(out)...) },
+		func() *unshared { return startUnshared(t, inCgroup(in)...) })
+}
+
+// 22. --comm, with a copy of unshare under another name as the control.
+func TestFilterComm(t *testing.T) {
+	needTools(t, "unshare", "sh", "readlink")
+	path, _ := exec.LookPath("unshare")
+	dir := t.TempDir()
+	copyAs := func(name string) string {
+		dst := filepath.Join(dir, name)
+		if err := itCopyFile(path, dst); err != nil {
+			t.Fatal(err)
+		}
+		return dst
+	}
+	sel, other := copyAs("nst-selected"), copyAs("nst-other")
+	start := func(bin string) func() *unshared {
+		return func() *unshared {
+			p := startNSProc(t, exec.Command(bin, "-u", "-n", "--", "sh", "-c", nsScript))
+			return &unshared{p: p, uts: p.ns["uts"], net: p.ns["net"]}
+		}
+	}
+	got, _ := filtered(t, []string{"--comm", "nst-selected,nst-absent"}, start(other), start(sel))
+	if got[0].Comm != "nst-selected" {
+		t.Errorf("create by comm %q, want nst-selected: %s", got[0].Comm, got[0])
+	}
+}
+
+// 23. --pid with --children: a process the named one forks after the
+// start is followed; one this test forks is not.
+func TestFilterPidChildren(t *testing.T) {
+	needTools(t, "unshare", "sh", "readlink")
+	// Forks, once told, an unshare that holds its namespaces.
+	parent := beginNSProc(t, exec.Command("sh", "-c", `read go; unshare -u -n -- sh -c "$0"; :`, nsScript))
+	filtered(t, []string{"--pid", strconv.Itoa(parent.cmd.Process.Pid), "--children"},
+		func() *unshared { return startUnshared(t) },
+		func() *unshared {
+			if _, err := io.WriteString(parent.stdin, "go\n"); err != nil {
+				t.Fatal(err)
+			}
+			parent.awaitReport()
+			u := &unshared{p: parent, uts: parent.ns["uts"], net: parent.ns["net"]}
+			if u.pid() == parent.cmd.Process.Pid {
+				t.Fatalf("the unshare was not forked: pid %d", u.pid())
+			}
+			return u
+		})
+}
+
+// 24. --uid (by name): a user namespace made by an unprivileged user, with
+// root's unshare as the control.
+func TestFilterUid(t *testing.T) {
+	needTools(t, "unshare", "sh", "readlink")
+	nobody, err := user.Lookup("nobody")
+	need(t, err == nil, "user nobody: %v", err)
+	uid, _ := strconv.Atoi(nobody.Uid)
+	got, _ := filtered(t, []string{"--uid", "nobody"},
+		func() *unshared { return startUnshared(t) },
+		func() *unshared {
+			cmd := shCmd("unshare", "-U", "-u", "-n", "--")
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}}
+			cmd.Dir = "/"
+			p := startNSProc(t, cmd)
+			return &unshared{p: p, uts: p.ns["uts"], net: p.ns["net"]}
+		})
+	if got[0].UID != int64(uid) {
+		t.Errorf("create by uid %d, want %d: %s", got[0].UID, uid, got[0])
+	}
+}
+
+// 25. --type and --event select in the kernel: only net namespaces' events,
+// or only destroys, of the same process whose other events exist.
+func TestFilterTypeAndEvent(t *testing.T) {
+	needTools(t, "unshare", "sh", "readlink")
+	for _, c := range []struct {
+		args []string
+		ok   func(*jsonEvent) bool
+		want []string // of the lifecycle: create uts, create net, destroy uts, destroy net
+	}{
+		{[]string{"-t", "net"}, func(e *jsonEvent) bool { return e.Type == "net" }, []string{"create net", "destroy net"}},
+		{[]string{"--event", "destroy,join"}, func(e *jsonEvent) bool { return e.Event == "destroy" || e.Event == "join" }, []string{"destroy uts", "destroy net"}},
+	} {
+		t.Run(strings.Join(c.args, "_"), func(t *testing.T) {
+			a := startTracer(t, "json", c.args...)
+			u := startUnshared(t)
+			a.watch(u.pid())
+			related := func(e *jsonEvent) bool { return e.PID == u.pid() || e.Inum == u.uts || e.Inum == u.net }
+			inum := map[string]uint64{"uts": u.uts, "net": u.net}
+			var wants []wantEvent
+			for _, w := range c.want {
+				ev, typ, _ := strings.Cut(w, " ")
+				wants = append(wants, wantEvent{w, isEv(ev, typ, inum[typ])})
+			}
+			if c.want[0] == "create net" {
+				a.await(eventTimeout(), related, wants[0])
+			}
+			u.p.release()
+			a.await(scaled(5*time.Second), related, wants...)
+			for _, e := range a.stop(os.Interrupt) {
+				if e.Event != "lost" && !c.ok(e) {
+					t.Errorf("nstrace %s printed: %s", strings.Join(c.args, " "), e)
+				}
+			}
+		})
+	}
+}
+
+// 26. Bad filter values: one line naming what is valid, exit 2.
+func TestFilterUsageErrors(t *testing.T) {
+	needRoot(t, "nstrace checks filters before loading, but runs as root in CI")
+	for _, c := range []struct {
+		args  []string
+		words []string
+	}{
+		{[]string{"--type", "nett"}, []string{"--type", "nett", "mnt", "time"}},
+		{[]string{"-e", "created"}, []string{"--event", "created", "nsproxy_free", "destroy"}},
+		{[]string{"--pid", "0"}, []string{"--pid", "0"}},
+		{[]string{"--pid", "x1"}, []string{"--pid", "x1"}},
+		{[]string{"--children"}, []string{"--children", "--pid"}},
+		{[]string{"--container", "ABC!"}, []string{"--container", "ABC!", "hex"}},
+		{[]string{"--container", "0123456789012345678901234567890123456789012345678901234567890123456789"}, []string{"--container"}},
+		{[]string{"--cgroup", "docker"}, []string{"--cgroup", "docker", "/"}},
+		{[]string{"--uid", "no-such-user-here"}, []string{"--uid", "no-such-user-here"}},
+		{[]string{"-e", "exist"}, []string{"exist", "--snapshot"}},
+		{[]string{"--cgroup-hierarchy", "nosuchcontroller"}, []string{"--cgroup-hierarchy", "nosuchcontroller"}},
+	} {
+		code, stdout, stderr := runCLI(t, itCfg.bin, nil, c.args...)
+		if code != exitUsage || stdout != "" {
+			t.Errorf("nstrace %s: exit %d, stdout %q; want exit %d and no output; stderr:\n%s", strings.Join(c.args, " "), code, stdout, exitUsage, stderr)
+			continue
+		}
+		expectOneLine(t, "nstrace "+strings.Join(c.args, " "), stderr, c.words...)
+	}
+}
