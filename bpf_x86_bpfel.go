@@ -145,6 +145,7 @@ const (
 	BpfMapLost                          = "lost"
 	BpfMapProcs                         = "procs"
 	BpfMapScratchBuf                    = "scratch_buf"
+	BpfMapScratchDepth                  = "scratch_depth"
 	BpfMapSnapBuf                       = "snap_buf"
 	BpfMapSyscallSnaps                  = "syscall_snaps"
 	BpfMapWatched                       = "watched"
@@ -299,6 +300,7 @@ type BpfMapSpecs struct {
 	Lost         *ebpf.MapSpec `ebpf:"lost"`
 	Procs        *ebpf.MapSpec `ebpf:"procs"`
 	ScratchBuf   *ebpf.MapSpec `ebpf:"scratch_buf"`
+	ScratchDepth *ebpf.MapSpec `ebpf:"scratch_depth"`
 	SnapBuf      *ebpf.MapSpec `ebpf:"snap_buf"`
 	SyscallSnaps *ebpf.MapSpec `ebpf:"syscall_snaps"`
 	Watched      *ebpf.MapSpec `ebpf:"watched"`
@@ -371,6 +373,7 @@ type BpfMaps struct {
 	Lost         *ebpf.Map `ebpf:"lost"`
 	Procs        *ebpf.Map `ebpf:"procs"`
 	ScratchBuf   *ebpf.Map `ebpf:"scratch_buf"`
+	ScratchDepth *ebpf.Map `ebpf:"scratch_depth"`
 	SnapBuf      *ebpf.Map `ebpf:"snap_buf"`
 	SyscallSnaps *ebpf.Map `ebpf:"syscall_snaps"`
 	Watched      *ebpf.Map `ebpf:"watched"`
@@ -390,6 +393,7 @@ func (m *BpfMaps) Close() error {
 		m.Lost,
 		m.Procs,
 		m.ScratchBuf,
+		m.ScratchDepth,
 		m.SnapBuf,
 		m.SyscallSnaps,
 		m.Watched,

@@ -77,7 +77,9 @@ struct {
 	__type(value, __u64);
 } procs SEC(".maps");
 
-// Per-CPU room to build a path in: too big for the BPF stack.
+// Per-CPU room to build a path in: too big for the BPF stack. Two slots:
+// a hook in an interrupt (a pid namespace freed from an RCU callback) can
+// learn a cgroup while the task it interrupted is learning one.
 struct scratch {
 	char buf[STR_LEN];
 	__u64 names[CG_MAX_DEPTH]; // const char *
@@ -88,10 +90,18 @@ struct scratch {
 };
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, 2);
 	__type(key, __u32);
 	__type(value, struct scratch);
 } scratch_buf SEC(".maps");
+
+// How many cg_learn calls are running on this CPU: the slot the next takes.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} scratch_depth SEC(".maps");
 
 // Exe ids below this are userspace's (processes found at start).
 __u64 next_exe_id = 1ULL << 32;
@@ -131,11 +141,9 @@ static __always_inline struct kernfs_node *task_cgroup_kn(struct task_struct *t)
 	return BPF_CORE_READ(css, cgroup, kn);
 }
 
-static __always_inline struct scratch *get_scratch(void)
+static __always_inline struct scratch *get_scratch(__u32 slot)
 {
-	__u32 zero = 0;
-
-	return bpf_map_lookup_elem(&scratch_buf, &zero);
+	return bpf_map_lookup_elem(&scratch_buf, &slot);
 }
 
 static __always_inline bool is_hex(char c)
@@ -159,9 +167,9 @@ static __always_inline bool has_prefix(const char *s, __u32 len, const char *p, 
 // container applies the same rule in userspace. Returns the offset of the
 // id in the scratch buffer, or -1. A global function: the verifier checks
 // its loop once, not once per component of every caller.
-__noinline int component_id(__u32 off, __u32 len)
+__noinline int component_id(__u32 slot, __u32 off, __u32 len)
 {
-	struct scratch *s = get_scratch();
+	struct scratch *s = get_scratch(slot);
 	__u32 end, start;
 	char c;
 
@@ -197,9 +205,9 @@ __noinline int component_id(__u32 off, __u32 len)
 
 // cgroup_match runs cgroup_filter_match on the path in the scratch buffer,
 // in a global function of its own for the same reason as component_id.
-__noinline int cgroup_match(__u32 len)
+__noinline int cgroup_match(__u32 slot, __u32 len)
 {
-	struct scratch *s = get_scratch();
+	struct scratch *s = get_scratch(slot);
 
 	if (!s)
 		return 0;
@@ -210,15 +218,46 @@ enum cg_mode {
 	CG_LEARN,       // verdicts only; the path goes out with a later event
 	CG_EMIT,        // and send the path to userspace
 	CG_LEARN_KNOWN, // verdicts only; userspace found the path itself (start-up)
+	CG_CACHED,      // only what is known already (a destroy: the owner's counts)
 };
+
+// cg_component writes "/" and component i (its name in s->names[i]) at
+// off in slot's buffer; returns the offset after it, or -1 when full. A
+// global function: otherwise the verifier follows every length a read can
+// return into the next component, and older ones (6.1) give up.
+__noinline int cg_component(__u32 slot, __u32 i, __u32 off)
+{
+	struct scratch *s = get_scratch(slot);
+	__u32 at;
+	long n;
+
+	if (!s || off > STR_LEN / 2 - 2)
+		return -1;
+	i &= CG_MAX_DEPTH - 1;
+	// Keep clang from dropping the masks as redundant: the verifier must
+	// see the bound on the pointers it gets.
+	barrier_var(off);
+	off &= STR_LEN / 2 - 1;
+	s->buf[off] = '/';
+	off++;
+	barrier_var(off);
+	at = off & (STR_LEN / 2 - 1);
+	n = bpf_probe_read_kernel_str(&s->buf[at], STR_LEN / 2, (const char *)s->names[i]);
+	if (n < 1)
+		n = 1;
+	s->off[i] = at;
+	s->len[i] = n - 1;
+	return at + n - 1;
+}
 
 // Fills the path of cgroup kn into s->buf, root first, with the offset and
 // length of each component (innermost first), and returns how many
 // components it has. A path too long or too deep is cut (*truncated): too
 // deep loses the outermost components, too long the innermost (len 0).
-static __always_inline int cg_path(struct scratch *s, struct kernfs_node *kn, __u32 *plen, __u8 *truncated)
+static __always_inline int cg_path(struct scratch *s, __u32 slot, struct kernfs_node *kn, __u32 *plen,
+				   __u8 *truncated)
 {
-	int depth = 0, i;
+	int depth = 0, i, next;
 	__u32 off = 0;
 
 	for (i = 0; i < CG_MAX_DEPTH; i++) {
@@ -233,27 +272,14 @@ static __always_inline int cg_path(struct scratch *s, struct kernfs_node *kn, __
 	}
 	*truncated = i == CG_MAX_DEPTH && kn_parent(kn);
 	for (i = CG_MAX_DEPTH - 1; i >= 0; i--) {
-		__u32 at;
-		long n;
-
 		if (i >= depth)
 			continue;
-		if (off > STR_LEN / 2 - 2) {
+		next = cg_component(slot, i, off);
+		if (next < 0) {
 			*truncated = 1;
 			break;
 		}
-		s->buf[off & (STR_LEN - 1)] = '/';
-		off++;
-		// Keep clang from dropping the mask as redundant: the verifier
-		// must see the bound on the pointer it gets.
-		barrier_var(off);
-		at = off & (STR_LEN / 2 - 1);
-		n = bpf_probe_read_kernel_str(&s->buf[at], STR_LEN / 2, (const char *)s->names[i]);
-		if (n < 1)
-			n = 1;
-		s->off[i] = off;
-		s->len[i] = n - 1;
-		off += n - 1;
+		off = next & (STR_LEN - 1);
 	}
 	if (!off)
 		s->buf[off++] = '/';
@@ -294,24 +320,18 @@ static __always_inline bool emit_str(__u8 kind, __u64 key, const char *src, __u3
 	return true;
 }
 
-// cg_learn reads cgroup kn's path once, decides what the filters say of it
-// and remembers that under its id; with CG_EMIT it sends the path too.
-// A global function: the verifier checks its loops once.
-__noinline int cg_learn(__u64 cgid, __u64 knp, __u32 mode)
+// learn_into does cg_learn's work in scratch slot s.
+static __always_inline void learn_into(struct scratch *s, __u32 slot, __u64 cgid, __u64 knp, __u32 mode)
 {
-	struct scratch *s = get_scratch();
-	struct cg_info *info;
+	struct cg_info *info = &s->cg;
 	__u8 truncated = 0;
 	__u32 len = 0;
 	int depth;
 
-	if (!s || !knp)
-		return 0;
-	info = &s->cg;
 	__builtin_memset(info, 0, sizeof(*info));
-	depth = cg_path(s, (struct kernfs_node *)knp, &len, &truncated);
+	depth = cg_path(s, slot, (struct kernfs_node *)knp, &len, &truncated);
 	for (int i = 0; i < CG_MAX_DEPTH && i < depth; i++) {
-		int start = component_id(s->off[i], s->len[i]);
+		int start = component_id(slot, s->off[i], s->len[i]);
 
 		if (start >= 0) {
 			bpf_probe_read_kernel(info->id, sizeof(info->id), &s->buf[start & (STR_LEN / 2 - 1)]);
@@ -319,12 +339,29 @@ __noinline int cg_learn(__u64 cgid, __u64 knp, __u32 mode)
 			break;
 		}
 	}
-	info->cg_match = cgroup_match(len);
+	info->cg_match = cgroup_match(slot, len);
 	if (mode == CG_EMIT)
 		info->sent = emit_str(REC_CGROUP, cgid, s->buf, len, truncated);
 	else
 		info->sent = mode == CG_LEARN_KNOWN;
 	bpf_map_update_elem(&cgroups, &cgid, info, BPF_ANY);
+}
+
+// cg_learn reads cgroup kn's path once, decides what the filters say of it
+// and remembers that under its id; with CG_EMIT it sends the path too.
+// A global function: the verifier checks its loops once.
+__noinline int cg_learn(__u64 cgid, __u64 knp, __u32 mode)
+{
+	__u32 zero = 0, slot, *nest = bpf_map_lookup_elem(&scratch_depth, &zero);
+	struct scratch *s;
+
+	if (!nest || !knp || *nest > 1)
+		return 0; // nested deeper still: a later event learns it
+	slot = (*nest)++;
+	s = get_scratch(slot);
+	if (s)
+		learn_into(s, slot, cgid, knp, mode);
+	(*nest)--;
 	return 0;
 }
 
@@ -347,7 +384,9 @@ static __always_inline void actor_of(struct task_struct *t, struct actx *a, __u3
 	a->kn = (__u64)kn;
 	a->cgid = BPF_CORE_READ(kn, id);
 	a->cg = bpf_map_lookup_elem(&cgroups, &a->cgid);
-	if (!a->cg && kn) {
+	if (mode == CG_CACHED)
+		a->kn = 0; // nor later, in announce
+	else if (!a->cg && kn) {
 		cg_learn(a->cgid, a->kn, mode);
 		a->cg = bpf_map_lookup_elem(&cgroups, &a->cgid);
 	}
@@ -382,7 +421,7 @@ static __always_inline void announce(struct actx *a)
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(common_sched_process_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
-	struct scratch *s = get_scratch();
+	struct scratch *s = get_scratch(0);
 	__u64 id = __sync_fetch_and_add(&next_exe_id, 1);
 	__u32 tgid = p->tgid;
 	long n;

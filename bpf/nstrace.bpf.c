@@ -633,8 +633,11 @@ __noinline int emit_destroy(__u32 type, __u32 inum, __u32 how, __u64 kid)
 	if (!event_wanted(EV_DESTROY, type))
 		return 0;
 	// No task did a polled one: the poll runs in nstrace's own context.
+	// The destroy's context is its owner's: the task's cgroup is not learnt
+	// here (it is often a kworker's), which also keeps this call chain short
+	// enough for older verifiers' stack limit.
 	if (how != HOW_POLLED)
-		actor_of((struct task_struct *)bpf_get_current_task(), &a, CG_LEARN);
+		actor_of((struct task_struct *)bpf_get_current_task(), &a, CG_CACHED);
 	if (!(o.pass || a.pass))
 		return 0;
 	e = ev_new(EV_DESTROY, type, &a);
@@ -755,17 +758,21 @@ static __always_inline struct snap *snap_tmp(__u32 i)
 static __always_inline int on_new_nsproxy(struct task_struct *tsk, struct nsproxy *new,
 					  __u64 flags)
 {
-	struct snap o = {}, n = {};
+	struct snap *o, *n;
 	__u8 sc;
 
 	if (IS_ERR_OR_NULL(new))
 		return 0;
-	snap_nsproxy(BPF_CORE_READ(tsk, nsproxy), &o);
-	snap_nsproxy(new, &n);
+	o = snap_tmp(0);
+	n = snap_tmp(1);
+	if (!o || !n)
+		return 0;
+	snap_nsproxy(BPF_CORE_READ(tsk, nsproxy), o);
+	snap_nsproxy(new, n);
 	sc = cur_syscall();
 	if (sc == SC_UNSHARE || sc == SC_CLONE3 || sc == SC_CLONE)
 		flags = syscall_flags(sc);
-	emit_diff(&o, &n, EV_CREATE, flags, sc, false);
+	emit_diff(o, n, EV_CREATE, flags, sc, false);
 	return 0;
 }
 
@@ -966,10 +973,12 @@ int tp_sys_exit_unshare(struct trace_event_raw_sys_exit *ctx)
 
 static __always_inline int on_nsproxy_free(struct nsproxy *p)
 {
-	struct snap s = {};
+	struct snap *s = snap_tmp(0);
 
-	snap_nsproxy(p, &s);
-	emit_release(&s, NULL);
+	if (!s)
+		return 0;
+	snap_nsproxy(p, s);
+	emit_release(s, NULL);
 	return 0;
 }
 

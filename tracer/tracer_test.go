@@ -77,6 +77,12 @@ func TestProgramsLoad(t *testing.T) {
 				if b != testBackend() && b == Fentry && errors.Is(err, os.ErrPermission) {
 					t.Skipf("SKIP: this kernel refuses fentry/fexit programs: %v", err)
 				}
+				var ve *ebpf.VerifierError
+				if errors.As(err, &ve) {
+					// The end of the verifier's log says what it refused.
+					lines := ve.Log[max(0, len(ve.Log)-60):]
+					t.Logf("verifier log, last %d lines:\n%s", len(lines), strings.Join(lines, "\n"))
+				}
 				t.Fatalf("load %s programs: %v", b, explainLoad(err))
 			}
 			defer coll.Close()
