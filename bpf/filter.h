@@ -61,6 +61,19 @@ static __always_inline bool event_wanted(__u32 kind, int type)
 	return true;
 }
 
+// starts_with: s begins with the first l bytes of p (at most max).
+#define starts_with(s, p, l, max)                                            \
+	({                                                                   \
+		bool __same = true;                                          \
+		for (int __j = 0; __j < (max) && __j < (l); __j++) {         \
+			if ((s)[__j] != (p)[__j]) {                          \
+				__same = false;                              \
+				break;                                       \
+			}                                                    \
+		}                                                            \
+		__same;                                                      \
+	})
+
 // Whether cgroup path (len bytes in buf) is one of the --cgroup paths or
 // below one.
 static __always_inline __u8 cgroup_filter_match(const char *buf, __u32 len)
@@ -69,22 +82,13 @@ static __always_inline __u8 cgroup_filter_match(const char *buf, __u32 len)
 		return 0;
 	for (int f = 0; f < MAX_FILTER_CGROUPS; f++) {
 		__u32 l;
-		bool same = true;
 
 		if (f >= n_filter_cgroups)
 			break;
 		l = filter_cgroup_len[f];
 		if (l > len || l >= FILTER_PATH_LEN)
 			continue;
-		for (int j = 0; j < FILTER_PATH_LEN; j++) {
-			if (j >= l)
-				break;
-			if (buf[j] != filter_cgroup_path[f][j]) {
-				same = false;
-				break;
-			}
-		}
-		if (same && (l == 1 || buf[l & (FILTER_PATH_LEN - 1)] == '/' || buf[l & (FILTER_PATH_LEN - 1)] == 0))
+		if (starts_with(buf, filter_cgroup_path[f], l, FILTER_PATH_LEN) && (l == 1 || buf[l & (FILTER_PATH_LEN - 1)] == '/' || buf[l & (FILTER_PATH_LEN - 1)] == 0))
 			return 1;
 	}
 	return 0;
@@ -101,21 +105,9 @@ __noinline int container_passes(__u64 cgid)
 	if (bpf_map_lookup_elem(&container_ids, cg->id))
 		return true;
 	for (int f = 0; f < MAX_FILTER_VALUES; f++) {
-		__u32 l;
-		bool same = true;
-
 		if (f >= n_filter_prefixes)
 			break;
-		l = filter_prefix_len[f];
-		for (int j = 0; j < CONTAINER_ID_LEN; j++) {
-			if (j >= l)
-				break;
-			if (cg->id[j] != filter_prefix[f][j]) {
-				same = false;
-				break;
-			}
-		}
-		if (same)
+		if (starts_with(cg->id, filter_prefix[f], filter_prefix_len[f], CONTAINER_ID_LEN))
 			return true;
 	}
 	return false;

@@ -14,7 +14,7 @@
 #   -b, --backends LIST    backends to test  (default: fentry kprobe tracepoint auto)  [BACKENDS]
 #   -p, --pkgs LIST        Go packages to test (default: ./tracer ./cmd/nstrace)  [PKGS]
 #   -r, --run REGEXP       passed as -test.run  [VMTEST_RUN]
-#   -t, --timeout DUR      -test.timeout of each test binary (default 3m)  [VMTEST_TIMEOUT]
+#   -t, --timeout DUR      -test.timeout of each test binary (default 6m)  [VMTEST_TIMEOUT]
 #       --vm-timeout SECS  hard limit for one boot (default: from the above)  [VMTEST_VM_TIMEOUT]
 #       --accel auto|kvm|tcg  qemu accelerator (default auto: KVM if it works)  [VMTEST_ACCEL]
 #   -q, --quiet            do not stream the console, print only the summary  [VMTEST_QUIET=1]
@@ -44,7 +44,7 @@ KERNELS=${KERNELS:-}
 BACKENDS=${BACKENDS:-fentry kprobe tracepoint auto}
 PKGS=${PKGS:-./tracer ./cmd/nstrace}
 VMTEST_RUN=${VMTEST_RUN:-}
-VMTEST_TIMEOUT=${VMTEST_TIMEOUT:-3m}
+VMTEST_TIMEOUT=${VMTEST_TIMEOUT:-6m}
 VMTEST_VM_TIMEOUT=${VMTEST_VM_TIMEOUT:-}
 VMTEST_ACCEL=${VMTEST_ACCEL:-auto}
 VMTEST_QUIET=${VMTEST_QUIET:-0}

@@ -79,11 +79,12 @@ func mountinfoNsfs(line []byte) (root, mountpoint string, ok bool, err error) {
 	if len(before) < 6 {
 		return "", "", false, errors.New("fewer than 6 fields before the separator")
 	}
-	return unescapeOctal(string(before[3])), unescapeOctal(string(before[4])), true, nil
+	return UnescapeMountPath(string(before[3])), UnescapeMountPath(string(before[4])), true, nil
 }
 
-// unescapeOctal undoes the kernel's mangling of paths in mountinfo.
-func unescapeOctal(s string) string {
+// UnescapeMountPath undoes the kernel's mangling (\ooo) of paths in
+// /proc/PID/mountinfo.
+func UnescapeMountPath(s string) string {
 	if !strings.Contains(s, `\`) {
 		return s
 	}

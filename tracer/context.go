@@ -12,6 +12,8 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 	"golang.org/x/sys/unix"
+
+	"github.com/nstrace/nstrace/snapshot"
 )
 
 // CgroupHierarchy is the cgroup tree events are attributed in.
@@ -85,7 +87,7 @@ func cgroupMounts() (map[string]string, error) {
 		if len(pf) < 5 || len(qf) < 3 || pf[3] != "/" {
 			continue
 		}
-		mp := unescapeMount(pf[4])
+		mp := snapshot.UnescapeMountPath(pf[4])
 		switch qf[0] {
 		case "cgroup2":
 			if _, ok := m["unified"]; !ok {
@@ -100,24 +102,6 @@ func cgroupMounts() (map[string]string, error) {
 		}
 	}
 	return m, sc.Err()
-}
-
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // subsysID is the kernel's id of cgroup controller name (enum

@@ -91,8 +91,12 @@ func parseSelection(a filterArgs, snapshot bool, h tracer.CgroupHierarchy) (*sel
 		if err != nil || p == 0 {
 			return nil, fmt.Errorf("invalid --pid %q (a process id: a number from 1)", v)
 		}
-		if _, err := os.Stat(fmt.Sprintf("/proc/%d", p)); err != nil {
+		tgid, err := threadGroup(uint32(p))
+		if err != nil {
 			return nil, fmt.Errorf("invalid --pid %d: no such process", p)
+		}
+		if tgid != uint32(p) {
+			return nil, fmt.Errorf("invalid --pid %d: a thread of process %d (--pid takes process ids)", p, tgid)
 		}
 		if s.pids == nil {
 			s.pids = map[uint32]bool{}
@@ -161,6 +165,21 @@ func parseSelection(a filterArgs, snapshot bool, h tracer.CgroupHierarchy) (*sel
 		return nil, fmt.Errorf("too many --cgroup values: at most %d", tracer.MaxFilterCgroups)
 	}
 	return s, nil
+}
+
+// threadGroup is the process (thread group) that task id belongs to.
+func threadGroup(id uint32) (uint32, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", id))
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "Tgid:"); ok {
+			n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32)
+			return uint32(n), err
+		}
+	}
+	return 0, fmt.Errorf("/proc/%d/status has no Tgid", id)
 }
 
 func parseUID(v string) (uint32, error) {

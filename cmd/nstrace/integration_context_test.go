@@ -100,7 +100,12 @@ func (u *unshared) pid() int { return u.p.selfPID }
 
 func startUnshared(t *testing.T, wrapper ...string) *unshared {
 	t.Helper()
-	p := startNSProc(t, shCmd(append(wrapper, "unshare", "-u", "-n", "--")...))
+	// By its path: a shell (busybox's) may prefer its own applet to a name.
+	path, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startNSProc(t, shCmd(append(wrapper, path, "-u", "-n", "--")...))
 	u := &unshared{p: p, uts: p.ns["uts"], net: p.ns["net"]}
 	if self := selfNS(t); u.uts == self["uts"] || u.net == self["net"] {
 		t.Fatalf("unshare -u -n did not make new namespaces: %v", p.ns)

@@ -41,7 +41,7 @@ type options struct {
 	dockerSocket string
 	dockerGiven  bool
 	sel          *selection
-	cgroups      tracer.CgroupHierarchy
+	cgroups      *tracer.CgroupHierarchy // nil: tracer.Open chooses
 }
 
 const usageText = `Usage: nstrace [flags]
@@ -141,11 +141,17 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return opts, fmt.Errorf("invalid duration %s: must not be negative", opts.duration)
 	}
 	opts.dockerGiven = fs.Changed("docker-socket")
-	opts.cgroups, err = tracer.ChooseCgroupHierarchy(opts.hierarchy)
-	if err != nil {
+	h, err := tracer.ChooseCgroupHierarchy(opts.hierarchy)
+	switch {
+	case err == nil:
+		opts.cgroups = &h
+	case opts.hierarchy != "":
 		return opts, fmt.Errorf("invalid --cgroup-hierarchy %q: %v (valid: unified, or a cgroup v1 controller mounted here)", opts.hierarchy, err)
+	default:
+		// tracer.Open says why (no BTF, say), as it checks the kernel.
+		slog.Debug("no cgroup hierarchy chosen yet", "err", err)
 	}
-	opts.sel, err = parseSelection(opts.filters, opts.snapshot, opts.cgroups)
+	opts.sel, err = parseSelection(opts.filters, opts.snapshot, h)
 	return opts, err
 }
 
@@ -158,7 +164,7 @@ func run(ctx context.Context, opts options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("read clocks: %w", err)
 	}
-	t, err := tracer.Open(tracer.Options{Backend: opts.backend, Filter: opts.sel.kernel, Cgroups: &opts.cgroups})
+	t, err := tracer.Open(tracer.Options{Backend: opts.backend, Filter: opts.sel.kernel, Cgroups: opts.cgroups})
 	if err != nil {
 		return err
 	}
