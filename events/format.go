@@ -125,6 +125,7 @@ func (j *jsonWriter) Write(ev *Event) error {
 		out.Type, out.Inum, out.NsID = ev.Type.String(), ev.Inum, ev.NsID
 		if ev.Pid != 0 {
 			out.Pid, out.Ppid, out.Uid, out.Comm = &ev.Pid, &ev.Ppid, &ev.Uid, &ev.Comm
+			out.ParentComm = ev.ParentComm
 		}
 		out.HeldBy, out.Nprocs = ev.HeldBy, &ev.Nprocs
 		out.ParentInum, out.OwnerUserInum, out.Mountpoint = ev.ParentInum, ev.OwnerInum, ev.Mountpoint

@@ -341,3 +341,42 @@ func TestFilterUsageErrors(t *testing.T) {
 		expectOneLine(t, "nstrace "+strings.Join(c.args, " "), stderr, c.words...)
 	}
 }
+
+// 27. Namespaces older than nstrace: their exist events carry the context
+// of the process that stands for them, --snapshot passes the filters too,
+// and their destroy carries the owner the start-up walk found.
+func TestContextOfExisting(t *testing.T) {
+	needTools(t, "unshare", "sh", "readlink")
+	h := hierarchy(t)
+	rel := "/" + uniqueName("nstrace-test")
+	dir, cgid := testCgroup(t, h, rel)
+	u := startUnshared(t, inCgroup(dir)...)
+	// unshare has executed the script's shell by now.
+	path, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", u.pid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := startTracer(t, "json", "--snapshot", "--cgroup", rel)
+	tr.watch(u.pid())
+	related := func(e *jsonEvent) bool { return e.Inum == u.uts || e.Inum == u.net }
+	exist := tr.await(eventTimeout(), related,
+		wantEvent{"exist uts", isEv("exist", "uts", u.uts)}, wantEvent{"exist net", isEv("exist", "net", u.net)})
+	for _, e := range exist {
+		if e.PID != u.pid() || e.Cgroup != rel || e.CgroupID != cgid || e.Exe != path || e.ParentComm != selfComm(t) {
+			t.Errorf("exist: want pid %d, cgroup %s (id %d), exe %s, parent_comm %s\n    event: %s", u.pid(), rel, cgid, path, selfComm(t), e)
+		}
+	}
+	u.p.release()
+	destroys := tr.await(scaled(5*time.Second), related,
+		wantEvent{"destroy uts", isEv("destroy", "uts", u.uts)}, wantEvent{"destroy net", isEv("destroy", "net", u.net)})
+	for _, e := range destroys {
+		if e.Owner == nil || e.Owner.PID != u.pid() || e.Cgroup != rel {
+			t.Errorf("destroy: want owner pid %d, cgroup %s\n    event: %s", u.pid(), rel, e)
+		}
+	}
+	for _, e := range tr.stop(os.Interrupt) {
+		if e.Event == "exist" && e.Cgroup != rel {
+			t.Errorf("--snapshot --cgroup %s printed an exist event of another cgroup: %s", rel, e)
+		}
+	}
+}
