@@ -487,34 +487,48 @@ static __always_inline bool for_children(__u32 type, __u32 sc)
 // track_ns remembers a namespace and returns its ns_id: kid (the kernel's)
 // if there is one, else the id already known or a new one. keep says whether
 // an entry already there stays (join, iterator) or is replaced (create: the
-// namespace that had the inum before died unseen). o is the owner a new
-// entry gets; for one already known, it becomes the entry's. Only a failure
-// to remember a namespace counts as lost, never its being known.
-static __always_inline __u64 track_ns(__u32 type, __u32 inum, bool keep, __u64 kid, struct owner *o)
+// namespace that had the inum before died unseen). A new entry gets the
+// owner (cgroup cgid, process pid, whether it passed: what & TRACK_PASS).
+// Only a failure to remember a namespace counts as lost, never its being
+// known. A global function: the iterators call it in loops over ancestors.
+#define TRACK_KEEP 0x100
+#define TRACK_PASS 0x200
+#define TRACK(type, keep, o) ((type) | ((keep) ? TRACK_KEEP : 0) | ((o)->pass ? TRACK_PASS : 0))
+
+__noinline __u64 track_ns(__u32 what, __u32 inum, __u64 kid, __u64 cgid, __u32 pid)
 {
-	struct ns_info info = { .id = kid, .type = type };
+	struct ns_info info = { .id = kid, .type = what & 0xff };
 	struct ns_info *old;
 
 	if (!inum)
 		return kid;
-	if (keep) {
+	if (what & TRACK_KEEP) {
 		old = bpf_map_lookup_elem(&live_ns, &inum);
-		if (old && old->type == type) {
-			o->cgid = old->owner_cgid;
-			o->pid = old->owner_pid;
-			o->pass = old->owner_pass;
-			o->known = old->owner_pid != 0;
+		if (old && old->type == info.type)
 			return old->id;
-		}
 	}
 	if (!info.id)
 		info.id = __sync_fetch_and_add(&next_ns_id, 1);
-	info.owner_cgid = o->cgid;
-	info.owner_pid = o->pid;
-	info.owner_pass = o->pass;
+	info.owner_cgid = cgid;
+	info.owner_pid = pid;
+	info.owner_pass = !!(what & TRACK_PASS);
 	if (bpf_map_update_elem(&live_ns, &inum, &info, BPF_ANY))
 		count_lost();
 	return info.id;
+}
+
+// owner_of fills o with the owner live_ns has for namespace inum of type
+// type, if it has one.
+static __always_inline void owner_of(__u32 type, __u32 inum, struct owner *o)
+{
+	struct ns_info *info = bpf_map_lookup_elem(&live_ns, &inum);
+
+	if (info && info->type == type) {
+		o->cgid = info->owner_cgid;
+		o->pid = info->owner_pid;
+		o->pass = info->owner_pass;
+		o->known = info->owner_pid != 0;
+	}
 }
 
 // track_net remembers a network namespace (struct net *) for the cleanup
@@ -576,7 +590,9 @@ __noinline int emit_ns(__u32 what, __u32 inum, __u32 old_inum, __u64 flags, __u6
 	owner_is(&o, cur, &a);
 	// A create replaces whatever had the inum before (its free was missed);
 	// a join only fills in a namespace nstrace did not know.
-	id = track_ns(type, inum, kind != EV_CREATE, kid, &o);
+	id = track_ns(TRACK(type, kind != EV_CREATE, &o), inum, kid, o.cgid, o.pid);
+	if (kind != EV_CREATE)
+		owner_of(type, inum, &o); // a join: whoever it was first seen with
 	if (!event_wanted(kind, type) || !(a.pass || o.pass))
 		return 0;
 	e = ev_new(kind, type, &a);
@@ -622,10 +638,7 @@ __noinline int emit_destroy(__u32 type, __u32 inum, __u32 how, __u64 kid)
 
 	if (info && info->type == type) {
 		kid = info->id;
-		o.cgid = info->owner_cgid;
-		o.pid = info->owner_pid;
-		o.pass = info->owner_pass;
-		o.known = info->owner_pid != 0;
+		owner_of(type, inum, &o);
 		bpf_map_delete_elem(&live_ns, &inum);
 	}
 	if (watch_survivors)
@@ -1142,9 +1155,7 @@ static __always_inline int ns_slot_of_clone_flag(__u32 flag)
 static __always_inline void track_users(struct user_namespace *u, struct owner *o)
 {
 	for (int i = 0; i < MAX_NS_LEVEL && u; i++) {
-		struct owner c = *o;
-
-		track_ns(NS_USER, ns_inum(&u->ns), true, ns_kernel_id(&u->ns), &c);
+		track_ns(TRACK(NS_USER, true, o), ns_inum(&u->ns), ns_kernel_id(&u->ns), o->cgid, o->pid);
 		u = BPF_CORE_READ(u, parent);
 	}
 }
@@ -1153,9 +1164,7 @@ static __always_inline void track_users(struct user_namespace *u, struct owner *
 static __always_inline void track_pids(struct pid_namespace *p, struct owner *o)
 {
 	for (int i = 0; i < MAX_NS_LEVEL && p; i++) {
-		struct owner c = *o;
-
-		track_ns(NS_PID, ns_inum(&p->ns), true, ns_kernel_id(&p->ns), &c);
+		track_ns(TRACK(NS_PID, true, o), ns_inum(&p->ns), ns_kernel_id(&p->ns), o->cgid, o->pid);
 		p = BPF_CORE_READ(p, parent);
 	}
 }
@@ -1208,11 +1217,8 @@ int common_iter_task(struct bpf_iter__task *ctx)
 	snap_task(task, &s);
 	track_net(s.net, s.inum[NS_NET], true);
 #pragma unroll
-	for (int i = 0; i < NS_SLOTS; i++) {
-		struct owner c = o;
-
-		track_ns(i == NS_TIME_ACTIVE ? NS_TIME : i, s.inum[i], true, s.id[i], &c);
-	}
+	for (int i = 0; i < NS_SLOTS; i++)
+		track_ns(TRACK(i == NS_TIME_ACTIVE ? NS_TIME : i, true, &o), s.inum[i], s.id[i], o.cgid, o.pid);
 	track_users(BPF_CORE_READ(task, real_cred, user_ns), &o);
 	// The pid namespace the task is in, which pid_for_children may not be,
 	// and its ancestors.
@@ -1228,7 +1234,7 @@ int common_iter_task_file(struct bpf_iter__task_file *ctx)
 {
 	struct task_struct *task = ctx->task;
 	struct file *file = ctx->file;
-	struct owner o = {}, c;
+	struct owner o = {};
 	struct actx a = {};
 	struct inode *inode;
 	struct ns_common *ns;
@@ -1247,11 +1253,10 @@ int common_iter_task_file(struct bpf_iter__task_file *ctx)
 		track_net((__u64)container_of(ns, struct net, ns), ns_inum(ns), true);
 	actor_of(task, &a, cgroups_walked ? CG_LEARN_KNOWN : CG_EMIT);
 	owner_is(&o, task, &a);
-	c = o;
 	if (type == NS_PID)
 		track_pids(container_of(ns, struct pid_namespace, ns), &o);
 	else if (type != NS_USER)
-		track_ns(type, ns_inum(ns), true, ns_kernel_id(ns), &c);
+		track_ns(TRACK(type, true, &o), ns_inum(ns), ns_kernel_id(ns), o.cgid, o.pid);
 	track_users(ns_owner(ns, type), &o);
 	watch_ns((__u64)ns, type);
 	return 0;
