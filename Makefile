@@ -6,7 +6,8 @@
 #   make test             host test suite (root: loads BPF into the running kernel)
 #   make vmtest           the suite in qemu VMs, once per kernel × backend
 #   make check            everything CI runs: deps, lint, check-generated, test, vmtest
-#   make bench            cost of tracing: workloads untraced vs traced (prints, asserts nothing)
+#   make bench            cost of tracing: workloads untraced vs traced (prints, asserts nothing);
+#                         BENCH_COMPARE=OLD_BINARY also runs them traced by another build
 
 GO          ?= go
 BPF_CLANG   ?= clang-16
@@ -52,8 +53,9 @@ vmtest:
 deps:
 	scripts/deps.sh
 
+# BENCH_COMPARE=path/to/another/nstrace adds its ratios (same rounds).
 bench: build
-	$(GO) run ./scripts/bench -nstrace ./nstrace
+	$(GO) run ./scripts/bench -nstrace ./nstrace $(if $(BENCH_COMPARE),-compare $(BENCH_COMPARE))
 
 # Under check a missing tool or privilege fails a test instead of skipping it.
 check: export NSTRACE_TEST_STRICT = 1

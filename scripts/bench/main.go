@@ -5,6 +5,10 @@
 //	go build -o /tmp/nstrace ./cmd/nstrace
 //	sudo go run ./scripts/bench -nstrace /tmp/nstrace
 //
+// With -compare OLD (another nstrace build, an earlier commit's, say) each
+// workload without extra arguments also runs traced by OLD, in the same
+// rounds, and the OLD column gives its ratio: a regression shows there.
+//
 // It measures and prints; it asserts nothing.
 package main
 
@@ -35,14 +39,15 @@ func main() {
 	bin := flag.String("nstrace", "./nstrace", "nstrace binary")
 	backend := flag.String("backend", "auto", "backend to trace with")
 	rounds := flag.Int("rounds", 5, "rounds per workload and mode")
+	compare := flag.String("compare", "", "another nstrace binary to run the same workloads with (its ratio is printed too)")
 	flag.Parse()
-	if err := run(*bin, *backend, *rounds); err != nil {
+	if err := run(*bin, *backend, *rounds, *compare); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(bin, backend string, rounds int) error {
+func run(bin, backend string, rounds int, compare string) error {
 	workloads := []workload{
 		{"fork+exit (no namespaces)", 2000, func() error { return spawn(0) }, nil},
 		{"clone(NEWUTS|NEWIPC)+exit", 2000, func() error { return spawn(unix.CLONE_NEWUTS | unix.CLONE_NEWIPC) }, nil},
@@ -53,9 +58,13 @@ func run(bin, backend string, rounds int) error {
 		{"  same, filtered out (--container)", 200, unshareUTS, []string{"--container", "0123456789ab"}},
 		{"open+close /dev/null (kfree-heavy)", 200000, openClose, nil},
 	}
-	fmt.Printf("%-38s %12s %12s %7s %s\n", "WORKLOAD", "UNTRACED", "TRACED", "RATIO", "EVENTS/S")
+	fmt.Printf("%-38s %12s %12s %7s %9s", "WORKLOAD", "UNTRACED", "TRACED", "RATIO", "EVENTS/S")
+	if compare != "" {
+		fmt.Printf(" %7s", "OLD")
+	}
+	fmt.Println()
 	for _, w := range workloads {
-		var base, traced []time.Duration
+		var base, traced, old []time.Duration
 		var rate float64
 		for range rounds {
 			d, err := measure(w)
@@ -63,15 +72,25 @@ func run(bin, backend string, rounds int) error {
 				return err
 			}
 			base = append(base, d)
-			d, r, err := measureTraced(bin, backend, w)
+			d, r, err := measureTraced(bin, backend, w, true)
 			if err != nil {
 				return err
 			}
 			traced = append(traced, d)
 			rate = max(rate, r)
+			if compare != "" && w.args == nil {
+				if d, _, err = measureTraced(compare, backend, w, false); err != nil {
+					return err
+				}
+				old = append(old, d)
+			}
 		}
 		b, t := median(base), median(traced)
-		fmt.Printf("%-38s %12s %12s %7.3f %.0f\n", w.name, b/time.Duration(w.n), t/time.Duration(w.n), float64(t)/float64(b), rate)
+		fmt.Printf("%-38s %12s %12s %7.3f %9.0f", w.name, b/time.Duration(w.n), t/time.Duration(w.n), float64(t)/float64(b), rate)
+		if len(old) > 0 {
+			fmt.Printf(" %7.3f", float64(median(old))/float64(b))
+		}
+		fmt.Println()
 	}
 	return nil
 }
@@ -87,9 +106,14 @@ func measure(w workload) (time.Duration, error) {
 }
 
 // measureTraced runs w while nstrace -o json writes to /dev/null, and
-// returns the time and the event rate nstrace reported.
-func measureTraced(bin, backend string, w workload) (time.Duration, float64, error) {
-	cmd := exec.Command(bin, append([]string{"-o", "json", "--backend", backend, "--docker-socket", ""}, w.args...)...)
+// returns the time and the event rate nstrace reported. current says bin
+// knows this build's flags (an older build compared with does not).
+func measureTraced(bin, backend string, w workload, current bool) (time.Duration, float64, error) {
+	args := []string{"-o", "json", "--backend", backend}
+	if current {
+		args = append(append(args, "--docker-socket", ""), w.args...)
+	}
+	cmd := exec.Command(bin, args...)
 	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 	if err != nil {
 		return 0, 0, err
