@@ -1,28 +1,25 @@
 // Package docker names containers through a Docker Engine's API:
 // container name, image and Kubernetes pod labels by container id.
 //
-// It is a small client of the documented Engine API (/_ping,
-// /containers/json, /containers/{id}/json, /events) over the daemon's unix
-// socket, for daemons from API 1.24 (Docker 1.12) on. Nothing it does is in
-// the way of the caller: Lookup never blocks, and a daemon that goes away is
-// waited for in the background.
+// It asks the daemon through the moby client (github.com/moby/moby/client)
+// over the daemon's unix socket, for daemons from API 1.40 (Docker 19.03) on,
+// the version negotiated. Nothing it does is in the way of the caller: Lookup
+// never blocks, and a daemon that goes away is waited for in the background.
 package docker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
-	"net/http"
-	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/api/types/events"
+	"github.com/moby/moby/client"
 )
 
 const DefaultSocket = "/var/run/docker.sock"
@@ -88,7 +85,8 @@ var (
 // Watcher keeps an id -> Container cache from a daemon: a full list at
 // start, then the daemon's events stream (create, rename, destroy).
 type Watcher struct {
-	cli         *client
+	socket      string
+	cli         atomic.Pointer[client.Client] // replaced on reconnecting
 	onContainer func(Container)
 	ctx         context.Context
 	cancel      context.CancelFunc
@@ -120,7 +118,7 @@ type entry struct {
 // field is set.
 type msg struct {
 	list      []Container // a full list, after (re)connecting
-	event     *event
+	event     *events.Message
 	inspected *inspectResult
 	learn     *learnReq
 }
@@ -140,8 +138,8 @@ type learnReq struct {
 // follows its container events until ctx ends. onContainer, if not nil, is
 // called (from the Watcher's goroutine) for each container learnt, at start and
 // on each create/rename event, before it is visible to Lookup; it must not block.
-// An error means no daemon answered (socket missing, refused, timeout ~2s): the
-// caller then runs without names.
+// An error means no daemon answered (socket missing, refused, timeout ~2s, an
+// API older than 1.40): the caller then runs without names.
 //
 // onContainer is also called for containers learnt through Lookup and Resolve,
 // and again when a container changes (a rename), never twice in a row for the
@@ -150,18 +148,19 @@ func Watch(ctx context.Context, socket string, onContainer func(Container)) (*Wa
 	if socket == "" {
 		socket = DefaultSocket
 	}
-	cli := newClient(socket)
-	pctx, cancel := context.WithTimeout(ctx, pingTimeout)
-	err := cli.ping(pctx)
-	cancel()
+	cli, err := newClient(socket)
+	if err == nil {
+		if err = ping(ctx, cli); err != nil {
+			cli.Close()
+		}
+	}
 	if err != nil {
-		cli.close()
 		return nil, fmt.Errorf("docker: no daemon at %s: %w", socket, err)
 	}
-	slog.Debug("docker: daemon answered", "socket", socket, "api", cli.apiVersion())
+	slog.Debug("docker: daemon answered", "socket", socket, "api", cli.ClientVersion())
 
 	w := &Watcher{
-		cli:         cli,
+		socket:      socket,
 		onContainer: onContainer,
 		msgs:        make(chan msg),
 		ready:       make(chan struct{}),
@@ -170,6 +169,7 @@ func Watch(ctx context.Context, socket string, onContainer func(Container)) (*Wa
 		pending:     make(map[string]struct{}),
 		failed:      make(map[string]time.Time),
 	}
+	w.cli.Store(cli)
 	w.setTunables()
 	w.ctx, w.cancel = context.WithCancel(ctx)
 	w.wg.Add(2 + inspectWorkers)
@@ -247,16 +247,15 @@ func (w *Watcher) Resolve(ctx context.Context, name string) (string, bool, error
 		return "", false, errors.New("docker: no daemon")
 	}
 	name = strings.TrimPrefix(name, "/")
-	if name == "" {
+	// No name or id has a '/' (nor would it stay in the request path).
+	if name == "" || strings.Contains(name, "/") {
 		return "", false, nil
 	}
 	if id, ok := w.resolveCached(name); ok {
 		return id, true, nil
 	}
-	ictx, cancel := context.WithTimeout(ctx, inspectTimeout)
-	c, err := w.cli.inspect(ictx, name)
-	cancel()
-	if errors.Is(err, errNotFound) {
+	c, err := inspect(ctx, w.cli.Load(), name)
+	if cerrdefs.IsNotFound(err) {
 		return "", false, nil
 	}
 	if err != nil {
@@ -312,7 +311,7 @@ func (w *Watcher) Close() error {
 	w.closeOnce.Do(func() {
 		w.cancel()
 		w.wg.Wait()
-		w.cli.close()
+		w.cli.Load().Close()
 	})
 	return nil
 }
@@ -421,19 +420,19 @@ func (w *Watcher) applyList(list []Container) {
 	slog.Debug("docker: listed containers", "n", len(list))
 }
 
-func (w *Watcher) applyEvent(ev *event) {
+func (w *Watcher) applyEvent(ev *events.Message) {
 	id := ev.Actor.ID
 	if !isFullID(id) {
 		return
 	}
 	switch ev.Action {
-	case "create", "rename":
-		w.learn(ev.container(), time.Time{})
-	case "destroy":
+	case events.ActionCreate, events.ActionRename:
+		w.learn(eventContainer(ev), time.Time{})
+	case events.ActionDestroy:
 		w.mu.RLock()
 		e, ok := w.byID[id]
 		w.mu.RUnlock()
-		c := ev.container()
+		c := eventContainer(ev)
 		if ok {
 			c = e.c
 		}
@@ -481,17 +480,17 @@ func (w *Watcher) send(m msg) bool {
 func (w *Watcher) stream() {
 	defer w.wg.Done()
 	backoff := backoffMin
-	ping := false // Watch just did
+	reconnect := false // Watch just pinged
 	for w.ctx.Err() == nil {
-		listed, err := w.session(ping)
+		listed, err := w.session(reconnect)
 		if w.ctx.Err() != nil {
 			return
 		}
 		if listed {
 			backoff = backoffMin
 		}
-		// The daemon may come back upgraded: negotiate again.
-		ping = true
+		// The daemon may come back upgraded: a new client negotiates again.
+		reconnect = true
 		slog.Debug("docker: events stream ended", "err", err, "retry_in", backoff)
 		select {
 		case <-time.After(backoff):
@@ -502,49 +501,59 @@ func (w *Watcher) stream() {
 	}
 }
 
-// session opens the events stream (after a ping, if ping), lists the
-// containers, then passes events on until the stream ends. listed tells
-// whether the list was made.
-func (w *Watcher) session(ping bool) (listed bool, err error) {
+// session opens the events stream (with a new client, after a ping, if
+// reconnect), lists the containers, then passes events on until the stream
+// ends. listed tells whether the list was made.
+func (w *Watcher) session(reconnect bool) (listed bool, err error) {
 	ctx, cancel := context.WithCancel(w.ctx)
 	defer cancel()
-	if ping {
-		pctx, pcancel := context.WithTimeout(ctx, pingTimeout)
-		err := w.cli.ping(pctx)
-		pcancel()
+	if reconnect {
+		cli, err := newClient(w.socket)
 		if err != nil {
 			return false, err
 		}
+		if err := ping(ctx, cli); err != nil {
+			cli.Close()
+			return false, err
+		}
+		w.cli.Swap(cli).Close()
 	}
+	cli := w.cli.Load()
 	// Events first, then the list: nothing happens unseen in between.
-	body, err := w.cli.events(ctx)
+	// Events returns once the daemon sent the headers, at once; do not
+	// wait for ever if not.
+	t := time.AfterFunc(listTimeout, cancel)
+	evs := cli.Events(ctx, client.EventsListOptions{
+		Filters: make(client.Filters).Add("type", string(events.ContainerEventType)),
+	})
+	if !t.Stop() {
+		return false, context.DeadlineExceeded
+	}
+	cs, err := list(ctx, cli)
+	if err == nil {
+		// An events request that failed has said so by now.
+		select {
+		case err = <-evs.Err:
+		default:
+		}
+	}
 	if err != nil {
 		return false, err
 	}
-	defer body.Close()
-	lctx, lcancel := context.WithTimeout(ctx, listTimeout)
-	list, err := w.cli.list(lctx)
-	lcancel()
-	if err != nil {
-		return false, err
-	}
-	if list == nil {
-		list = []Container{}
-	}
-	if !w.send(msg{list: list}) {
+	if !w.send(msg{list: cs}) {
 		return true, w.ctx.Err()
 	}
-	dec := json.NewDecoder(body)
 	for {
-		ev := new(event)
-		if err := dec.Decode(ev); err != nil {
+		select {
+		case err := <-evs.Err:
 			return true, err
-		}
-		if ev.Type != "" && ev.Type != "container" {
-			continue
-		}
-		if !w.send(msg{event: ev}) {
-			return true, w.ctx.Err()
+		case ev := <-evs.Messages:
+			if ev.Type != "" && ev.Type != events.ContainerEventType {
+				continue
+			}
+			if !w.send(msg{event: &ev}) {
+				return true, w.ctx.Err()
+			}
 		}
 	}
 }
@@ -558,9 +567,7 @@ func (w *Watcher) inspector() {
 			return
 		case id := <-w.inspectQ:
 			w.inspects.Add(1)
-			ctx, cancel := context.WithTimeout(w.ctx, inspectTimeout)
-			c, err := w.cli.inspect(ctx, id)
-			cancel()
+			c, err := inspect(w.ctx, w.cli.Load(), id)
 			if err == nil && c.ID != id {
 				err = fmt.Errorf("inspect %s answered %s", id, c.ID)
 			}
@@ -582,188 +589,36 @@ func isHex(s string) bool {
 
 func isFullID(s string) bool { return len(s) == 64 && isHex(s) }
 
-// The Engine API client.
+// The Engine API client: the moby client, over the daemon's unix socket.
 
-// maxAPI is the newest API version this client asks for, in the paths of its
-// requests; older daemons are asked in their own version (1.41 for Docker
-// 20.10), newer ones in maxAPI, above the minimum of Docker 29 (1.44). The
-// fields used have not changed since 1.24.
-const (
-	maxAPI      = "1.51"
-	fallbackAPI = "1.24"
-)
-
-var errNotFound = errors.New("no such container")
-
-type client struct {
-	tr *http.Transport
-	hc *http.Client
-
-	mu      sync.Mutex
-	version string // API version of the request paths, set by ping
+// newClient returns a client of the daemon at socket. It asks nothing yet:
+// ping negotiates the API version.
+func newClient(socket string) (*client.Client, error) {
+	// API-version negotiation is the default of the moby client (its
+	// WithAPIVersionNegotiation is a deprecated no-op); ping does it.
+	return client.New(client.WithHost("unix://" + socket))
 }
 
-func newClient(socket string) *client {
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
-		},
-		MaxIdleConnsPerHost: inspectWorkers + 1,
-		IdleConnTimeout:     30 * time.Second,
-		DisableCompression:  true,
-	}
-	return &client{tr: tr, hc: &http.Client{Transport: tr}}
-}
-
-func (c *client) close() { c.tr.CloseIdleConnections() }
-
-func (c *client) apiVersion() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.version
-}
-
-func (c *client) setVersion(v string) {
-	c.mu.Lock()
-	c.version = v
-	c.mu.Unlock()
-}
-
-// apiError is a non-2xx answer of the daemon.
-type apiError struct {
-	status  int
-	message string
-}
-
-func (e *apiError) Error() string { return fmt.Sprintf("daemon: %d %s", e.status, e.message) }
-
-func (e *apiError) Is(target error) bool {
-	return target == errNotFound && e.status == http.StatusNotFound
-}
-
-// get does GET path (with the version prefix unless raw) and returns the
-// response of a 2xx status; the caller closes its body.
-func (c *client) get(ctx context.Context, path string, raw bool) (*http.Response, error) {
-	if !raw {
-		v := c.apiVersion()
-		if v == "" {
-			v = maxAPI
-		}
-		path = "/v" + v + path
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://docker"+path, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode/100 != 2 {
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		var m struct{ Message string }
-		if json.Unmarshal(b, &m) != nil || m.Message == "" {
-			m.Message = strings.TrimSpace(string(b))
-		}
-		return nil, &apiError{status: resp.StatusCode, message: m.Message}
-	}
-	return resp, nil
-}
-
-// getJSON does GET path and decodes its JSON answer into v.
-func (c *client) getJSON(ctx context.Context, path string, v any) error {
-	resp, err := c.get(ctx, path, false)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	return json.NewDecoder(resp.Body).Decode(v)
-}
-
-// ping checks that a daemon answers and sets the API version: the daemon's
-// (its API-Version header), at most maxAPI.
-func (c *client) ping(ctx context.Context) error {
-	resp, err := c.get(ctx, "/_ping", true)
-	if err != nil {
-		return err
-	}
-	io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
-	resp.Body.Close()
-	v := resp.Header.Get("API-Version")
-	switch {
-	case v == "" || !validVersion(v):
-		v = fallbackAPI
-	case versionLess(maxAPI, v):
-		v = maxAPI
-	}
-	c.setVersion(v)
-	return nil
-}
-
-func validVersion(v string) bool {
-	maj, min, ok := strings.Cut(v, ".")
-	_, e1 := strconv.Atoi(maj)
-	_, e2 := strconv.Atoi(min)
-	return ok && e1 == nil && e2 == nil
-}
-
-// versionLess compares two valid "major.minor" versions.
-func versionLess(a, b string) bool {
-	amaj, amin, _ := strings.Cut(a, ".")
-	bmaj, bmin, _ := strings.Cut(b, ".")
-	x, _ := strconv.Atoi(amaj)
-	y, _ := strconv.Atoi(bmaj)
-	if x != y {
-		return x < y
-	}
-	x, _ = strconv.Atoi(amin)
-	y, _ = strconv.Atoi(bmin)
-	return x < y
-}
-
-// events opens the stream of container events; the caller closes it.
-func (c *client) events(ctx context.Context) (io.ReadCloser, error) {
-	// The daemon sends the headers at once; do not wait for ever if not.
-	hctx, cancel := context.WithCancel(ctx)
-	t := time.AfterFunc(listTimeout, cancel)
-	resp, err := c.get(hctx, "/events?filters="+url.QueryEscape(`{"type":["container"]}`), false)
-	if !t.Stop() || err != nil {
-		cancel()
-		if err == nil {
-			resp.Body.Close()
-			err = context.DeadlineExceeded
-		}
-		return nil, err
-	}
-	return &cancelBody{ReadCloser: resp.Body, cancel: cancel}, nil
-}
-
-type cancelBody struct {
-	io.ReadCloser
-	cancel context.CancelFunc
-}
-
-func (b *cancelBody) Close() error {
-	b.cancel()
-	return b.ReadCloser.Close()
+// ping checks that a daemon answers and negotiates the API version: the
+// daemon's, at most the client's newest. Daemons older than API 1.40
+// (Docker 19.03) are refused.
+func ping(ctx context.Context, cli *client.Client) error {
+	ctx, cancel := context.WithTimeout(ctx, pingTimeout)
+	defer cancel()
+	_, err := cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true})
+	return err
 }
 
 // list returns every container, running or not.
-func (c *client) list(ctx context.Context) ([]Container, error) {
-	var l []struct {
-		ID      string `json:"Id"`
-		Names   []string
-		Image   string
-		ImageID string
-		Labels  map[string]string
-	}
-	if err := c.getJSON(ctx, "/containers/json?all=1", &l); err != nil {
+func list(ctx context.Context, cli *client.Client) ([]Container, error) {
+	ctx, cancel := context.WithTimeout(ctx, listTimeout)
+	defer cancel()
+	l, err := cli.ContainerList(ctx, client.ContainerListOptions{All: true})
+	if err != nil {
 		return nil, err
 	}
-	cs := make([]Container, 0, len(l))
-	for _, x := range l {
+	cs := make([]Container, 0, len(l.Items))
+	for _, x := range l.Items {
 		if !isFullID(x.ID) {
 			continue
 		}
@@ -787,19 +642,14 @@ func (c *client) list(ctx context.Context) ([]Container, error) {
 }
 
 // inspect asks about one container, by id, name or id prefix.
-func (c *client) inspect(ctx context.Context, ref string) (Container, error) {
-	var x struct {
-		ID     string `json:"Id"`
-		Name   string
-		Image  string
-		Config *struct {
-			Image  string
-			Labels map[string]string
-		}
-	}
-	if err := c.getJSON(ctx, "/containers/"+url.PathEscape(ref)+"/json", &x); err != nil {
+func inspect(ctx context.Context, cli *client.Client, ref string) (Container, error) {
+	ctx, cancel := context.WithTimeout(ctx, inspectTimeout)
+	defer cancel()
+	r, err := cli.ContainerInspect(ctx, ref, client.ContainerInspectOptions{})
+	if err != nil {
 		return Container{}, err
 	}
+	x := r.Container
 	if !isFullID(x.ID) {
 		return Container{}, fmt.Errorf("inspect %s: bad id %q", ref, x.ID)
 	}
@@ -820,20 +670,10 @@ func nonNil(m map[string]string) map[string]string {
 	return m
 }
 
-// event is one object of the events stream (API 1.22 and later).
-type event struct {
-	Type   string
-	Action string
-	Actor  struct {
-		ID         string
-		Attributes map[string]string
-	}
-}
-
-// container is what a container event tells: its attributes are the
+// eventContainer is what a container event tells: its attributes are the
 // container's labels plus name and image (and oldName for a rename, exitCode
 // for a die...). A label itself called "name" or "image" is lost.
-func (ev *event) container() Container {
+func eventContainer(ev *events.Message) Container {
 	labels := make(map[string]string, len(ev.Actor.Attributes))
 	for k, v := range ev.Actor.Attributes {
 		labels[k] = v
@@ -841,7 +681,7 @@ func (ev *event) container() Container {
 	name, image := labels["name"], labels["image"]
 	delete(labels, "name")
 	delete(labels, "image")
-	if ev.Action == "rename" {
+	if ev.Action == events.ActionRename {
 		delete(labels, "oldName")
 	}
 	return newContainer(ev.Actor.ID, name, image, labels)

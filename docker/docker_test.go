@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moby/moby/api/types/events"
+
 	"github.com/nstrace/nstrace/internal/dockertest"
 )
 
@@ -81,7 +83,7 @@ func watch(t *testing.T, d *dockertest.Daemon, s *seen) *Watcher {
 		cancel()
 		t.Fatalf("Watch: %v", err)
 	}
-	t.Logf("Watch returned in %v", time.Since(t0).Round(time.Millisecond))
+	t.Logf("Watch returned in %v, API %s", time.Since(t0).Round(time.Millisecond), w.cli.Load().ClientVersion())
 	t.Cleanup(func() {
 		cancel()
 		if err := w.Close(); err != nil {
@@ -435,7 +437,7 @@ func TestCache(t *testing.T) {
 	w := bareWatcher(func(Container) { calls++ })
 
 	// Events: create, rename, destroy, as the daemon sends them.
-	ev := &event{Type: "container", Action: "create"}
+	ev := &events.Message{Type: events.ContainerEventType, Action: events.ActionCreate}
 	ev.Actor.ID = hexID(1)
 	ev.Actor.Attributes = map[string]string{"name": "a", "image": "img:1", labelPodName: "p", "l": "v"}
 	w.applyEvent(ev)
@@ -445,13 +447,13 @@ func TestCache(t *testing.T) {
 		t.Errorf("after create: %+v %v, %d calls", c, ok, calls)
 	}
 	w.applyEvent(ev) // the same again: no call
-	ev.Action = "rename"
+	ev.Action = events.ActionRename
 	ev.Actor.Attributes = map[string]string{"name": "b", "oldName": "/a", "image": "img:1", labelPodName: "p", "l": "v"}
 	w.applyEvent(ev)
 	if c, _ := w.Lookup(hexID(1)); c.Name != "b" || len(c.Labels) != 2 || calls != 2 {
 		t.Errorf("after rename: %+v, %d calls", c, calls)
 	}
-	ev.Action = "destroy"
+	ev.Action = events.ActionDestroy
 	ev.Actor.Attributes = map[string]string{"name": "b", "image": "img:1"}
 	w.applyEvent(ev)
 	if c, ok := w.Lookup(hexID(1)); !ok || c.Labels["l"] != "v" || w.byID[hexID(1)].destroyed.IsZero() || calls != 2 {
