@@ -158,15 +158,18 @@ static __always_inline bool is_hex(char c)
 	return hex_digit[(__u8)c];
 }
 
-static __always_inline bool has_prefix(const char *s, __u32 len, const char *p, __u32 plen)
-{
-	if (len < plen)
-		return false;
-	for (__u32 i = 0; i < plen; i++)
-		if (s[i] != p[i])
-			return false;
-	return true;
-}
+// starts_with: s begins with the first l bytes of p (at most max).
+#define starts_with(s, p, l, max)                                            \
+	({                                                                   \
+		bool __same = true;                                          \
+		for (int __j = 0; __j < (max) && __j < (l); __j++) {         \
+			if ((s)[__j] != (p)[__j]) {                          \
+				__same = false;                              \
+				break;                                       \
+			}                                                    \
+		}                                                            \
+		__same;                                                      \
+	})
 
 // The container id a cgroup path component carries: it ends (before one
 // ".scope") with 64 lowercase hex digits, preceded by its start, '-' or ':',
@@ -202,8 +205,8 @@ __noinline int component_id(__u32 slot, __u32 off, __u32 len)
 	for (int j = 0; j < CONTAINER_ID_LEN; j++)
 		if (!is_hex(s->buf[(start + j) & (STR_LEN - 1)]))
 			return -1;
-	if (has_prefix(&s->buf[off & (STR_LEN / 2 - 1)], len, "crio-conmon-", 12) ||
-	    has_prefix(&s->buf[off & (STR_LEN / 2 - 1)], len, "libpod-conmon-", 14))
+	if ((len >= 12 && starts_with(&s->buf[off], "crio-conmon-", 12, 12)) ||
+	    (len >= 14 && starts_with(&s->buf[off], "libpod-conmon-", 14, 14)))
 		return -1;
 	return start;
 }

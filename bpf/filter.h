@@ -61,19 +61,6 @@ static __always_inline bool event_wanted(__u32 kind, int type)
 	return true;
 }
 
-// starts_with: s begins with the first l bytes of p (at most max).
-#define starts_with(s, p, l, max)                                            \
-	({                                                                   \
-		bool __same = true;                                          \
-		for (int __j = 0; __j < (max) && __j < (l); __j++) {         \
-			if ((s)[__j] != (p)[__j]) {                          \
-				__same = false;                              \
-				break;                                       \
-			}                                                    \
-		}                                                            \
-		__same;                                                      \
-	})
-
 // Whether cgroup path (len bytes in buf) is one of the --cgroup paths or
 // below one.
 static __always_inline __u8 cgroup_filter_match(const char *buf, __u32 len)

@@ -679,8 +679,6 @@ __noinline int emit_destroy(__u32 type, __u32 inum, __u32 how, __u64 kid)
 // one of the namespaces it held belongs to an owner that did.
 static __always_inline bool release_wanted(struct snap *s, struct actx *a)
 {
-	if (!event_wanted(EV_NSPROXY_FREE, -1))
-		return false;
 	if (a->pass)
 		return true;
 #pragma unroll
@@ -701,9 +699,13 @@ static __always_inline void emit_release(struct snap *s, struct snap *after)
 	struct actx a = {};
 	struct event *e = NULL;
 
-	actor_of((struct task_struct *)bpf_get_current_task(), &a, CG_LEARN);
-	if (release_wanted(s, &a))
-		e = ev_new(EV_NSPROXY_FREE, 0, &a);
+	// The exit path: nothing to learn about the task if the event is
+	// filtered out anyway.
+	if (event_wanted(EV_NSPROXY_FREE, -1)) {
+		actor_of((struct task_struct *)bpf_get_current_task(), &a, CG_LEARN);
+		if (release_wanted(s, &a))
+			e = ev_new(EV_NSPROXY_FREE, 0, &a);
+	}
 	if (e) {
 #pragma unroll
 		for (int i = 0; i < NS_SLOTS; i++)

@@ -119,12 +119,6 @@ func (a *Attributor) Learn(r StringRecord) {
 	}
 }
 
-// CgroupPath returns the path of cgroup id, if known.
-func (a *Attributor) CgroupPath(id uint64) (string, bool) {
-	c, ok := a.cgroups.get(id)
-	return c.path, ok
-}
-
 // ContextOf is the context of a task in cgroup path p (for processes read
 // from /proc).
 func (a *Attributor) ContextOf(id uint64, p string) Context {

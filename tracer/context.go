@@ -2,10 +2,12 @@ package tracer
 
 import (
 	"bufio"
+	"encoding/binary"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -65,6 +67,33 @@ func ChooseCgroupHierarchy(name string) (CgroupHierarchy, error) {
 	}
 	h.subsys = id
 	return h, nil
+}
+
+// Of returns process pid's cgroup in h (from /proc/PID/cgroup) and its id
+// (the inode number of its directory; 0 if h is not mounted here).
+func (h CgroupHierarchy) Of(pid int) (path string, id uint64, ok bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		return "", 0, false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		// hierarchy-id:controller-list:path
+		f := strings.SplitN(line, ":", 3)
+		if len(f) != 3 {
+			continue
+		}
+		if (h.Name == "unified" && f[0] == "0" && f[1] == "") || (h.Name != "unified" && slices.Contains(strings.Split(f[1], ","), h.Name)) {
+			path, ok = f[2], true
+			break
+		}
+	}
+	if ok && h.Mount != "" {
+		var st unix.Stat_t
+		if unix.Stat(filepath.Join(h.Mount, path), &st) == nil {
+			id = st.Ino
+		}
+	}
+	return path, id, ok
 }
 
 // cgroupMounts maps "unified" and each mounted v1 controller to its mount
@@ -150,9 +179,7 @@ const (
 
 // Filtered says whether the pid, comm, uid, cgroup or container filters
 // select the events (by the task that acts or owns the namespace).
-func (f *Filter) Filtered() bool { return f.actor() }
-
-func (f *Filter) actor() bool {
+func (f *Filter) Filtered() bool {
 	return len(f.Pids) > 0 || len(f.Comms) > 0 || len(f.Uids) > 0 || len(f.Cgroups) > 0 ||
 		len(f.ContainerPrefixes) > 0 || f.Containers
 }
@@ -188,8 +215,8 @@ func setFilter(spec *ebpf.CollectionSpec, f Filter, h CgroupHierarchy) error {
 	for i, c := range f.Comms {
 		var b [16]byte
 		copy(b[:15], c)
-		comms[i][0] = nativeUint64(b[:8])
-		comms[i][1] = nativeUint64(b[8:])
+		comms[i][0] = binary.NativeEndian.Uint64(b[:8])
+		comms[i][1] = binary.NativeEndian.Uint64(b[8:])
 	}
 	var uids [MaxFilterValues]uint32
 	copy(uids[:], f.Uids)
@@ -208,7 +235,7 @@ func setFilter(spec *ebpf.CollectionSpec, f Filter, h CgroupHierarchy) error {
 	set := map[string]any{
 		"filter_events":       f.EventMask,
 		"filter_types":        f.TypeMask,
-		"filter_actor":        f.actor(),
+		"filter_actor":        f.Filtered(),
 		"filter_by_pid":       len(f.Pids) > 0,
 		"filter_children":     f.Children && len(f.Pids) > 0,
 		"n_filter_comms":      uint32(len(f.Comms)),
@@ -234,14 +261,6 @@ func setFilter(spec *ebpf.CollectionSpec, f Filter, h CgroupHierarchy) error {
 		delete(spec.Programs, "common_sched_process_free")
 	}
 	return nil
-}
-
-func nativeUint64(b []byte) uint64 {
-	var v uint64
-	for i := 7; i >= 0; i-- {
-		v = v<<8 | uint64(b[i])
-	}
-	return v
 }
 
 // AddContainer makes events of container id (64 hex digits) pass the

@@ -69,7 +69,7 @@ type Options struct {
 	// Filter selects the events, in the kernel.
 	Filter Filter
 	// Cgroups is the hierarchy events are attributed in
-	// (ChooseCgroupHierarchy); the zero value means the default one.
+	// (ChooseCgroupHierarchy); nil means the default one.
 	Cgroups *CgroupHierarchy
 }
 

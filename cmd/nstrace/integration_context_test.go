@@ -15,7 +15,6 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -66,21 +65,14 @@ func inCgroup(dir string) []string {
 	return []string{"sh", "-c", `echo $$ > "$0/cgroup.procs" && exec "$@"`, dir}
 }
 
-// cgroupOf is pid's cgroup in hierarchy h, from /proc/PID/cgroup: ground truth.
+// cgroupOf is pid's cgroup in hierarchy h, from /proc/PID/cgroup.
 func cgroupOf(t *testing.T, pid int, h tracer.CgroupHierarchy) string {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
-	if err != nil {
-		t.Fatal(err)
+	p, _, ok := h.Of(pid)
+	if !ok {
+		t.Fatalf("/proc/%d/cgroup has no %s line", pid, h.Name)
 	}
-	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-		f := strings.SplitN(l, ":", 3)
-		if len(f) == 3 && ((h.Name == "unified" && f[0] == "0") || slices.Contains(strings.Split(f[1], ","), h.Name)) {
-			return f[2]
-		}
-	}
-	t.Fatalf("/proc/%d/cgroup has no %s line:\n%s", pid, h.Name, b)
-	return ""
+	return p
 }
 
 func uniqueName(prefix string) string {

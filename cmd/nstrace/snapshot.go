@@ -1,17 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
-	"slices"
 	"strings"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/nstrace/nstrace/events"
 	"github.com/nstrace/nstrace/snapshot"
@@ -45,7 +40,7 @@ func (s *stream) snapshot(ctx context.Context) error {
 		if ev.Pid != 0 {
 			pc, ok := procs[ns.Pid]
 			if !ok {
-				pc = s.readProc(ns.Pid)
+				pc = s.readProc(ns.Pid, ns.Ppid)
 				procs[ns.Pid] = pc
 			}
 			ev.Ctx, ev.Exe, ev.ParentComm = pc.ctx, pc.exe, pc.parentComm
@@ -75,55 +70,18 @@ type procContext struct {
 }
 
 // readProc reads pid's cgroup (in the hierarchy the kernel side uses),
-// executable and parent's name; what cannot be read stays empty.
-func (s *stream) readProc(pid int) procContext {
+// executable and the name of its parent ppid; what cannot be read stays
+// empty.
+func (s *stream) readProc(pid, ppid int) procContext {
 	var pc procContext
-	h := s.t.Hierarchy()
-	if p, ok := procCgroup(pid, h.Name); ok {
-		var id uint64
-		if h.Mount != "" {
-			var st unix.Stat_t
-			if unix.Stat(filepath.Join(h.Mount, p), &st) == nil {
-				id = st.Ino
-			}
-		}
+	if p, id, ok := s.t.Hierarchy().Of(pid); ok {
 		pc.ctx = s.attr.ContextOf(id, p)
 	}
 	pc.exe, _ = os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-	if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
-		// pid (comm) state ppid ...: comm may hold spaces and parentheses.
-		if i := bytes.LastIndexByte(st, ')'); i > 0 {
-			if f := strings.Fields(string(st[i+1:])); len(f) > 1 {
-				if c, err := os.ReadFile("/proc/" + f[1] + "/comm"); err == nil {
-					pc.parentComm = strings.TrimSuffix(string(c), "\n")
-				}
-			}
-		}
+	if c, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", ppid)); err == nil && ppid != 0 {
+		pc.parentComm = strings.TrimSuffix(string(c), "\n")
 	}
 	return pc
-}
-
-// procCgroup is pid's cgroup path in hierarchy name ("unified" or a v1
-// controller), from /proc/PID/cgroup.
-func procCgroup(pid int, name string) (string, bool) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
-	if err != nil {
-		return "", false
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		// hierarchy-id:controller-list:path
-		f := strings.SplitN(line, ":", 3)
-		if len(f) != 3 {
-			continue
-		}
-		if name == "unified" && f[0] == "0" && f[1] == "" {
-			return f[2], true
-		}
-		if name != "unified" && slices.Contains(strings.Split(f[1], ","), name) {
-			return f[2], true
-		}
-	}
-	return "", false
 }
 
 func existEvent(ns snapshot.Namespace) (events.Event, error) {
