@@ -85,7 +85,8 @@ type BpfNsInfo struct {
 	Type      uint32
 	OwnerPid  uint32
 	OwnerPass uint8
-	Pad       [7]uint8
+	Watched   uint8
+	Pad       [6]uint8
 }
 
 type BpfScratch struct {
@@ -107,7 +108,7 @@ type BpfSnap struct {
 	Net          uint64
 	Flags        uint64
 	NsproxyCount uint32
-	Pad          uint32
+	InFlight     uint32
 }
 
 type BpfStrRec struct {
@@ -197,10 +198,12 @@ const (
 	BpfVarFilterTypes                   = "filter_types"
 	BpfVarFilterUids                    = "filter_uids"
 	BpfVarFreeUserNsFn                  = "free_user_ns_fn"
+	BpfVarInitNsInum                    = "init_ns_inum"
 	BpfVarN_filterCgroups               = "n_filter_cgroups"
 	BpfVarN_filterComms                 = "n_filter_comms"
 	BpfVarN_filterPrefixes              = "n_filter_prefixes"
 	BpfVarN_filterUids                  = "n_filter_uids"
+	BpfVarNetCleanupHooked              = "net_cleanup_hooked"
 	BpfVarNextExeId                     = "next_exe_id"
 	BpfVarNextNsId                      = "next_ns_id"
 	BpfVarPidNsFreeHooked               = "pid_ns_free_hooked"
@@ -208,6 +211,7 @@ const (
 	BpfVarUnusedEvent                   = "unused_event"
 	BpfVarUnusedStrRec                  = "unused_str_rec"
 	BpfVarWatchSurvivors                = "watch_survivors"
+	BpfVarWatchedCount                  = "watched_count"
 )
 
 // LoadBpf returns the embedded CollectionSpec for Bpf.
@@ -328,10 +332,12 @@ type BpfVariableSpecs struct {
 	FilterTypes          *ebpf.VariableSpec `ebpf:"filter_types"`
 	FilterUids           *ebpf.VariableSpec `ebpf:"filter_uids"`
 	FreeUserNsFn         *ebpf.VariableSpec `ebpf:"free_user_ns_fn"`
+	InitNsInum           *ebpf.VariableSpec `ebpf:"init_ns_inum"`
 	N_filterCgroups      *ebpf.VariableSpec `ebpf:"n_filter_cgroups"`
 	N_filterComms        *ebpf.VariableSpec `ebpf:"n_filter_comms"`
 	N_filterPrefixes     *ebpf.VariableSpec `ebpf:"n_filter_prefixes"`
 	N_filterUids         *ebpf.VariableSpec `ebpf:"n_filter_uids"`
+	NetCleanupHooked     *ebpf.VariableSpec `ebpf:"net_cleanup_hooked"`
 	NextExeId            *ebpf.VariableSpec `ebpf:"next_exe_id"`
 	NextNsId             *ebpf.VariableSpec `ebpf:"next_ns_id"`
 	PidNsFreeHooked      *ebpf.VariableSpec `ebpf:"pid_ns_free_hooked"`
@@ -339,6 +345,7 @@ type BpfVariableSpecs struct {
 	UnusedEvent          *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedStrRec         *ebpf.VariableSpec `ebpf:"unused_str_rec"`
 	WatchSurvivors       *ebpf.VariableSpec `ebpf:"watch_survivors"`
+	WatchedCount         *ebpf.VariableSpec `ebpf:"watched_count"`
 }
 
 // BpfObjects contains all objects after they have been loaded into the kernel.
@@ -422,10 +429,12 @@ type BpfVariables struct {
 	FilterTypes          *ebpf.Variable `ebpf:"filter_types"`
 	FilterUids           *ebpf.Variable `ebpf:"filter_uids"`
 	FreeUserNsFn         *ebpf.Variable `ebpf:"free_user_ns_fn"`
+	InitNsInum           *ebpf.Variable `ebpf:"init_ns_inum"`
 	N_filterCgroups      *ebpf.Variable `ebpf:"n_filter_cgroups"`
 	N_filterComms        *ebpf.Variable `ebpf:"n_filter_comms"`
 	N_filterPrefixes     *ebpf.Variable `ebpf:"n_filter_prefixes"`
 	N_filterUids         *ebpf.Variable `ebpf:"n_filter_uids"`
+	NetCleanupHooked     *ebpf.Variable `ebpf:"net_cleanup_hooked"`
 	NextExeId            *ebpf.Variable `ebpf:"next_exe_id"`
 	NextNsId             *ebpf.Variable `ebpf:"next_ns_id"`
 	PidNsFreeHooked      *ebpf.Variable `ebpf:"pid_ns_free_hooked"`
@@ -433,6 +442,7 @@ type BpfVariables struct {
 	UnusedEvent          *ebpf.Variable `ebpf:"unused_event"`
 	UnusedStrRec         *ebpf.Variable `ebpf:"unused_str_rec"`
 	WatchSurvivors       *ebpf.Variable `ebpf:"watch_survivors"`
+	WatchedCount         *ebpf.Variable `ebpf:"watched_count"`
 }
 
 // BpfPrograms contains all programs after they have been loaded into the kernel.

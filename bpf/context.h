@@ -19,6 +19,7 @@
 enum rec_kind {
 	REC_CGROUP = 16, // str is a cgroup path, key its cgroup id
 	REC_EXE,         // str is an executable's path, key its exe id
+	REC_WATCH,       // no string: a namespace is watched (struct watch_rec)
 };
 
 struct str_rec {
@@ -127,19 +128,23 @@ static __always_inline struct kernfs_node *kn_parent(struct kernfs_node *kn)
 	return BPF_CORE_READ((struct kernfs_node___old *)kn, parent);
 }
 
-static __always_inline struct kernfs_node *task_cgroup_kn(struct task_struct *t)
+// btf: as for RD.
+static __always_inline struct kernfs_node *task_cgroup_kn(struct task_struct *t, bool btf)
 {
-	struct css_set *cs = BPF_CORE_READ(t, cgroups);
+	struct css_set *cs = RD(btf, t, cgroups);
 	struct cgroup_subsys_state *css = NULL;
 	int ss = cgroup_subsys;
 
 	if (ss < 0)
-		return BPF_CORE_READ(cs, dfl_cgrp, kn);
+		return RD2(btf, cs, dfl_cgrp, kn);
 	if (ss >= CGROUP_SUBSYS_COUNT)
 		return NULL;
+	if (btf)
+		return cs->subsys[ss]->cgroup->kn;
 	bpf_core_read(&css, sizeof(css), &cs->subsys[ss]);
 	return BPF_CORE_READ(css, cgroup, kn);
 }
+
 
 static __always_inline struct scratch *get_scratch(__u32 slot)
 {
@@ -210,6 +215,19 @@ __noinline int component_id(__u32 slot, __u32 off, __u32 len)
 		return -1;
 	return start;
 }
+
+// Who acts, worked out once per hook and handed to the emitters (global
+// functions: it holds no pointers the verifier would have to follow).
+struct actx {
+	__u64 cgid;
+	__u64 kn; // the cgroup's kernfs node while its path has yet to go out
+	__u64 exe_id;
+	__u32 pid, tid, ppid, uid;
+	char comm[16];
+	char parent_comm[16];
+	bool pass;
+	bool announced; // the strings went out before an earlier event
+};
 
 #include "filter.h"
 
@@ -377,32 +395,40 @@ __noinline int cg_learn(__u64 cgid, __u64 knp, __u32 mode)
 
 // Who acts: the task's cgroup and what nstrace knows of it, its exe id,
 // and whether it passes the filters.
-struct actx {
-	__u64 cgid;
-	__u64 kn;
-	__u64 exe_id;
-	struct cg_info *cg;
-	bool pass;
-};
 
-static __always_inline void actor_of(struct task_struct *t, struct actx *a, __u32 mode)
+// actor_of works out who task t (the current task, or an iterator's) is.
+// btf (see RD): plain loads, for the hooks that run per operation, or probe
+// reads, for the rest: cheaper to verify, which keeps start-up short.
+static __always_inline void actor_of(struct task_struct *t, struct actx *a, __u32 mode, bool btf)
 {
-	struct kernfs_node *kn = task_cgroup_kn(t);
-	__u32 tgid = BPF_CORE_READ(t, tgid);
+	struct kernfs_node *kn = task_cgroup_kn(t, btf);
+	__u32 tgid = RD(btf, t, tgid);
+	struct cg_info *cg;
 	__u64 *exe;
 
-	a->kn = (__u64)kn;
-	a->cgid = BPF_CORE_READ(kn, id);
-	a->cg = bpf_map_lookup_elem(&cgroups, &a->cgid);
-	if (mode == CG_CACHED)
-		a->kn = 0; // nor later, in announce
-	else if (!a->cg && kn) {
-		cg_learn(a->cgid, a->kn, mode);
-		a->cg = bpf_map_lookup_elem(&cgroups, &a->cgid);
+	a->cgid = RD(btf, kn, id);
+	cg = bpf_map_lookup_elem(&cgroups, &a->cgid);
+	// With CG_CACHED a->kn stays 0: nor does announce learn it later.
+	if (mode != CG_CACHED && kn && (!cg || !cg->sent)) {
+		// A number for the global functions that learn it (they take
+		// numbers, not typed pointers).
+		a->kn = btf ? (__u64)task_cgroup_kn(t, VIA_PROBE) : (__u64)kn;
+		if (!cg) {
+			cg_learn(a->cgid, a->kn, mode);
+			cg = bpf_map_lookup_elem(&cgroups, &a->cgid);
+		}
+		if (!cg || cg->sent)
+			a->kn = 0; // could not learn it, or userspace has it
 	}
 	exe = bpf_map_lookup_elem(&procs, &tgid);
 	a->exe_id = exe ? *exe : 0;
-	a->pass = actor_passes(t, a->cgid);
+	a->pid = tgid;
+	a->tid = RD(btf, t, pid);
+	a->ppid = RD2(btf, t, real_parent, tgid);
+	a->uid = RD2(btf, t, real_cred, uid.val);
+	bpf_probe_read_kernel(a->comm, sizeof(a->comm), t->comm);
+	bpf_probe_read_kernel_str(a->parent_comm, sizeof(a->parent_comm), RD(btf, t, real_parent)->comm);
+	a->pass = actor_passes(a);
 }
 
 // announce sends, before an event about to go out, the strings it refers
@@ -410,10 +436,16 @@ static __always_inline void actor_of(struct task_struct *t, struct actx *a, __u3
 static __always_inline void announce(struct actx *a)
 {
 	struct exe_info *x;
+	struct cg_info *cg;
 
-	if (a->cg && !a->cg->sent && a->kn) {
-		cg_learn(a->cgid, a->kn, CG_EMIT);
-		a->cg = bpf_map_lookup_elem(&cgroups, &a->cgid);
+	if (a->announced)
+		return;
+	a->announced = true;
+	if (a->kn) {
+		cg = bpf_map_lookup_elem(&cgroups, &a->cgid);
+		if (cg && !cg->sent)
+			cg_learn(a->cgid, a->kn, CG_EMIT);
+		a->kn = 0;
 	}
 	if (!a->exe_id)
 		return;

@@ -144,14 +144,14 @@ __noinline int actor_check(__u32 tgid, __u32 uid, __u64 comm0, __u64 comm1, __u6
 	return true;
 }
 
-static __always_inline bool actor_passes(struct task_struct *t, __u64 cgid)
+static __always_inline bool actor_passes(struct actx *a)
 {
-	__u64 comm[2] = {};
+	__u64 comm[2];
 
 	if (!filter_actor)
 		return true;
-	bpf_probe_read_kernel(comm, sizeof(comm), &t->comm);
-	return actor_check(BPF_CORE_READ(t, tgid), BPF_CORE_READ(t, real_cred, uid.val), comm[0], comm[1], cgid);
+	__builtin_memcpy(comm, a->comm, sizeof(comm));
+	return actor_check(a->pid, a->uid, comm[0], comm[1], a->cgid);
 }
 
 // follow_child adds a process forked by a --pid process (--children).

@@ -118,7 +118,7 @@ struct snap {
 	__u64 net; // struct net *, to follow it to its cleanup
 	__u64 flags;
 	__u32 nsproxy_count;
-	__u32 _pad;
+	__u32 in_flight; // syscall_snaps: set at syscall entry, cleared at exit
 };
 
 
@@ -139,12 +139,14 @@ struct {
 	__type(value, __u64);
 } lost SEC(".maps");
 
-// unshare/setns in flight: namespaces at syscall entry, keyed by tid.
-// Entries live for one syscall; the bound only limits concurrent callers.
+// unshare/setns in flight: namespaces at syscall entry, in the calling
+// task's local storage (a few pointer loads away from the task, where a
+// hash keyed by tid would cost a locked update and a delete per call; freed
+// with the task).
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
-	__type(key, __u32);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct snap);
 } syscall_snaps SEC(".maps");
 
@@ -188,7 +190,8 @@ struct ns_info {
 	__u32 type;
 	__u32 owner_pid;
 	__u8 owner_pass;
-	__u8 _pad[7];
+	__u8 watched; // also in watched (tracepoint backend)
+	__u8 _pad[6];
 };
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -211,7 +214,7 @@ struct watch {
 };
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
+	__uint(max_entries, 4096); // a poll walks every bucket: keep it small
 	__type(key, __u32);
 	__type(value, struct watch);
 } watched SEC(".maps");
@@ -221,12 +224,16 @@ struct {
 // so ids stay unique across runs during the boot.
 __u64 next_ns_id = 1;
 
+// Addresses of the work functions that free user, pid and net namespaces
+// (from /proc/kallsyms), set by userspace after the load and before the
+// attach (kallsyms is read meanwhile); 0 disables that teardown hook.
+__u64 free_user_ns_fn = 0;
+__u64 destroy_pidns_fn = 0;
+__u64 cleanup_net_fn = 0;
+
 // Set by userspace before load.
-// Addresses of the work functions that free user and pid namespaces
-// (from /proc/kallsyms); 0 disables that teardown hook.
-volatile const __u64 free_user_ns_fn = 0;
-volatile const __u64 destroy_pidns_fn = 0;
-volatile const __u64 cleanup_net_fn = 0;
+// Whether net namespaces are followed to cleanup_net() (cleanup_net_fn).
+volatile const bool net_cleanup_hooked = false;
 // Whether a hook reports pid namespaces freed: the work item (6.14+) or,
 // before, fentry/kprobe on the RCU callback delayed_free_pidns().
 volatile const bool pid_ns_free_hooked = false;
@@ -237,6 +244,12 @@ volatile const bool destroy_at_free_inum = false;
 volatile const bool release_at_syscall_exit = false;
 // Tracepoint backend only: remember namespaces in watched.
 volatile const bool watch_survivors = false;
+// The initial namespaces, by type, those of kernel threads (init_nsproxy),
+// found by the start-up iterator: they outlive every process, so they are
+// never watched (or the poll would run for as long as nstrace does).
+__u32 init_ns_inum[NS_TYPES] = {};
+
+#define PF_KTHREAD 0x00200000
 
 // ns_common's refcount was renamed in 6.18, which also moved the type
 // (a CLONE_NEW* flag) from the proc_ns_operations into ns_common.
@@ -253,115 +266,106 @@ struct ns_common___old {
 	refcount_t count;
 } __attribute__((preserve_access_index));
 
+// Two ways to read kernel memory. Through a pointer whose type the verifier
+// knows from BTF (the current task, fentry and tp_btf arguments, an
+// iterator's task, pointers loaded through those) a read is a plain load
+// that yields 0 if it faults; through a raw address (kprobe arguments,
+// pointers kept in maps or made by container_of) it takes a probe-read
+// helper call, an order of magnitude slower. The readers below take `btf`,
+// always a literal: each inlined copy keeps one of the two.
+#define VIA_BTF true
+#define VIA_PROBE false
+#define RD(btf, p, f) ((btf) ? (p)->f : BPF_CORE_READ(p, f))
+#define RD2(btf, p, f, g) ((btf) ? (p)->f->g : BPF_CORE_READ(p, f, g))
+
 // Reads here are deliberately branch-free: a NULL namespace pointer makes
-// the probe read fail, which yields 0. Every branch multiplies the paths the
+// the read fail, which yields 0. Every branch multiplies the paths the
 // verifier walks, and older verifiers (6.1) give up on the unrolled loops.
-static __always_inline __u32 ns_inum(struct ns_common *ns)
+static __always_inline __u32 ns_inum(struct ns_common *ns, bool btf)
 {
-	return BPF_CORE_READ(ns, inum);
+	return RD(btf, ns, inum);
 }
 
 // The kernel's own 64-bit namespace id (6.18+), 0 where it has none.
-static __always_inline __u64 ns_kernel_id(struct ns_common *ns)
+static __always_inline __u64 ns_kernel_id(struct ns_common *ns, bool btf)
 {
-	__u64 v = 0;
-
 	if (bpf_core_field_exists(struct ns_common___new, ns_id))
-		bpf_core_read(&v, sizeof(v), &((struct ns_common___new *)ns)->ns_id);
-	return v;
+		return RD(btf, (struct ns_common___new *)ns, ns_id);
+	return 0;
 }
 
-static __always_inline __u32 ns_refs(struct ns_common *ns)
+static __always_inline __u32 ns_refs(struct ns_common *ns, bool btf)
 {
-	__u32 v = 0;
-
 	if (bpf_core_field_exists(struct ns_common___new, __ns_ref))
-		bpf_core_read(&v, sizeof(v), &((struct ns_common___new *)ns)->__ns_ref);
-	else
-		bpf_core_read(&v, sizeof(v), &((struct ns_common___old *)ns)->count);
-	return v;
+		return RD(btf, (struct ns_common___new *)ns, __ns_ref.refs.counter);
+	return RD(btf, (struct ns_common___old *)ns, count.refs.counter);
 }
 
 // nsproxy.count is atomic_t up to 6.5 and refcount_t after; both are one
 // 32-bit counter at the same field, so read the raw word.
-static __always_inline __u32 nsproxy_count(struct nsproxy *p)
+static __always_inline __u32 nsproxy_count(struct nsproxy *p, bool btf)
 {
 	__u32 v = 0;
 
+	if (btf)
+		return *(__u32 *)&p->count;
 	bpf_core_read(&v, sizeof(v), &p->count);
 	return v;
 }
 
-static __always_inline struct ns_common *nsproxy_slot(struct nsproxy *p, int slot)
+static __always_inline struct ns_common *nsproxy_slot(struct nsproxy *p, int slot, bool btf)
 {
 	switch (slot) {
-	case NS_MNT: {
-		struct mnt_namespace *n = BPF_CORE_READ(p, mnt_ns);
-		return &n->ns;
-	}
-	case NS_UTS: {
-		struct uts_namespace *n = BPF_CORE_READ(p, uts_ns);
-		return &n->ns;
-	}
-	case NS_IPC: {
-		struct ipc_namespace *n = BPF_CORE_READ(p, ipc_ns);
-		return &n->ns;
-	}
-	case NS_PID: {
-		struct pid_namespace *n = BPF_CORE_READ(p, pid_ns_for_children);
-		return &n->ns;
-	}
-	case NS_NET: {
-		struct net *n = BPF_CORE_READ(p, net_ns);
-		return &n->ns;
-	}
-	case NS_CGROUP: {
-		struct cgroup_namespace *n = BPF_CORE_READ(p, cgroup_ns);
-		return &n->ns;
-	}
-	case NS_TIME: {
-		struct time_namespace *n = BPF_CORE_READ(p, time_ns_for_children);
-		return &n->ns;
-	}
-	case NS_TIME_ACTIVE: {
-		struct time_namespace *n = BPF_CORE_READ(p, time_ns);
-		return &n->ns;
-	}
+	case NS_MNT:
+		return &RD(btf, p, mnt_ns)->ns;
+	case NS_UTS:
+		return &RD(btf, p, uts_ns)->ns;
+	case NS_IPC:
+		return &RD(btf, p, ipc_ns)->ns;
+	case NS_PID:
+		return &RD(btf, p, pid_ns_for_children)->ns;
+	case NS_NET:
+		return &RD(btf, p, net_ns)->ns;
+	case NS_CGROUP:
+		return &RD(btf, p, cgroup_ns)->ns;
+	case NS_TIME:
+		return &RD(btf, p, time_ns_for_children)->ns;
+	case NS_TIME_ACTIVE:
+		return &RD(btf, p, time_ns)->ns;
 	}
 	return NULL;
 }
 
-static __always_inline void snap_nsproxy(struct nsproxy *p, struct snap *s)
+static __always_inline void snap_nsproxy(struct nsproxy *p, struct snap *s, bool btf)
 {
 	s->nsproxy = (__u64)p;
 	if (!p)
 		return;
-	s->nsproxy_count = nsproxy_count(p);
-	s->net = (__u64)BPF_CORE_READ(p, net_ns);
+	s->nsproxy_count = nsproxy_count(p, btf);
+	s->net = (__u64)RD(btf, p, net_ns);
 #pragma unroll
 	for (int i = 0; i < NS_SLOTS; i++) {
 		struct ns_common *ns;
 
 		if (i == NS_USER)
 			continue;
-		ns = nsproxy_slot(p, i);
-		s->inum[i] = ns_inum(ns);
-		s->ref[i] = ns_refs(ns);
-		s->id[i] = ns_kernel_id(ns);
+		ns = nsproxy_slot(p, i, btf);
+		s->inum[i] = ns_inum(ns, btf);
+		s->ref[i] = ns_refs(ns, btf);
+		s->id[i] = ns_kernel_id(ns, btf);
 	}
 }
 
+// snap_task reads a task the verifier knows the type of.
 static __always_inline void snap_task(struct task_struct *t, struct snap *s)
 {
 	struct user_namespace *u;
 
-	snap_nsproxy(BPF_CORE_READ(t, nsproxy), s);
-	u = BPF_CORE_READ(t, real_cred, user_ns);
-	if (u) {
-		s->inum[NS_USER] = ns_inum(&u->ns);
-		s->ref[NS_USER] = ns_refs(&u->ns);
-		s->id[NS_USER] = ns_kernel_id(&u->ns);
-	}
+	snap_nsproxy(t->nsproxy, s, VIA_BTF);
+	u = t->real_cred->user_ns;
+	s->inum[NS_USER] = ns_inum(&u->ns, VIA_BTF);
+	s->ref[NS_USER] = ns_refs(&u->ns, VIA_BTF);
+	s->id[NS_USER] = ns_kernel_id(&u->ns, VIA_BTF);
 }
 
 static __always_inline void count_lost(void)
@@ -386,18 +390,16 @@ struct owner {
 static __always_inline void owner_is(struct owner *o, struct task_struct *t, struct actx *a)
 {
 	o->cgid = a->cgid;
-	o->pid = BPF_CORE_READ(t, tgid);
+	o->pid = a->pid;
 	o->pass = a->pass;
 	o->known = 1;
 }
 
-// ev_new reserves an event done by the current task, whose context is a
-// (all zero: none, a poll); the strings it refers to go out first.
+// ev_new reserves an event done by the task a (all zero: none, a poll);
+// the strings it refers to go out first.
 static __always_inline struct event *ev_new(__u8 kind, __u8 ns_type, struct actx *a)
 {
-	struct task_struct *cur;
 	struct event *e;
-	__u64 id;
 
 	announce(a);
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
@@ -408,14 +410,12 @@ static __always_inline struct event *ev_new(__u8 kind, __u8 ns_type, struct actx
 	__builtin_memset(e, 0, sizeof(*e));
 	e->lost = take_lost();
 	e->ts_ns = bpf_ktime_get_boot_ns();
-	id = bpf_get_current_pid_tgid();
-	e->pid = id >> 32;
-	e->tid = (__u32)id;
-	e->uid = (__u32)bpf_get_current_uid_gid();
-	cur = (struct task_struct *)bpf_get_current_task();
-	e->ppid = BPF_CORE_READ(cur, real_parent, tgid);
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
-	BPF_CORE_READ_STR_INTO(&e->parent_comm, cur, real_parent, comm);
+	e->pid = a->pid;
+	e->tid = a->tid;
+	e->ppid = a->ppid;
+	e->uid = a->uid;
+	__builtin_memcpy(e->comm, a->comm, sizeof(e->comm));
+	__builtin_memcpy(e->parent_comm, a->parent_comm, sizeof(e->parent_comm));
 	e->cgroup_id = a->cgid;
 	e->exe_id = a->exe_id;
 	e->kind = kind;
@@ -432,7 +432,7 @@ static __always_inline struct pt_regs *user_regs(void)
 
 static __always_inline __u8 cur_syscall(void)
 {
-	long nr = BPF_CORE_READ(user_regs(), orig_ax);
+	long nr = user_regs()->orig_ax;
 
 	switch (nr) {
 	case 56:
@@ -464,15 +464,15 @@ static __always_inline __u64 syscall_flags(__u8 sc)
 
 	switch (sc) {
 	case SC_CLONE:
-		return (__u32)BPF_CORE_READ(r, di) & ~CSIGNAL;
+		return (__u32)r->di & ~CSIGNAL;
 	case SC_CLONE3:
 		// struct clone_args starts with the u64 flags
-		bpf_probe_read_user(&flags, sizeof(flags), (void *)BPF_CORE_READ(r, di));
+		bpf_probe_read_user(&flags, sizeof(flags), (void *)r->di);
 		return flags;
 	case SC_UNSHARE:
-		return BPF_CORE_READ(r, di);
+		return r->di;
 	case SC_SETNS:
-		return BPF_CORE_READ(r, si);
+		return r->si;
 	}
 	return 0;
 }
@@ -535,12 +535,49 @@ static __always_inline void owner_of(__u32 type, __u32 inum, struct owner *o)
 // sweeps of the tracepoint backend; keep as for track_ns.
 static __always_inline void track_net(__u64 net, __u32 inum, bool keep)
 {
-	if (!cleanup_net_fn || !inum)
+	if (!net_cleanup_hooked || !inum)
 		return;
 	if (keep && bpf_map_lookup_elem(&live_nets, &net))
 		return;
 	if (bpf_map_update_elem(&live_nets, &net, &inum, BPF_ANY))
 		count_lost();
+}
+
+// Entries in watched. Userspace polls only while there are some: the first
+// one wakes it with a REC_WATCH record (header only, so it carries no lost
+// count that userspace would have to report; a lost one shows as a drop,
+// on which userspace polls too).
+__s64 watched_count = 0;
+
+struct watch_rec {
+	__u64 ts_ns;
+	__u32 lost; // always 0
+	__u8 kind;  // REC_WATCH
+	__u8 _pad[3];
+};
+
+static __always_inline void watch_added(void)
+{
+	struct watch_rec *r;
+
+	if (__sync_fetch_and_add(&watched_count, 1) != 0)
+		return;
+	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	if (!r) {
+		count_lost();
+		return;
+	}
+	r->ts_ns = bpf_ktime_get_boot_ns();
+	r->lost = 0;
+	r->kind = REC_WATCH;
+	bpf_ringbuf_submit(r, BPF_RB_FORCE_WAKEUP);
+}
+
+// unwatch ends the watch of inum, if there was one.
+static __always_inline void unwatch(__u32 inum)
+{
+	if (bpf_map_delete_elem(&watched, &inum) == 0)
+		__sync_fetch_and_add(&watched_count, -1);
 }
 
 // watch_ns puts a namespace of type slot type that survived its nsproxy
@@ -551,51 +588,65 @@ __noinline int watch_ns(__u64 nsp, __u32 type)
 {
 	struct ns_common *ns = (void *)nsp;
 	struct watch w = { .ns = nsp, .type = type };
+	struct ns_info *info;
 	__u32 inum;
 
 	if (!watch_survivors || type == NS_NET || type == NS_USER || (type == NS_PID && pid_ns_free_hooked))
 		return 0;
-	inum = ns_inum(ns);
-	if (!inum)
+	inum = ns_inum(ns, VIA_PROBE);
+	barrier_var(type); // keep the mask: the verifier checks the register it indexes with
+	if (!inum || inum == init_ns_inum[type & (NS_TYPES - 1)])
 		return 0;
-	w.id = ns_kernel_id(ns);
-	if (bpf_map_update_elem(&watched, &inum, &w, BPF_ANY))
+	w.id = ns_kernel_id(ns, VIA_PROBE);
+	if (bpf_map_update_elem(&watched, &inum, &w, BPF_NOEXIST) == 0) {
+		watch_added();
+	} else if (bpf_map_update_elem(&watched, &inum, &w, BPF_EXIST)) {
 		count_lost();
+		return 0;
+	}
+	// So that a destroy knows whether there is a watch to end.
+	info = bpf_map_lookup_elem(&live_ns, &inum);
+	if (info && info->type == type)
+		info->watched = 1;
 	return 0;
 }
 
 // watch_slot watches namespace slot of the exiting task's nsproxy.
 __noinline int watch_slot(__u32 slot)
 {
+	// Probe reads: a global function takes numbers, not typed pointers.
 	struct nsproxy *p = BPF_CORE_READ((struct task_struct *)bpf_get_current_task(), nsproxy);
 
-	return watch_ns((__u64)nsproxy_slot(p, slot), slot == NS_TIME_ACTIVE ? NS_TIME : slot);
+	return watch_ns((__u64)nsproxy_slot(p, slot, VIA_PROBE), slot == NS_TIME_ACTIVE ? NS_TIME : slot);
 }
 
 // emit_ns and emit_destroy are global functions: the verifier checks each
 // once, instead of once per path through every caller. BPF functions take
-// at most five arguments: kind, type and syscall travel packed in one.
+// at most five arguments: kind, type and syscall travel packed in one, the
+// new and old inode numbers in another. The caller works out who acts (a,
+// actor_of) once for all the events of one hook.
 #define NS_WHAT(kind, type, sc) ((kind) | (type) << 8 | (sc) << 16)
+#define NS_INUMS(inum, old) ((__u64)(old) << 32 | (inum))
 
-__noinline int emit_ns(__u32 what, __u32 inum, __u32 old_inum, __u64 flags, __u64 kid)
+__noinline int emit_ns(__u32 what, __u64 inums, __u64 flags, __u64 kid, struct actx *a)
 {
 	__u32 kind = what & 0xff, type = (what >> 8) & 0xff, sc = what >> 16;
-	struct task_struct *cur = (struct task_struct *)bpf_get_current_task();
+	__u32 inum = (__u32)inums, old_inum = inums >> 32;
 	struct owner o = {};
-	struct actx a = {};
 	struct event *e;
 	__u64 id;
 
-	actor_of(cur, &a, CG_LEARN);
-	owner_is(&o, cur, &a);
+	if (!a)
+		return 0;
+	owner_is(&o, bpf_get_current_task_btf(), a);
 	// A create replaces whatever had the inum before (its free was missed);
 	// a join only fills in a namespace nstrace did not know.
 	id = track_ns(TRACK(type, kind != EV_CREATE, &o), inum, kid, o.cgid, o.pid);
 	if (kind != EV_CREATE)
 		owner_of(type, inum, &o); // a join: whoever it was first seen with
-	if (!event_wanted(kind, type) || !(a.pass || o.pass))
+	if (!event_wanted(kind, type) || !(a->pass || o.pass))
 		return 0;
-	e = ev_new(kind, type, &a);
+	e = ev_new(kind, type, a);
 	if (!e)
 		return 0;
 	e->owner_cgroup_id = o.cgid;
@@ -613,7 +664,7 @@ __noinline int emit_ns(__u32 what, __u32 inum, __u32 old_inum, __u64 flags, __u6
 
 // One event per namespace type whose inum differs between two snapshots.
 static __always_inline void emit_diff(struct snap *old, struct snap *new, __u8 kind,
-				      __u64 flags, __u8 sc, bool with_user)
+				      __u64 flags, __u8 sc, bool with_user, struct actx *a)
 {
 #pragma unroll
 	for (int i = 0; i < NS_TYPES; i++) {
@@ -621,46 +672,51 @@ static __always_inline void emit_diff(struct snap *old, struct snap *new, __u8 k
 			continue;
 		if (!new->inum[i] || new->inum[i] == old->inum[i])
 			continue;
-		emit_ns(NS_WHAT(kind, i, sc), new->inum[i], old->inum[i], flags, new->id[i]);
+		emit_ns(NS_WHAT(kind, i, sc), NS_INUMS(new->inum[i], old->inum[i]), flags, new->id[i], a);
 		if (i == NS_NET && kind == EV_CREATE)
 			track_net(new->net, new->inum[i], false);
 	}
 }
 
 // The destroy takes the namespace's entry out of live_ns, and its id with
-// it; kid is the kernel's id, for a namespace nstrace did not know.
-__noinline int emit_destroy(__u32 type, __u32 inum, __u32 how, __u64 kid)
+// it; kid is the kernel's id, for a namespace nstrace did not know. actor
+// is who released the last reference, if the caller knows (else NULL).
+__noinline int emit_destroy(__u32 type, __u32 inum, __u32 how, __u64 kid, struct actx *actor)
 {
 	struct ns_info *info = bpf_map_lookup_elem(&live_ns, &inum);
-	struct actx a = {};
+	struct actx own = {}, *a = actor;
 	struct owner o = {};
+	bool watched_too = true;
 	struct event *e;
 
 	if (info && info->type == type) {
 		kid = info->id;
+		watched_too = info->watched;
 		owner_of(type, inum, &o);
 		bpf_map_delete_elem(&live_ns, &inum);
 	}
-	if (watch_survivors)
-		bpf_map_delete_elem(&watched, &inum);
+	if (watch_survivors && watched_too)
+		unwatch(inum);
 	if (!event_wanted(EV_DESTROY, type))
 		return 0;
 	// No task did a polled one: the poll runs in nstrace's own context.
 	// The destroy's context is its owner's: the task's cgroup is not learnt
 	// here (it is often a kworker's), which also keeps this call chain short
 	// enough for older verifiers' stack limit.
-	if (how != HOW_POLLED)
-		actor_of((struct task_struct *)bpf_get_current_task(), &a, CG_CACHED);
-	if (!(o.pass || a.pass))
+	if (!a) {
+		if (how != HOW_POLLED)
+			actor_of(bpf_get_current_task_btf(), &own, CG_CACHED, VIA_PROBE);
+		a = &own;
+	}
+	if (!(o.pass || a->pass))
 		return 0;
-	e = ev_new(EV_DESTROY, type, &a);
+	// The destroy's context is its owner's: the actor's cgroup path need not
+	// go out for it (and cg_learn stays out of the programs that only
+	// destroy, which keeps them quick to verify).
+	a->kn = 0;
+	e = ev_new(EV_DESTROY, type, a);
 	if (!e)
 		return 0;
-	if (how == HOW_POLLED) {
-		e->pid = e->tid = e->ppid = e->uid = 0;
-		__builtin_memset(e->comm, 0, sizeof(e->comm));
-		__builtin_memset(e->parent_comm, 0, sizeof(e->parent_comm));
-	}
 	e->owner_cgroup_id = o.cgid;
 	e->owner_pid = o.pid;
 	e->owner_known = o.known;
@@ -694,18 +750,21 @@ static __always_inline bool release_wanted(struct snap *s, struct actx *a)
 	return false;
 }
 
-static __always_inline void emit_release(struct snap *s, struct snap *after)
+// a is the releasing task, if the caller worked it out already.
+static __always_inline void emit_release(struct snap *s, struct snap *after, struct actx *a)
 {
-	struct actx a = {};
+	struct actx own = {};
 	struct event *e = NULL;
 
 	// The exit path: nothing to learn about the task if the event is
 	// filtered out anyway.
-	if (event_wanted(EV_NSPROXY_FREE, -1)) {
-		actor_of((struct task_struct *)bpf_get_current_task(), &a, CG_LEARN);
-		if (release_wanted(s, &a))
-			e = ev_new(EV_NSPROXY_FREE, 0, &a);
+	if (!a) {
+		actor_of(bpf_get_current_task_btf(), &own,
+			 event_wanted(EV_NSPROXY_FREE, -1) ? CG_LEARN : CG_CACHED, VIA_BTF);
+		a = &own;
 	}
+	if (event_wanted(EV_NSPROXY_FREE, -1) && release_wanted(s, a))
+		e = ev_new(EV_NSPROXY_FREE, 0, a);
 	if (e) {
 #pragma unroll
 		for (int i = 0; i < NS_SLOTS; i++)
@@ -724,7 +783,7 @@ static __always_inline void emit_release(struct snap *s, struct snap *after)
 			continue;
 		if (i == NS_PID && pid_ns_free_hooked)
 			continue;
-		if (i == NS_NET && cleanup_net_fn)
+		if (i == NS_NET && net_cleanup_hooked)
 			continue;
 		if (i == NS_TIME_ACTIVE && s->inum[i] == s->inum[NS_TIME])
 			continue;
@@ -744,7 +803,7 @@ static __always_inline void emit_release(struct snap *s, struct snap *after)
 				watch_slot(i);
 			continue;
 		}
-		emit_destroy(i == NS_TIME_ACTIVE ? NS_TIME : i, s->inum[i], HOW_LAST_REF, s->id[i]);
+		emit_destroy(i == NS_TIME_ACTIVE ? NS_TIME : i, s->inum[i], HOW_LAST_REF, s->id[i], a);
 	}
 }
 
@@ -773,6 +832,7 @@ static __always_inline struct snap *snap_tmp(__u32 i)
 static __always_inline int on_new_nsproxy(struct task_struct *tsk, struct nsproxy *new,
 					  __u64 flags)
 {
+	struct actx a = {};
 	struct snap *o, *n;
 	__u8 sc;
 
@@ -782,12 +842,13 @@ static __always_inline int on_new_nsproxy(struct task_struct *tsk, struct nsprox
 	n = snap_tmp(1);
 	if (!o || !n)
 		return 0;
-	snap_nsproxy(BPF_CORE_READ(tsk, nsproxy), o);
-	snap_nsproxy(new, n);
+	snap_nsproxy(BPF_CORE_READ(tsk, nsproxy), o, VIA_PROBE);
+	snap_nsproxy(new, n, VIA_PROBE);
 	sc = cur_syscall();
 	if (sc == SC_UNSHARE || sc == SC_CLONE3 || sc == SC_CLONE)
 		flags = syscall_flags(sc);
-	emit_diff(o, n, EV_CREATE, flags, sc, false);
+	actor_of(bpf_get_current_task_btf(), &a, CG_LEARN, VIA_BTF);
+	emit_diff(o, n, EV_CREATE, flags, sc, false, &a);
 	return 0;
 }
 
@@ -796,14 +857,16 @@ static __always_inline int on_new_user_ns(struct cred *cred)
 {
 	struct user_namespace *ns = BPF_CORE_READ(cred, user_ns);
 	struct user_namespace *parent;
+	struct actx a = {};
 	__u8 sc;
 
 	if (!ns)
 		return 0;
 	parent = BPF_CORE_READ(ns, parent);
 	sc = cur_syscall();
-	emit_ns(NS_WHAT(EV_CREATE, NS_USER, sc), ns_inum(&ns->ns), ns_inum(&parent->ns),
-		syscall_flags(sc), ns_kernel_id(&ns->ns));
+	actor_of(bpf_get_current_task_btf(), &a, CG_LEARN, VIA_PROBE);
+	emit_ns(NS_WHAT(EV_CREATE, NS_USER, sc), NS_INUMS(ns_inum(&ns->ns, VIA_PROBE), ns_inum(&parent->ns, VIA_PROBE)),
+		syscall_flags(sc), ns_kernel_id(&ns->ns, VIA_PROBE), &a);
 	return 0;
 }
 
@@ -886,6 +949,7 @@ int BPF_KRETPROBE(kretprobe_create_user_ns, int ret)
 SEC("tp_btf/task_newtask")
 int BPF_PROG(tp_task_newtask, struct task_struct *task, u64 clone_flags)
 {
+	struct actx a = {};
 	struct snap *o, *n;
 
 	if (!(clone_flags & NS_CLONE_FLAGS))
@@ -896,7 +960,8 @@ int BPF_PROG(tp_task_newtask, struct task_struct *task, u64 clone_flags)
 		return 0;
 	snap_task(bpf_get_current_task_btf(), o);
 	snap_task(task, n);
-	emit_diff(o, n, EV_CREATE, clone_flags, cur_syscall(), true);
+	actor_of(bpf_get_current_task_btf(), &a, CG_LEARN, VIA_BTF);
+	emit_diff(o, n, EV_CREATE, clone_flags, cur_syscall(), true, &a);
 	return 0;
 }
 
@@ -904,30 +969,37 @@ int BPF_PROG(tp_task_newtask, struct task_struct *task, u64 clone_flags)
 
 static __always_inline int on_sys_enter(void)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct snap s = {};
+	struct task_struct *cur = bpf_get_current_task_btf();
+	struct snap *s = bpf_task_storage_get(&syscall_snaps, cur, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 
-	snap_task(bpf_get_current_task_btf(), &s);
-	if (bpf_map_update_elem(&syscall_snaps, &tid, &s, BPF_ANY))
+	if (!s) {
 		count_lost();
+		return 0;
+	}
+	__builtin_memset(s, 0, sizeof(*s));
+	snap_task(cur, s);
+	s->in_flight = 1;
 	return 0;
 }
 
 static __always_inline int on_sys_exit(long ret, __u8 kind, __u8 sc)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct snap *o, *n = snap_tmp(0);
 
-	o = bpf_map_lookup_elem(&syscall_snaps, &tid);
-	if (!o || !n)
+	o = bpf_task_storage_get(&syscall_snaps, bpf_get_current_task_btf(), 0, 0);
+	if (!o || !o->in_flight || !n)
 		return 0;
+	o->in_flight = 0;
 	if (ret == 0) {
-		snap_task(bpf_get_current_task_btf(), n);
-		emit_diff(o, n, kind, syscall_flags(sc), sc, true);
+		struct task_struct *cur = bpf_get_current_task_btf();
+		struct actx a = {};
+
+		snap_task(cur, n);
+		actor_of(cur, &a, CG_LEARN, VIA_BTF);
+		emit_diff(o, n, kind, syscall_flags(sc), sc, true, &a);
 		if (release_at_syscall_exit && o->nsproxy != n->nsproxy && o->nsproxy_count == 1)
-			emit_release(o, n);
+			emit_release(o, n, &a);
 	}
-	bpf_map_delete_elem(&syscall_snaps, &tid);
 	return 0;
 }
 
@@ -986,27 +1058,27 @@ int tp_sys_exit_unshare(struct trace_event_raw_sys_exit *ctx)
 
 /* ---- teardown ---- */
 
-static __always_inline int on_nsproxy_free(struct nsproxy *p)
+static __always_inline int on_nsproxy_free(struct nsproxy *p, bool btf)
 {
 	struct snap *s = snap_tmp(0);
 
 	if (!s)
 		return 0;
-	snap_nsproxy(p, s);
-	emit_release(s, NULL);
+	snap_nsproxy(p, s, btf);
+	emit_release(s, NULL, NULL);
 	return 0;
 }
 
 SEC("fentry/free_nsproxy")
 int BPF_PROG(fentry_free_nsproxy, struct nsproxy *p)
 {
-	return on_nsproxy_free(p);
+	return on_nsproxy_free(p, VIA_BTF);
 }
 
 SEC("kprobe/free_nsproxy")
 int BPF_KPROBE(kprobe_free_nsproxy, struct nsproxy *p)
 {
-	return on_nsproxy_free(p);
+	return on_nsproxy_free(p, VIA_PROBE);
 }
 
 // Tracepoint backend: releases reported at process exit, so that the
@@ -1064,7 +1136,7 @@ int tp_sched_process_exit(void *ctx)
 
 	if (!p)
 		return 0;
-	count = nsproxy_count(p);
+	count = nsproxy_count(p, VIA_BTF);
 	if (count != 1) {
 		if (count > MAX_EXIT_THREADS || BPF_CORE_READ(t, signal, live.counter) != 0 ||
 		    holders_in_group(t, p) != count)
@@ -1077,7 +1149,7 @@ int tp_sched_process_exit(void *ctx)
 	if (seen && now - *seen < 1000000000ULL)
 		return 0;
 	bpf_map_update_elem(&exit_releases, &k, &now, BPF_ANY);
-	return on_nsproxy_free(p);
+	return on_nsproxy_free(p, VIA_BTF);
 }
 
 // User namespaces (always) and pid namespaces (6.14+) are freed from a work
@@ -1088,12 +1160,12 @@ static __always_inline void user_ns_freed(struct work_struct *work)
 	struct user_namespace *ns;
 
 	ns = container_of(work, struct user_namespace, work);
-	emit_destroy(NS_USER, ns_inum(&ns->ns), HOW_FREED, ns_kernel_id(&ns->ns));
+	emit_destroy(NS_USER, ns_inum(&ns->ns, VIA_PROBE), HOW_FREED, ns_kernel_id(&ns->ns, VIA_PROBE), NULL);
 	for (int i = 0; i < MAX_NS_LEVEL; i++) {
 		ns = BPF_CORE_READ(ns, parent);
-		if (!ns || ns_refs(&ns->ns) != 1)
+		if (!ns || ns_refs(&ns->ns, VIA_PROBE) != 1)
 			break;
-		emit_destroy(NS_USER, ns_inum(&ns->ns), HOW_LAST_REF, ns_kernel_id(&ns->ns));
+		emit_destroy(NS_USER, ns_inum(&ns->ns, VIA_PROBE), HOW_LAST_REF, ns_kernel_id(&ns->ns, VIA_PROBE), NULL);
 	}
 }
 
@@ -1104,12 +1176,12 @@ static __always_inline void pid_ns_freed(struct work_struct *work)
 	if (!bpf_core_field_exists(struct pid_namespace, work))
 		return;
 	ns = container_of(work, struct pid_namespace, work);
-	emit_destroy(NS_PID, ns_inum(&ns->ns), HOW_FREED, ns_kernel_id(&ns->ns));
+	emit_destroy(NS_PID, ns_inum(&ns->ns, VIA_PROBE), HOW_FREED, ns_kernel_id(&ns->ns, VIA_PROBE), NULL);
 	for (int i = 0; i < MAX_NS_LEVEL; i++) {
 		ns = BPF_CORE_READ(ns, parent);
-		if (!ns || ns_refs(&ns->ns) != 1)
+		if (!ns || ns_refs(&ns->ns, VIA_PROBE) != 1)
 			break;
-		emit_destroy(NS_PID, ns_inum(&ns->ns), HOW_LAST_REF, ns_kernel_id(&ns->ns));
+		emit_destroy(NS_PID, ns_inum(&ns->ns, VIA_PROBE), HOW_LAST_REF, ns_kernel_id(&ns->ns, VIA_PROBE), NULL);
 	}
 }
 
@@ -1157,7 +1229,7 @@ static __always_inline int ns_slot_of_clone_flag(__u32 flag)
 static __always_inline void track_users(struct user_namespace *u, struct owner *o)
 {
 	for (int i = 0; i < MAX_NS_LEVEL && u; i++) {
-		track_ns(TRACK(NS_USER, true, o), ns_inum(&u->ns), ns_kernel_id(&u->ns), o->cgid, o->pid);
+		track_ns(TRACK(NS_USER, true, o), ns_inum(&u->ns, VIA_PROBE), ns_kernel_id(&u->ns, VIA_PROBE), o->cgid, o->pid);
 		u = BPF_CORE_READ(u, parent);
 	}
 }
@@ -1166,7 +1238,7 @@ static __always_inline void track_users(struct user_namespace *u, struct owner *
 static __always_inline void track_pids(struct pid_namespace *p, struct owner *o)
 {
 	for (int i = 0; i < MAX_NS_LEVEL && p; i++) {
-		track_ns(TRACK(NS_PID, true, o), ns_inum(&p->ns), ns_kernel_id(&p->ns), o->cgid, o->pid);
+		track_ns(TRACK(NS_PID, true, o), ns_inum(&p->ns, VIA_PROBE), ns_kernel_id(&p->ns, VIA_PROBE), o->cgid, o->pid);
 		p = BPF_CORE_READ(p, parent);
 	}
 }
@@ -1214,9 +1286,14 @@ int common_iter_task(struct bpf_iter__task *ctx)
 
 	if (!task)
 		return 0;
-	actor_of(task, &a, cgroups_walked ? CG_LEARN_KNOWN : CG_EMIT);
+	actor_of(task, &a, cgroups_walked ? CG_LEARN_KNOWN : CG_EMIT, VIA_PROBE);
 	owner_is(&o, task, &a);
 	snap_task(task, &s);
+	if ((task->flags & PF_KTHREAD) && !init_ns_inum[NS_MNT]) {
+#pragma unroll
+		for (int i = 0; i < NS_TYPES; i++)
+			init_ns_inum[i] = s.inum[i];
+	}
 	track_net(s.net, s.inum[NS_NET], true);
 #pragma unroll
 	for (int i = 0; i < NS_SLOTS; i++)
@@ -1252,13 +1329,13 @@ int common_iter_task_file(struct bpf_iter__task_file *ctx)
 	if (type < 0)
 		return 0;
 	if (type == NS_NET)
-		track_net((__u64)container_of(ns, struct net, ns), ns_inum(ns), true);
-	actor_of(task, &a, cgroups_walked ? CG_LEARN_KNOWN : CG_EMIT);
+		track_net((__u64)container_of(ns, struct net, ns), ns_inum(ns, VIA_PROBE), true);
+	actor_of(task, &a, cgroups_walked ? CG_LEARN_KNOWN : CG_EMIT, VIA_PROBE);
 	owner_is(&o, task, &a);
 	if (type == NS_PID)
 		track_pids(container_of(ns, struct pid_namespace, ns), &o);
 	else if (type != NS_USER)
-		track_ns(TRACK(type, true, &o), ns_inum(ns), ns_kernel_id(ns), o.cgid, o.pid);
+		track_ns(TRACK(type, true, &o), ns_inum(ns, VIA_PROBE), ns_kernel_id(ns, VIA_PROBE), o.cgid, o.pid);
 	track_users(ns_owner(ns, type), &o);
 	watch_ns((__u64)ns, type);
 	return 0;
@@ -1272,7 +1349,7 @@ static __always_inline int on_free_inum(__u32 inum)
 	struct ns_info *info = bpf_map_lookup_elem(&live_ns, &inum);
 
 	if (info)
-		emit_destroy(info->type, inum, HOW_FREED, 0);
+		emit_destroy(info->type, inum, HOW_FREED, 0, NULL);
 	return 0;
 }
 
@@ -1298,8 +1375,8 @@ static long sweep_net(struct bpf_map *map, __u64 *key, __u32 *inum, void *ctx)
 {
 	struct net *net = (struct net *)*key;
 
-	if (ns_refs(&net->ns) == 0) {
-		emit_destroy(NS_NET, *inum, HOW_FREED, 0);
+	if (ns_refs(&net->ns, VIA_PROBE) == 0) {
+		emit_destroy(NS_NET, *inum, HOW_FREED, 0, NULL);
 		bpf_map_delete_elem(map, key);
 	}
 	return 0;
@@ -1314,11 +1391,11 @@ static long sweep_net(struct bpf_map *map, __u64 *key, __u32 *inum, void *ctx)
 static __always_inline int pid_ns_rcu_freed(struct callback_head *rcu)
 {
 	struct pid_namespace *ns = container_of(rcu, struct pid_namespace, rcu);
-	__u32 inum = ns_inum(&ns->ns);
+	__u32 inum = ns_inum(&ns->ns, VIA_PROBE);
 
 	if (destroy_at_free_inum && !bpf_map_lookup_elem(&live_ns, &inum))
 		return 0;
-	emit_destroy(NS_PID, inum, HOW_FREED, 0);
+	emit_destroy(NS_PID, inum, HOW_FREED, 0, NULL);
 	return 0;
 }
 
@@ -1380,12 +1457,12 @@ enum { POLL_FIRST, POLL_LEVEL, POLL_REST };
 
 static __always_inline bool watched_gone(struct ns_common *ns, __u32 inum, __u64 id)
 {
-	bool gone = ns_inum(ns) != inum || ns_refs(ns) == 0;
+	bool gone = ns_inum(ns, VIA_PROBE) != inum || ns_refs(ns, VIA_PROBE) == 0;
 
 	if (bpf_core_field_exists(struct ns_common___new, ns_list_node)) {
 		struct ns_common___new *n = (void *)ns;
 
-		gone = gone || ns_kernel_id(ns) != id ||
+		gone = gone || ns_kernel_id(ns, VIA_PROBE) != id ||
 		       (__u64)BPF_CORE_READ(n, ns_list_node.prev) == LIST_POISON2;
 	}
 	return gone;
@@ -1412,8 +1489,10 @@ static long check_watched(struct bpf_map *map, __u32 *inum, struct watch *w, str
 	}
 	// Whoever deletes the entry reports the destroy (a release on another
 	// CPU may be reporting it as last_ref right now).
-	if (bpf_map_delete_elem(map, inum) == 0)
-		emit_destroy(w->type, *inum, HOW_POLLED, w->id);
+	if (bpf_map_delete_elem(map, inum) == 0) {
+		__sync_fetch_and_add(&watched_count, -1);
+		emit_destroy(w->type, *inum, HOW_POLLED, w->id, NULL);
+	}
 	return 0;
 }
 

@@ -149,20 +149,19 @@ func (a *Attributor) Annotate(ev *Event) {
 	if ev.exeID != 0 {
 		ev.Exe, _ = a.exes.get(ev.exeID)
 	}
-	var owner *Owner
+	ev.Owner, ev.HasOwner = Owner{}, false
 	if ev.ownerKnown && (ev.Kind == Join || ev.Kind == Destroy) {
-		owner = &Owner{Pid: ev.ownerPid, Context: a.context(ev.ownerCgroupID)}
+		ev.Owner, ev.HasOwner = Owner{Pid: ev.ownerPid, Context: a.context(ev.ownerCgroupID)}, true
 	}
 	switch {
 	case ev.Kind == Destroy:
 		// A destroy belongs to the namespace's owner: a kworker often does it.
-		if owner != nil {
-			ev.Ctx = owner.Context
+		if ev.HasOwner {
+			ev.Ctx = ev.Owner.Context
 		}
 	case ev.cgroupID != 0:
 		ev.Ctx = a.context(ev.cgroupID)
 	}
-	ev.Owner = owner
 }
 
 // bounded is a map that forgets its oldest entries beyond a size.

@@ -7,8 +7,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"time"
-
-	"github.com/nstrace/nstrace"
 )
 
 // Kind is what happened to a namespace.
@@ -125,8 +123,11 @@ type Event struct {
 	// Ctx is whose event it is: the acting task's cgroup, container and
 	// pod; for a destroy the namespace owner's (see Owner).
 	Ctx Context
-	// Owner is whom the namespace belongs to (join, destroy), if known.
-	Owner *Owner
+	// Owner is whom the namespace belongs to (join, destroy), if known
+	// (HasOwner). A value, not a pointer, so that annotating an event
+	// allocates nothing.
+	Owner    Owner
+	HasOwner bool
 
 	// What the BPF programs sent, for an Attributor to resolve.
 	cgroupID, exeID, ownerCgroupID uint64
@@ -134,10 +135,13 @@ type Event struct {
 	ownerKnown                     bool
 }
 
-// Decoder turns raw records into Events.
+// Decoder turns raw records into Events. It is not safe for concurrent use.
 type Decoder struct {
 	// bootToWall converts CLOCK_BOOTTIME (what BPF stamps) to wall time.
 	bootToWall time.Duration
+	// comms interns command names: a few make up most events, and a
+	// string of its own for each would be two allocations per event.
+	comms memo[[commLen]byte, string]
 }
 
 // NewDecoder measures the offset between the boot clock and the wall clock
@@ -150,67 +154,109 @@ func NewDecoder() (*Decoder, error) {
 	return &Decoder{bootToWall: time.Duration(time.Now().UnixNano()) - boot}, nil
 }
 
-// RecordSize is the size of one raw record.
-var RecordSize = binary.Size(nstrace.BpfEvent{})
+// RecordSize is the size of one raw record (nstrace.BpfEvent).
+const RecordSize = 160
+
+// Where Decode finds the fields of a record: the offsets of the fields of
+// nstrace.BpfEvent (struct event in bpf/nstrace.bpf.c), which
+// TestRecordLayout checks. Reading them directly is several times faster
+// than binary.Decode, which goes through reflection.
+const (
+	offTsNs          = 0
+	offLost          = 8
+	offKind          = 12
+	offNsType        = 13
+	offSyscall       = 14
+	offHow           = 15
+	offFlags         = 16
+	offNsID          = 24
+	offCgroupID      = 32
+	offExeID         = 40
+	offOwnerCgroupID = 48
+	offOwnerPid      = 56
+	offPid           = 60
+	offTid           = 64
+	offPpid          = 68
+	offUid           = 72
+	offInum          = 76
+	offOldInum       = 80
+	offInums         = 84 // [9]uint32
+	offForChildren   = 120
+	offOwnerKnown    = 121
+	offComm          = 124 // [commLen]byte
+	offParentComm    = 140 // [commLen]byte
+
+	commLen = 16 // TASK_COMM_LEN
+)
 
 // Decode decodes one record. lost is the number of events the same CPU
 // dropped before this one.
 func (d *Decoder) Decode(raw []byte) (ev Event, lost uint32, err error) {
-	var r nstrace.BpfEvent
 	if len(raw) < RecordSize {
 		return ev, 0, fmt.Errorf("short record: %d bytes, want %d", len(raw), RecordSize)
 	}
-	if _, err := binary.Decode(raw, binary.NativeEndian, &r); err != nil {
-		return ev, 0, fmt.Errorf("decode record: %w", err)
-	}
-	kind := Kind(r.Kind)
-	if kind < Create || kind > Destroy || NsType(r.NsType) >= numTypes {
-		return ev, r.Lost, fmt.Errorf("corrupt record: kind %d, type %d", r.Kind, r.NsType)
+	// As an array, the reads at constant offsets below need no bounds checks.
+	r := (*[RecordSize]byte)(raw)
+	ne := binary.NativeEndian // BPF writes records in the host's byte order
+	lost = ne.Uint32(r[offLost:])
+	kind, typ := Kind(r[offKind]), NsType(r[offNsType])
+	if kind < Create || kind > Destroy || typ >= numTypes {
+		return ev, lost, fmt.Errorf("corrupt record: kind %d, type %d", r[offKind], r[offNsType])
 	}
 	ev = Event{
-		Time:     time.Unix(0, int64(time.Duration(r.TsNs)+d.bootToWall)),
+		Time:     time.Unix(0, int64(time.Duration(ne.Uint64(r[offTsNs:]))+d.bootToWall)),
 		Kind:     kind,
-		Type:     NsType(r.NsType),
-		Inum:     r.Inum,
-		NsID:     r.NsId,
-		OldInum:  r.OldInum,
-		Pid:      r.Pid,
-		Tid:      r.Tid,
-		Ppid:     r.Ppid,
-		Uid:      r.Uid,
-		Comm:     commString(r.Comm[:]),
-		Flags:    r.Flags,
-		Children: r.ForChildren != 0,
+		Type:     typ,
+		Inum:     ne.Uint32(r[offInum:]),
+		NsID:     ne.Uint64(r[offNsID:]),
+		OldInum:  ne.Uint32(r[offOldInum:]),
+		Pid:      ne.Uint32(r[offPid:]),
+		Tid:      ne.Uint32(r[offTid:]),
+		Ppid:     ne.Uint32(r[offPpid:]),
+		Uid:      ne.Uint32(r[offUid:]),
+		Comm:     d.comm(r[offComm : offComm+commLen]),
+		Flags:    ne.Uint64(r[offFlags:]),
+		Children: r[offForChildren] != 0,
 
-		ParentComm:    commString(r.ParentComm[:]),
-		cgroupID:      r.CgroupId,
-		exeID:         r.ExeId,
-		ownerCgroupID: r.OwnerCgroupId,
-		ownerPid:      r.OwnerPid,
-		ownerKnown:    r.OwnerKnown != 0,
+		ParentComm:    d.comm(r[offParentComm : offParentComm+commLen]),
+		cgroupID:      ne.Uint64(r[offCgroupID:]),
+		exeID:         ne.Uint64(r[offExeID:]),
+		ownerCgroupID: ne.Uint64(r[offOwnerCgroupID:]),
+		ownerPid:      ne.Uint32(r[offOwnerPid:]),
+		ownerKnown:    r[offOwnerKnown] != 0,
 	}
-	if kind == Create || kind == Join {
+	switch kind {
+	case Create, Join:
 		ev.Syscall = syscallNames[0]
-		if int(r.Syscall) < len(syscallNames) {
-			ev.Syscall = syscallNames[r.Syscall]
+		if s := r[offSyscall]; int(s) < len(syscallNames) {
+			ev.Syscall = syscallNames[s]
+		}
+	case Destroy:
+		if h := r[offHow]; int(h) < len(howNames) {
+			ev.How = howNames[h]
+		}
+	case NsproxyFree:
+		for i := range ev.Namespaces {
+			ev.Namespaces[i] = ne.Uint32(r[offInums+4*i:])
 		}
 	}
-	if kind == Destroy && int(r.How) < len(howNames) {
-		ev.How = howNames[r.How]
-	}
-	if kind == NsproxyFree {
-		ev.Namespaces = r.Inums
-	}
-	return ev, r.Lost, nil
+	return ev, lost, nil
 }
 
-func commString(c []int8) string {
-	b := make([]byte, len(c))
-	for i, v := range c {
-		b[i] = byte(v)
+// comm is the NUL-terminated name in c, interned.
+func (d *Decoder) comm(c []byte) string {
+	// What follows the NUL need not be zeros; the key ignores it.
+	k := [commLen]byte(c)
+	if i := bytes.IndexByte(k[:], 0); i >= 0 {
+		clear(k[i:])
 	}
-	if i := bytes.IndexByte(b, 0); i >= 0 {
-		b = b[:i]
+	return d.comms.get(k, commString)
+}
+
+func commString(c [commLen]byte) string {
+	n := bytes.IndexByte(c[:], 0)
+	if n < 0 {
+		n = len(c)
 	}
-	return string(b)
+	return string(c[:n])
 }

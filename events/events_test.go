@@ -53,7 +53,7 @@ func comm(s string) (c [16]int8) {
 	return c
 }
 
-func encode(t *testing.T, r nstrace.BpfEvent) []byte {
+func encode(t testing.TB, r nstrace.BpfEvent) []byte {
 	t.Helper()
 	b, err := binary.Append(nil, binary.NativeEndian, &r)
 	if err != nil {
@@ -100,7 +100,7 @@ func (testNames) Lookup(id string) (Names, bool) {
 }
 
 // strRec is a string record as the BPF side writes it.
-func strRec(t *testing.T, kind uint8, key uint64, s string) []byte {
+func strRec(t testing.TB, kind uint8, key uint64, s string) []byte {
 	r := nstrace.BpfStrRec{Kind: kind, Key: key, Len: uint16(len(s))}
 	for i := range len(s) {
 		r.Str[i] = int8(s[i])

@@ -1,12 +1,12 @@
 package events
 
 import (
-	"bufio"
-	"encoding/json"
 	"fmt"
 	"io"
 	"strconv"
 	"strings"
+	"time"
+	"unicode/utf8"
 )
 
 // Writer prints events in one output format.
@@ -21,12 +21,12 @@ var Formats = []string{"text", "json"}
 
 // NewWriter returns the Writer for format ("text" or "json").
 func NewWriter(format string, w io.Writer) (Writer, error) {
-	bw := bufio.NewWriter(w)
+	out := output{w: w, buf: make([]byte, 0, flushAt+flushAt/4)}
 	switch format {
 	case "text":
-		return &textWriter{w: bw}, nil
+		return &textWriter{out: out, clock: clock{head: "15:04:05", digits: 6}}, nil
 	case "json":
-		return &jsonWriter{w: bw, enc: json.NewEncoder(bw)}, nil
+		return &jsonWriter{out: out, clock: clock{head: "2006-01-02T15:04:05", digits: 9, tail: "Z07:00"}}, nil
 	}
 	return nil, fmt.Errorf("invalid output format %q (valid: %s)", format, strings.Join(Formats, ", "))
 }
@@ -34,161 +34,169 @@ func NewWriter(format string, w io.Writer) (Writer, error) {
 // TimeFormat is RFC 3339 with a fixed nine-digit fraction.
 const TimeFormat = "2006-01-02T15:04:05.000000000Z07:00"
 
-// jsonEvent is the JSON lines schema; README documents every field.
-type jsonEvent struct {
-	Time       string  `json:"time"`
-	Event      string  `json:"event"`
-	Type       string  `json:"type,omitempty"`
-	Inum       uint32  `json:"inum,omitempty"`
-	NsID       uint64  `json:"ns_id,omitempty"`
-	Pid        *uint32 `json:"pid,omitempty"`
-	Tid        *uint32 `json:"tid,omitempty"`
-	Ppid       *uint32 `json:"ppid,omitempty"`
-	Uid        *uint32 `json:"uid,omitempty"`
-	Comm       *string `json:"comm,omitempty"`
-	ParentComm string  `json:"parent_comm,omitempty"`
-	Exe        string  `json:"exe,omitempty"`
-	jsonContext
-	Owner         *jsonOwner   `json:"owner,omitempty"`
-	HeldBy        string       `json:"held_by,omitempty"`
-	Nprocs        *uint32      `json:"nprocs,omitempty"`
-	ParentInum    uint32       `json:"parent_inum,omitempty"`
-	OwnerUserInum uint32       `json:"owner_user_inum,omitempty"`
-	Mountpoint    string       `json:"mountpoint,omitempty"`
-	OldInum       uint32       `json:"old_inum,omitempty"`
-	ForChildren   bool         `json:"for_children,omitempty"`
-	Syscall       string       `json:"syscall,omitempty"`
-	CloneFlags    *[]string    `json:"clone_flags,omitempty"`
-	CloneFlagsRaw *uint64      `json:"clone_flags_raw,omitempty"`
-	How           string       `json:"how,omitempty"`
-	LifetimeNs    *int64       `json:"lifetime_ns,omitempty"`
-	Namespaces    *jsonNsproxy `json:"namespaces,omitempty"`
-	Count         *uint64      `json:"count,omitempty"`
+// flushAt is how much output is written at once: one write per event would
+// cost more than formatting it.
+const flushAt = 64 << 10
+
+// output is the lines a Writer appended to buf and not yet written to w.
+type output struct {
+	w   io.Writer
+	buf []byte
+	err error // the first write error; no more is written after one
 }
 
-// jsonContext is whose event it is (events.Context).
-type jsonContext struct {
-	Cgroup        string `json:"cgroup,omitempty"`
-	CgroupID      uint64 `json:"cgroup_id,omitempty"`
-	ContainerID   string `json:"container_id,omitempty"`
-	ContainerName string `json:"container_name,omitempty"`
-	Image         string `json:"image,omitempty"`
-	Runtime       string `json:"runtime,omitempty"`
-	PodUID        string `json:"pod_uid,omitempty"`
-	PodName       string `json:"pod_name,omitempty"`
-	PodNamespace  string `json:"pod_namespace,omitempty"`
+// lineDone is called after each line: it writes the buffer out once it
+// holds flushAt bytes.
+func (o *output) lineDone() error {
+	if len(o.buf) < flushAt {
+		return o.err
+	}
+	return o.Flush()
 }
 
-type jsonOwner struct {
-	Pid uint32 `json:"pid,omitempty"`
-	jsonContext
-}
-
-func toJSONContext(c *Context) jsonContext {
-	return jsonContext{
-		Cgroup: c.Cgroup, CgroupID: c.CgroupID,
-		ContainerID: c.ID, ContainerName: c.ContainerName, Image: c.Image, Runtime: c.Runtime,
-		PodUID: c.PodUID, PodName: c.PodName, PodNamespace: c.PodNamespace,
+func (o *output) Flush() error {
+	if o.err != nil {
+		o.buf = o.buf[:0] // what can no longer be written
+		return o.err
 	}
-}
-
-type jsonNsproxy struct {
-	Mnt             uint32 `json:"mnt,omitempty"`
-	UTS             uint32 `json:"uts,omitempty"`
-	IPC             uint32 `json:"ipc,omitempty"`
-	Net             uint32 `json:"net,omitempty"`
-	Cgroup          uint32 `json:"cgroup,omitempty"`
-	Time            uint32 `json:"time,omitempty"`
-	TimeForChildren uint32 `json:"time_for_children,omitempty"`
-	PidForChildren  uint32 `json:"pid_for_children,omitempty"`
-}
-
-type jsonWriter struct {
-	w   *bufio.Writer
-	enc *json.Encoder
-}
-
-func (j *jsonWriter) Write(ev *Event) error {
-	out := jsonEvent{
-		Time:        ev.Time.Format(TimeFormat),
-		Event:       ev.Kind.String(),
-		jsonContext: toJSONContext(&ev.Ctx),
-		Exe:         ev.Exe,
+	if len(o.buf) == 0 {
+		return nil
 	}
-	switch ev.Kind {
-	case Lost:
-		out = jsonEvent{Time: out.Time, Event: out.Event, Count: &ev.Count}
-		return j.enc.Encode(&out)
-	case Exist:
-		// No thread did anything: pid is the process it was found
-		// through, if it could be read.
-		out.Type, out.Inum, out.NsID = ev.Type.String(), ev.Inum, ev.NsID
-		if ev.Pid != 0 {
-			out.Pid, out.Ppid, out.Uid, out.Comm = &ev.Pid, &ev.Ppid, &ev.Uid, &ev.Comm
-			out.ParentComm = ev.ParentComm
-		}
-		out.HeldBy, out.Nprocs = ev.HeldBy, &ev.Nprocs
-		out.ParentInum, out.OwnerUserInum, out.Mountpoint = ev.ParentInum, ev.OwnerInum, ev.Mountpoint
-		return j.enc.Encode(&out)
+	n, err := o.w.Write(o.buf)
+	if err == nil && n < len(o.buf) {
+		err = io.ErrShortWrite
 	}
-	if ev.How != Polled {
-		out.Pid, out.Tid, out.Ppid, out.Uid, out.Comm = &ev.Pid, &ev.Tid, &ev.Ppid, &ev.Uid, &ev.Comm
-		out.ParentComm = ev.ParentComm
-	}
-	if ev.Owner != nil {
-		out.Owner = &jsonOwner{Pid: ev.Owner.Pid, jsonContext: toJSONContext(&ev.Owner.Context)}
-	}
-	switch ev.Kind {
-	case Create, Join:
-		out.Type, out.Inum, out.NsID, out.OldInum = ev.Type.String(), ev.Inum, ev.NsID, ev.OldInum
-		out.ForChildren = ev.Children
-		out.Syscall = ev.Syscall
-		names := CloneFlagNames(ev.Flags)
-		out.CloneFlags = &names
-		out.CloneFlagsRaw = &ev.Flags
-	case Destroy:
-		out.Type, out.Inum, out.NsID, out.How = ev.Type.String(), ev.Inum, ev.NsID, ev.How
-		if ev.HasLifetime {
-			ns := ev.Lifetime.Nanoseconds()
-			out.LifetimeNs = &ns
-		}
-	case NsproxyFree:
-		n := ev.Namespaces
-		out.Namespaces = &jsonNsproxy{
-			Mnt: n[Mnt], UTS: n[UTS], IPC: n[IPC], Net: n[Net], Cgroup: n[Cgroup],
-			Time: n[8], TimeForChildren: n[Time], PidForChildren: n[PID],
-		}
-	}
-	return j.enc.Encode(&out)
-}
-
-func (j *jsonWriter) Flush() error { return j.w.Flush() }
-
-// Text columns, in the style of BCC tools.
-const textHeader = "%-15s %-12s %-6s %-10s %-7s %-16s %-12s %s\n"
-
-type textWriter struct {
-	w          *bufio.Writer
-	headerDone bool
-}
-
-func (t *textWriter) Write(ev *Event) error {
-	if !t.headerDone {
-		fmt.Fprintf(t.w, textHeader, "TIME", "EVENT", "TYPE", "INUM", "PID", "COMM", "CONTAINER", "DETAILS")
-		t.headerDone = true
-	}
-	typ, inum, pid, comm := "-", "-", "-", "-"
-	if ev.Kind != Lost && (ev.Kind != Exist || ev.Pid != 0) && ev.How != Polled {
-		pid, comm = fmt.Sprint(ev.Pid), ev.Comm
-	}
-	if ev.Kind != Lost && ev.Kind != NsproxyFree {
-		typ, inum = ev.Type.String(), fmt.Sprint(ev.Inum)
-	}
-	_, err := fmt.Fprintf(t.w, textHeader, ev.Time.Format("15:04:05.000000"), ev.Kind, typ, inum, pid, comm, containerColumn(&ev.Ctx), details(ev))
+	o.buf, o.err = o.buf[:0], err
 	return err
 }
 
-func (t *textWriter) Flush() error { return t.w.Flush() }
+// clock formats times as the layout head + "." + digits of fraction +
+// tail, exactly as time.Time.Format would. Formatting the seconds and the
+// zone is most of the work, and events come in time order: it does that
+// only when the second (or location) changes. Zone offsets change on
+// whole seconds, so the cached part is right for the whole second.
+type clock struct {
+	head, tail string // layouts before and after the fraction
+	digits     int    // of the fraction, at most 9; truncated, as Format does
+
+	sec   int64
+	loc   *time.Location
+	valid bool
+	// The formatted head and tail of sec in loc.
+	headText, tailText []byte
+}
+
+func (c *clock) append(b []byte, t time.Time) []byte {
+	sec, loc := t.Unix(), t.Location()
+	if !c.valid || sec != c.sec || loc != c.loc {
+		c.headText = t.AppendFormat(c.headText[:0], c.head)
+		c.tailText = t.AppendFormat(c.tailText[:0], c.tail)
+		c.sec, c.loc, c.valid = sec, loc, true
+	}
+	b = append(b, c.headText...)
+	b = append(b, '.')
+	b = appendFraction(b, t.Nanosecond(), c.digits)
+	return append(b, c.tailText...)
+}
+
+// appendFraction appends the first digits digits of the nine of ns.
+func appendFraction(b []byte, ns, digits int) []byte {
+	var d [9]byte
+	for i := len(d) - 1; i >= 0; i-- {
+		d[i] = byte('0' + ns%10)
+		ns /= 10
+	}
+	return append(b, d[:digits]...)
+}
+
+// Text columns, in the style of BCC tools: each padded to a width (as
+// fmt's %-Ns pads: to a number of runes, never truncating) and followed by
+// a space; DETAILS, last, is not padded.
+const (
+	widthTime      = 15
+	widthEvent     = 12
+	widthType      = 6
+	widthInum      = 10
+	widthPid       = 7
+	widthComm      = 16
+	widthContainer = 12
+)
+
+// textHeader is the first line of text output.
+var textHeader = func() string {
+	var b []byte
+	for _, c := range []struct {
+		name  string
+		width int
+	}{
+		{"TIME", widthTime}, {"EVENT", widthEvent}, {"TYPE", widthType}, {"INUM", widthInum},
+		{"PID", widthPid}, {"COMM", widthComm}, {"CONTAINER", widthContainer},
+	} {
+		b = stringColumn(b, c.name, c.width)
+	}
+	return string(append(b, "DETAILS\n"...))
+}()
+
+// column pads the column that starts at b[start:] to width runes and ends
+// it with the space before the next one.
+func column(b []byte, start, width int) []byte {
+	for n := utf8.RuneCount(b[start:]); n < width; n++ {
+		b = append(b, ' ')
+	}
+	return append(b, ' ')
+}
+
+// stringColumn appends s as a column.
+func stringColumn(b []byte, s string, width int) []byte {
+	start := len(b)
+	return column(append(b, s...), start, width)
+}
+
+// uintColumn appends v as a column, or "-" if !ok.
+func uintColumn(b []byte, v uint64, ok bool, width int) []byte {
+	if !ok {
+		return stringColumn(b, "-", width)
+	}
+	start := len(b)
+	return column(strconv.AppendUint(b, v, 10), start, width)
+}
+
+type textWriter struct {
+	out        output
+	headerDone bool
+	clock      clock
+	flags      memo[uint64, string] // FormatCloneFlags
+}
+
+func (t *textWriter) Write(ev *Event) error {
+	b := t.out.buf
+	if !t.headerDone {
+		b = append(b, textHeader...)
+		t.headerDone = true
+	}
+	hasProc := ev.Kind != Lost && (ev.Kind != Exist || ev.Pid != 0) && ev.How != Polled
+	hasNs := ev.Kind != Lost && ev.Kind != NsproxyFree
+	typ, comm := "-", "-"
+	if hasProc {
+		comm = ev.Comm
+	}
+	if hasNs {
+		typ = ev.Type.String()
+	}
+	start := len(b)
+	b = column(t.clock.append(b, ev.Time), start, widthTime)
+	b = stringColumn(b, ev.Kind.String(), widthEvent)
+	b = stringColumn(b, typ, widthType)
+	b = uintColumn(b, uint64(ev.Inum), hasNs, widthInum)
+	b = uintColumn(b, uint64(ev.Pid), hasProc, widthPid)
+	b = stringColumn(b, comm, widthComm)
+	b = stringColumn(b, containerColumn(&ev.Ctx), widthContainer)
+	b = t.appendDetails(b, ev)
+	t.out.buf = append(b, '\n')
+	return t.out.lineDone()
+}
+
+func (t *textWriter) Flush() error { return t.out.Flush() }
 
 // containerColumn is the container's name, else its short id, else "-".
 func containerColumn(c *Context) string {
@@ -201,75 +209,108 @@ func containerColumn(c *Context) string {
 	return "-"
 }
 
-// contextDetails is the rest of the context, for DETAILS.
-func contextDetails(b *strings.Builder, ev *Event) {
-	c := &ev.Ctx
-	if c.Runtime != "" {
-		fmt.Fprintf(b, " runtime=%s", c.Runtime)
-	}
-	if c.PodName != "" {
-		fmt.Fprintf(b, " pod=%s/%s", c.PodNamespace, c.PodName)
-	} else if c.PodUID != "" {
-		fmt.Fprintf(b, " pod_uid=%s", c.PodUID)
-	}
-	if o := ev.Owner; o != nil && ev.Kind == Join && o.ID != c.ID {
-		fmt.Fprintf(b, " owner_container=%s", containerColumn(&o.Context))
-	}
-	if ev.Exe != "" {
-		fmt.Fprintf(b, " exe=%s", quoteIfNeeded(ev.Exe))
-	}
-	if c.Cgroup != "" {
-		fmt.Fprintf(b, " cgroup=%s", quoteIfNeeded(c.Cgroup))
-	}
-}
-
-func quoteIfNeeded(s string) string {
-	if strings.ContainsFunc(s, func(r rune) bool { return r <= ' ' || r == '"' || r == '\\' || r >= 0x7f }) {
-		return strconv.Quote(s)
-	}
-	return s
-}
-
-func details(ev *Event) string {
-	var b strings.Builder
+// appendDetails appends the DETAILS column: space-separated key=value
+// pairs, those the kind has, then the context's.
+func (t *textWriter) appendDetails(b []byte, ev *Event) []byte {
+	start := len(b)
 	if ev.NsID != 0 {
-		fmt.Fprintf(&b, "ns_id=%d ", ev.NsID)
+		b = appendKeyUint(b, "ns_id=", ev.NsID)
+		b = append(b, ' ')
 	}
 	switch ev.Kind {
 	case Create, Join:
-		fmt.Fprintf(&b, "syscall=%s flags=%s old=%d", ev.Syscall, FormatCloneFlags(ev.Flags), ev.OldInum)
+		b = append(b, "syscall="...)
+		b = append(b, ev.Syscall...)
+		b = append(b, " flags="...)
+		b = append(b, t.flags.get(ev.Flags, FormatCloneFlags)...)
+		b = appendKeyUint(b, " old=", uint64(ev.OldInum))
 		if ev.Children {
-			b.WriteString(" for_children")
+			b = append(b, " for_children"...)
 		}
 	case Destroy:
-		fmt.Fprintf(&b, "how=%s", ev.How)
+		b = append(b, "how="...)
+		b = append(b, ev.How...)
 		if ev.HasLifetime {
-			fmt.Fprintf(&b, " lifetime=%s", ev.Lifetime)
+			b = append(b, " lifetime="...)
+			b = append(b, ev.Lifetime.String()...) // inlined: no allocation
 		}
 	case NsproxyFree:
 		sep := ""
 		for i, name := range SlotNames {
 			if name != "" && ev.Namespaces[i] != 0 {
-				fmt.Fprintf(&b, "%s%s=%d", sep, name, ev.Namespaces[i])
+				b = append(b, sep...)
+				b = append(b, name...)
+				b = appendKeyUint(b, "=", uint64(ev.Namespaces[i]))
 				sep = " "
 			}
 		}
 	case Lost:
-		fmt.Fprintf(&b, "count=%d", ev.Count)
+		b = appendKeyUint(b, "count=", ev.Count)
 	case Exist:
-		fmt.Fprintf(&b, "held_by=%s nprocs=%d", ev.HeldBy, ev.Nprocs)
+		b = append(b, "held_by="...)
+		b = append(b, ev.HeldBy...)
+		b = appendKeyUint(b, " nprocs=", uint64(ev.Nprocs))
 		if ev.ParentInum != 0 {
-			fmt.Fprintf(&b, " parent=%d", ev.ParentInum)
+			b = appendKeyUint(b, " parent=", uint64(ev.ParentInum))
 		}
 		if ev.OwnerInum != 0 {
-			fmt.Fprintf(&b, " owner=%d", ev.OwnerInum)
+			b = appendKeyUint(b, " owner=", uint64(ev.OwnerInum))
 		}
 		if mp := ev.Mountpoint; mp != "" {
-			fmt.Fprintf(&b, " mountpoint=%s", quoteIfNeeded(mp))
+			b = appendQuoteIfNeeded(append(b, " mountpoint="...), mp)
 		}
 	}
 	if ev.Kind != Lost {
-		contextDetails(&b, ev)
+		b = appendContextDetails(b, ev)
 	}
-	return strings.TrimPrefix(b.String(), " ")
+	// Each pair but the first of a kind has a space before it.
+	if len(b) > start && b[start] == ' ' {
+		b = append(b[:start], b[start+1:]...)
+	}
+	return b
+}
+
+func appendKeyUint(b []byte, key string, v uint64) []byte {
+	return strconv.AppendUint(append(b, key...), v, 10)
+}
+
+// appendContextDetails appends the rest of the context, for DETAILS.
+func appendContextDetails(b []byte, ev *Event) []byte {
+	c := &ev.Ctx
+	if c.Runtime != "" {
+		b = append(b, " runtime="...)
+		b = append(b, c.Runtime...)
+	}
+	if c.PodName != "" {
+		b = append(b, " pod="...)
+		b = append(b, c.PodNamespace...)
+		b = append(b, '/')
+		b = append(b, c.PodName...)
+	} else if c.PodUID != "" {
+		b = append(b, " pod_uid="...)
+		b = append(b, c.PodUID...)
+	}
+	if o := &ev.Owner; ev.HasOwner && ev.Kind == Join && o.ID != c.ID {
+		b = append(b, " owner_container="...)
+		b = append(b, containerColumn(&o.Context)...)
+	}
+	if ev.Exe != "" {
+		b = appendQuoteIfNeeded(append(b, " exe="...), ev.Exe)
+	}
+	if c.Cgroup != "" {
+		b = appendQuoteIfNeeded(append(b, " cgroup="...), c.Cgroup)
+	}
+	return b
+}
+
+// appendQuoteIfNeeded appends s, Go-quoted if it has spaces, quotes,
+// backslashes, control characters or anything but ASCII.
+func appendQuoteIfNeeded(b []byte, s string) []byte {
+	for i := range len(s) {
+		// Bytes suffice: every rune from 0x7f up starts with a byte from 0x7f up.
+		if c := s[i]; c <= ' ' || c == '"' || c == '\\' || c >= 0x7f {
+			return strconv.AppendQuote(b, s)
+		}
+	}
+	return append(b, s...)
 }

@@ -4,14 +4,18 @@ package tracer
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
@@ -82,13 +86,16 @@ type Tracer struct {
 	coll    *ebpf.Collection
 	links   []link.Link
 	reader  *ringbuf.Reader
+	batch   int // records read since the ring buffer was last empty
 	// missesReported is the programs' recursion misses already counted.
 	missesReported uint64
 	// nextID and lastID bound the ns_ids userspace assigns (NamespaceID).
 	nextID, lastID uint64
 	// stopPoll ends the poll of watched namespaces (tracepoint backend);
-	// pollDone is closed when it has.
+	// pollDone is closed when it has. pollWake restarts it when namespaces
+	// may have come under watch.
 	stopPoll, pollDone chan struct{}
+	pollWake           chan struct{}
 	// BlindSpots lists the teardowns this backend cannot see on this kernel.
 	BlindSpots []string
 	hierarchy  CgroupHierarchy
@@ -151,13 +158,22 @@ func open(b Backend, opts Options) (_ *Tracer, err error) {
 			return nil, err
 		}
 	}
+	// Read while the programs load: kallsyms takes tens of milliseconds.
+	syms := make(chan map[string]uint64, 1)
+	go func() {
+		m, err := kernelSymbols(slices.Collect(maps.Keys(workFuncs))...)
+		if err != nil {
+			slog.Debug("kallsyms unreadable", "err", err)
+		}
+		syms <- m
+	}()
 	spec, err := LoadSpec(b)
 	if err != nil {
 		return nil, err
 	}
 	spec.Maps["events"].MaxEntries = uint32(opts.RingBufferSize)
 
-	blind, err := setKnobs(spec, b)
+	hooks, err := setKnobs(spec, b)
 	if err != nil {
 		return nil, err
 	}
@@ -172,12 +188,14 @@ func open(b Backend, opts Options) (_ *Tracer, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("load: %w", explainLoad(err))
 	}
-	t := &Tracer{backend: b, coll: coll, BlindSpots: blind, nextID: firstID, lastID: firstID + userIDs - 1, hierarchy: *opts.Cgroups}
+	t := &Tracer{backend: b, coll: coll, nextID: firstID, lastID: firstID + userIDs - 1, hierarchy: *opts.Cgroups}
 	defer func() {
 		if err != nil {
 			t.Close()
 		}
 	}()
+	t.setAddresses(hooks, <-syms)
+	t.BlindSpots = blindSpots(b, hooks)
 	if err := t.addPids(opts.Filter.Pids); err != nil {
 		return nil, err
 	}
@@ -228,6 +246,8 @@ func open(b Backend, opts Options) (_ *Tracer, err error) {
 				return nil, fmt.Errorf("run %s: %w", name, err)
 			}
 			t.stopPoll, t.pollDone = make(chan struct{}), make(chan struct{})
+			t.pollWake = make(chan struct{}, 1)
+			t.kickPoll() // the iterators may have put namespaces under watch
 			go t.poll(coll.Programs[name])
 		}
 	}
@@ -247,6 +267,9 @@ const PollInterval = 10 * time.Millisecond
 
 const pollBatch = 256
 
+// poll runs while namespaces are watched and sleeps, without a timer, while
+// none is: the BPF side sends a REC_WATCH record when the first one comes
+// under watch (Read sees it and calls kickPoll).
 func (t *Tracer) poll(prog *ebpf.Program) {
 	defer close(t.pollDone)
 	timer := time.NewTimer(PollInterval)
@@ -255,14 +278,41 @@ func (t *Tracer) poll(prog *ebpf.Program) {
 		select {
 		case <-t.stopPoll:
 			return
-		case <-timer.C:
+		case <-t.pollWake:
 		}
-		n, err := prog.Run(&ebpf.RunOptions{})
-		if err != nil {
-			slog.Warn("polling watched namespaces failed; stopping it", "err", err)
-			return
+		for {
+			timer.Reset(PollInterval) // no stale tick to drain since Go 1.23
+			select {
+			case <-t.stopPoll:
+				return
+			case <-timer.C:
+			}
+			// n: the namespaces it looked at, those still watched and
+			// those it found gone.
+			n, err := prog.Run(&ebpf.RunOptions{})
+			if err != nil {
+				slog.Warn("polling watched namespaces failed; stopping it", "err", err)
+				return
+			}
+			if n == 0 {
+				break
+			}
+			if n > pollBatch {
+				// Many watched: poll less often, so that polling stays cheap.
+				time.Sleep(PollInterval * time.Duration(n/pollBatch))
+			}
 		}
-		timer.Reset(PollInterval * time.Duration(1+n/pollBatch))
+	}
+}
+
+// kickPoll makes the poll look at the watched namespaces again.
+func (t *Tracer) kickPoll() {
+	if t.pollWake == nil {
+		return
+	}
+	select {
+	case t.pollWake <- struct{}{}:
+	default:
 	}
 }
 
@@ -293,31 +343,43 @@ func hasAnyPrefix(s string, prefixes []string) bool {
 	return false
 }
 
-// setKnobs fills the BPF programs' run-time constants, drops optional
-// programs whose hook this kernel does not have, and says which teardowns
-// the backend cannot see here.
-func setKnobs(spec *ebpf.CollectionSpec, b Backend) (blind []string, err error) {
-	syms, err := kernelSymbols("free_user_ns", "destroy_pid_namespace_work", "cleanup_net", "delayed_free_pidns", "proc_free_inum")
-	if err != nil {
-		slog.Debug("kallsyms unreadable", "err", err)
+// teardownFuncs are the kernel functions teardown hooks key on.
+var teardownFuncs = []string{"free_user_ns", "destroy_pid_namespace_work", "cleanup_net", "delayed_free_pidns", "proc_free_inum"}
+
+// workFuncs are those of them whose address the BPF side compares work
+// items with (workqueue_execute_start), by BPF variable.
+var workFuncs = map[string]string{
+	"free_user_ns":               "free_user_ns_fn",
+	"destroy_pid_namespace_work": "destroy_pidns_fn",
+	"cleanup_net":                "cleanup_net_fn",
+}
+
+// setKnobs fills the BPF programs' load-time constants and drops optional
+// programs whose hook this kernel does not have. Which functions exist
+// comes from the kernel's BTF; their addresses, read from /proc/kallsyms
+// meanwhile (about 30 ms), go in after the load (setAddresses).
+func setKnobs(spec *ebpf.CollectionSpec, b Backend) (hooks map[string]bool, err error) {
+	hooks = make(map[string]bool, len(teardownFuncs))
+	for _, f := range teardownFuncs {
+		hooks[f] = kernelHasFunc(f)
 	}
 	// fentry and kprobe see every namespace's free in proc_free_inum(); the
 	// tracepoint backend pieces teardown together from what tracepoints show.
-	freeInum := b != Tracepoint && syms["proc_free_inum"] != 0
+	freeInum := b != Tracepoint && hooks["proc_free_inum"]
 	if freeInum {
 		// delayed_free_pidns stays, as a backstop (see pid_ns_rcu_freed).
-		for _, s := range []string{"free_user_ns", "destroy_pid_namespace_work", "cleanup_net"} {
-			delete(syms, s)
+		for _, f := range []string{"free_user_ns", "destroy_pid_namespace_work", "cleanup_net"} {
+			hooks[f] = false
 		}
 	}
-	pidWork := syms["destroy_pid_namespace_work"] != 0
-	pidRCU := !pidWork && b != Tracepoint && syms["delayed_free_pidns"] != 0
+	hooks["proc_free_inum"] = freeInum
+	pidWork := hooks["destroy_pid_namespace_work"]
+	pidRCU := !pidWork && b != Tracepoint && hooks["delayed_free_pidns"]
+	hooks["delayed_free_pidns"] = pidRCU
 	set := map[string]any{
-		"free_user_ns_fn":         syms["free_user_ns"],
-		"destroy_pidns_fn":        syms["destroy_pid_namespace_work"],
-		"cleanup_net_fn":          syms["cleanup_net"],
 		"pid_ns_free_hooked":      pidWork || pidRCU,
 		"destroy_at_free_inum":    freeInum,
+		"net_cleanup_hooked":      hooks["cleanup_net"],
 		"release_at_syscall_exit": b == Tracepoint,
 		"watch_survivors":         b == Tracepoint,
 	}
@@ -334,16 +396,46 @@ func setKnobs(spec *ebpf.CollectionSpec, b Backend) (blind []string, err error) 
 	if !freeInum {
 		drop("fentry_proc_free_inum", "kprobe_proc_free_inum")
 	}
-	if !pidRCU {
+	if !hooks["delayed_free_pidns"] {
 		drop("fentry_delayed_free_pidns", "kprobe_delayed_free_pidns")
 	}
-	if syms["free_user_ns"] == 0 && !pidWork && syms["cleanup_net"] == 0 {
+	if !hooks["free_user_ns"] && !pidWork && !hooks["cleanup_net"] {
 		drop("common_workqueue_execute_start")
 	}
-	if syms["cleanup_net"] == 0 {
+	if !hooks["cleanup_net"] {
 		drop("common_workqueue_execute_end")
 	}
-	return blindSpots(b, syms, freeInum, pidWork || pidRCU), nil
+	return hooks, nil
+}
+
+// setAddresses gives the loaded programs the work functions' addresses;
+// a hook whose address could not be read is off, and says so in the blind
+// spots.
+func (t *Tracer) setAddresses(hooks map[string]bool, syms map[string]uint64) {
+	for f, v := range workFuncs {
+		if !hooks[f] {
+			continue
+		}
+		if syms[f] == 0 {
+			slog.Debug("no address for a teardown hook", "func", f)
+			hooks[f] = false
+			continue
+		}
+		if err := t.coll.Variables[v].Set(syms[f]); err != nil {
+			slog.Debug("set address", "var", v, "err", err)
+			hooks[f] = false
+		}
+	}
+}
+
+// kernelHasFunc says whether the kernel's BTF has function name.
+func kernelHasFunc(name string) bool {
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return false
+	}
+	var fn *btf.Func
+	return spec.TypeByName(name, &fn) == nil
 }
 
 // userIDs is the block of ns_ids kept for userspace (NamespaceID).
@@ -373,7 +465,8 @@ type nsInfo struct {
 	Type      uint32
 	OwnerPid  uint32
 	OwnerPass uint8
-	_         [7]uint8
+	Watched   uint8
+	_         [6]uint8
 }
 
 // Owner is the process a namespace found outside the BPF programs is
@@ -417,28 +510,29 @@ func (t *Tracer) NamespaceID(typ uint8, inum uint32, kernelID uint64, owner Owne
 }
 
 // blindSpots says, in words for the user, which teardowns backend b cannot
-// see on this kernel, given the hooks setKnobs found.
-func blindSpots(b Backend, syms map[string]uint64, freeInum, pidHooked bool) []string {
-	if freeInum {
+// see on this kernel, given the hooks that work (setKnobs, setAddresses).
+func blindSpots(b Backend, hooks map[string]bool) []string {
+	if hooks["proc_free_inum"] {
 		return nil
 	}
 	var blind []string
-	if syms["free_user_ns"] == 0 {
-		blind = append(blind, "user namespace destroy (free_user_ns is not in /proc/kallsyms)")
+	if !hooks["free_user_ns"] {
+		blind = append(blind, "user namespace destroy (free_user_ns is not in the kernel's BTF, or its address not in /proc/kallsyms)")
 	}
-	if syms["cleanup_net"] == 0 {
-		blind = append(blind, "net namespace destroy, unless its last reference goes with an nsproxy (cleanup_net is not in /proc/kallsyms)")
+	if !hooks["cleanup_net"] {
+		blind = append(blind, "net namespace destroy, unless its last reference goes with an nsproxy (cleanup_net is not in the kernel's BTF, or its address not in /proc/kallsyms)")
 	}
+	pidHooked := hooks["destroy_pid_namespace_work"] || hooks["delayed_free_pidns"]
 	// The tracepoint backend polls the namespaces that outlive their
 	// nsproxy where no tracepoint shows their free.
 	if b == Tracepoint {
 		return blind
 	}
 	if !pidHooked {
-		blind = append(blind, "pid namespace destroy, unless its last reference goes with an nsproxy (neither destroy_pid_namespace_work nor delayed_free_pidns is in /proc/kallsyms)")
+		blind = append(blind, "pid namespace destroy, unless its last reference goes with an nsproxy (the kernel's BTF has neither destroy_pid_namespace_work nor delayed_free_pidns)")
 	}
 	for _, typ := range []string{"mnt", "uts", "ipc", "cgroup", "time"} {
-		blind = append(blind, "pinned "+typ+" namespace destroy (seen only when an nsproxy held the last reference, not a bind mount, an open /proc/PID/ns file or an open cgroup file; proc_free_inum is not in /proc/kallsyms)")
+		blind = append(blind, "pinned "+typ+" namespace destroy (seen only when an nsproxy held the last reference, not a bind mount, an open /proc/PID/ns file or an open cgroup file; proc_free_inum is not in the kernel's BTF)")
 	}
 	return blind
 }
@@ -484,7 +578,52 @@ func (t *Tracer) Backend() Backend { return t.backend }
 // Read blocks until a record is available, or until Flush has been called
 // and everything buffered before it has been returned (then it returns
 // ringbuf.ErrFlushed), or until Close.
-func (t *Tracer) Read(rec *ringbuf.Record) error { return t.reader.ReadInto(rec) }
+// Records that are only for the tracer itself are not returned.
+//
+// Under load Read lets records pile up for a moment once it has caught up:
+// the kernel wakes a reader that has caught up at its next record (an
+// interrupt and a cross-CPU wakeup, on the traced task's time), so a reader
+// that is always caught up would cost a wakeup per record.
+func (t *Tracer) Read(rec *ringbuf.Record) error {
+	for {
+		if t.reader.AvailableBytes() == 0 {
+			if t.batch >= busyBatch {
+				time.Sleep(busyPause)
+			}
+			t.batch = 0
+		}
+		if err := t.reader.ReadInto(rec); err != nil {
+			return err
+		}
+		t.batch++
+		raw := rec.RawSample
+		if len(raw) > recKindOffset && raw[recKindOffset] == recWatch {
+			t.kickPoll()
+			continue
+		}
+		// A drop may have been a REC_WATCH.
+		if len(raw) >= recLostOffset+4 && binary.NativeEndian.Uint32(raw[recLostOffset:]) != 0 {
+			t.kickPoll()
+		}
+		return nil
+	}
+}
+
+// A batch of busyBatch records or more between two waits is load: Read
+// pauses busyPause before the next wait. The ring buffer holds far more
+// than arrives meanwhile (DefaultRingBufferSize).
+const (
+	busyBatch = 16
+	busyPause = time.Millisecond
+)
+
+// Every record starts with ts_ns (u64), lost (u32) and kind (u8); a
+// REC_WATCH (enum rec_kind in bpf/context.h) has nothing else.
+const (
+	recLostOffset = 8
+	recKindOffset = 12
+	recWatch      = 18
+)
 
 // Pending reports whether records are waiting in the ring buffer.
 func (t *Tracer) Pending() bool { return t.reader.AvailableBytes() > 0 }

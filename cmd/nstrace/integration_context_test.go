@@ -306,7 +306,7 @@ func TestFilterTypeAndEvent(t *testing.T) {
 	}
 }
 
-// 26. Bad filter values: one line naming what is valid, exit 2.
+// 26. Bad filter (and --ring-size) values: one line naming what is valid, exit 2.
 func TestFilterUsageErrors(t *testing.T) {
 	needRoot(t, "nstrace checks filters before loading, but runs as root in CI")
 	for _, c := range []struct {
@@ -324,6 +324,10 @@ func TestFilterUsageErrors(t *testing.T) {
 		{[]string{"--uid", "no-such-user-here"}, []string{"--uid", "no-such-user-here"}},
 		{[]string{"-e", "exist"}, []string{"exist", "--snapshot"}},
 		{[]string{"--cgroup-hierarchy", "nosuchcontroller"}, []string{"--cgroup-hierarchy", "nosuchcontroller"}},
+		{[]string{"--ring-size", "3M"}, []string{"--ring-size", "3M", "power-of-two"}},
+		{[]string{"--ring-size", "12k"}, []string{"--ring-size", "12k", "pages"}},
+		{[]string{"--ring-size", "lots"}, []string{"--ring-size", "lots", "16M"}},
+		{[]string{"--ring-size", "2G"}, []string{"--ring-size", "2G", "1G"}},
 	} {
 		code, stdout, stderr := runCLI(t, itCfg.bin, nil, c.args...)
 		if code != exitUsage || stdout != "" {

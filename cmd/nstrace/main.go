@@ -35,6 +35,7 @@ type options struct {
 	count    uint64
 	snapshot bool
 	verbose  bool
+	ringSize int // bytes
 
 	filters      filterArgs
 	hierarchy    string
@@ -93,7 +94,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var opts options
-	var backend string
+	var backend, ringSize string
 	fs := pflag.NewFlagSet("nstrace", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard) // errors are reported by realMain, in one line
 	fs.StringVarP(&opts.output, "output", "o", "text", "output format: "+strings.Join(events.Formats, ", "))
@@ -102,6 +103,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.Uint64Var(&opts.count, "count", 0, "stop after this many events; 0 means no limit")
 	fs.BoolVar(&opts.snapshot, "snapshot", false, "first print every namespace alive now as an exist event (not counted by --count)")
 	fs.BoolVarP(&opts.verbose, "verbose", "v", false, "log diagnostics (backend probing, blind spots) on stderr")
+	fs.StringVar(&ringSize, "ring-size", fmt.Sprintf("%dM", tracer.DefaultRingBufferSize>>20), "kernel ring buffer for events: a power-of-two number of pages (e.g. 16M, 64M); bigger absorbs longer bursts without loss")
 	f := &opts.filters
 	fs.StringSliceVarP(&f.types, "type", "t", nil, "only these namespace types (comma-separated): mnt, uts, ipc, pid, net, user, cgroup, time")
 	fs.StringSliceVarP(&f.events, "event", "e", nil, "only these events (comma-separated): create, join, nsproxy_free, destroy, exist")
@@ -137,6 +139,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return opts, err
 	}
 	opts.backend = b
+	if opts.ringSize, err = parseRingSize(ringSize); err != nil {
+		return opts, err
+	}
 	if opts.duration < 0 {
 		return opts, fmt.Errorf("invalid duration %s: must not be negative", opts.duration)
 	}
@@ -164,7 +169,7 @@ func run(ctx context.Context, opts options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("read clocks: %w", err)
 	}
-	t, err := tracer.Open(tracer.Options{Backend: opts.backend, Filter: opts.sel.kernel, Cgroups: opts.cgroups})
+	t, err := tracer.Open(tracer.Options{Backend: opts.backend, Filter: opts.sel.kernel, Cgroups: opts.cgroups, RingBufferSize: opts.ringSize})
 	if err != nil {
 		return err
 	}

@@ -33,6 +33,9 @@ type stream struct {
 // is reached, in which case it calls stop and keeps draining.
 func (s *stream) loop(stop context.CancelFunc) error {
 	var rec ringbuf.Record
+	// One Event for all records: Write(&ev) moves it to the heap, and a
+	// new one for each would be an allocation per event.
+	var ev events.Event
 	for {
 		err := s.t.Read(&rec)
 		if errors.Is(err, ringbuf.ErrFlushed) || errors.Is(err, ringbuf.ErrClosed) {
@@ -47,7 +50,8 @@ func (s *stream) loop(stop context.CancelFunc) error {
 			}
 			continue
 		}
-		ev, lost, err := s.dec.Decode(rec.RawSample)
+		var lost uint32
+		ev, lost, err = s.dec.Decode(rec.RawSample)
 		if s.stopped(&ev) {
 			// Detaching takes a while and not all hooks go at once: what
 			// they report after the stop request is a partial picture.

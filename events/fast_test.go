@@ -1,0 +1,514 @@
+package events
+
+// Tests that the allocation-free decoder and writers do what the
+// reflection and fmt based ones in reference_test.go did, to the byte.
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+	_ "time/tzdata" // the zones below, whatever the machine has
+	"unicode/utf8"
+	"unsafe"
+
+	"github.com/nstrace/nstrace"
+)
+
+func TestRecordLayout(t *testing.T) {
+	var r nstrace.BpfEvent
+	if size := binary.Size(r); size != RecordSize || unsafe.Sizeof(r) != RecordSize {
+		t.Fatalf("nstrace.BpfEvent is %d bytes (binary.Size %d), RecordSize is %d", unsafe.Sizeof(r), size, RecordSize)
+	}
+	// Every field of nstrace.BpfEvent, where Decode reads it and how wide.
+	for _, f := range []struct {
+		name         string
+		offset, size uintptr // in nstrace.BpfEvent
+		off, width   int     // what Decode uses
+	}{
+		{"TsNs", unsafe.Offsetof(r.TsNs), unsafe.Sizeof(r.TsNs), offTsNs, 8},
+		{"Lost", unsafe.Offsetof(r.Lost), unsafe.Sizeof(r.Lost), offLost, 4},
+		{"Kind", unsafe.Offsetof(r.Kind), unsafe.Sizeof(r.Kind), offKind, 1},
+		{"NsType", unsafe.Offsetof(r.NsType), unsafe.Sizeof(r.NsType), offNsType, 1},
+		{"Syscall", unsafe.Offsetof(r.Syscall), unsafe.Sizeof(r.Syscall), offSyscall, 1},
+		{"How", unsafe.Offsetof(r.How), unsafe.Sizeof(r.How), offHow, 1},
+		{"Flags", unsafe.Offsetof(r.Flags), unsafe.Sizeof(r.Flags), offFlags, 8},
+		{"NsId", unsafe.Offsetof(r.NsId), unsafe.Sizeof(r.NsId), offNsID, 8},
+		{"CgroupId", unsafe.Offsetof(r.CgroupId), unsafe.Sizeof(r.CgroupId), offCgroupID, 8},
+		{"ExeId", unsafe.Offsetof(r.ExeId), unsafe.Sizeof(r.ExeId), offExeID, 8},
+		{"OwnerCgroupId", unsafe.Offsetof(r.OwnerCgroupId), unsafe.Sizeof(r.OwnerCgroupId), offOwnerCgroupID, 8},
+		{"OwnerPid", unsafe.Offsetof(r.OwnerPid), unsafe.Sizeof(r.OwnerPid), offOwnerPid, 4},
+		{"Pid", unsafe.Offsetof(r.Pid), unsafe.Sizeof(r.Pid), offPid, 4},
+		{"Tid", unsafe.Offsetof(r.Tid), unsafe.Sizeof(r.Tid), offTid, 4},
+		{"Ppid", unsafe.Offsetof(r.Ppid), unsafe.Sizeof(r.Ppid), offPpid, 4},
+		{"Uid", unsafe.Offsetof(r.Uid), unsafe.Sizeof(r.Uid), offUid, 4},
+		{"Inum", unsafe.Offsetof(r.Inum), unsafe.Sizeof(r.Inum), offInum, 4},
+		{"OldInum", unsafe.Offsetof(r.OldInum), unsafe.Sizeof(r.OldInum), offOldInum, 4},
+		{"Inums", unsafe.Offsetof(r.Inums), unsafe.Sizeof(r.Inums), offInums, 4 * len(Event{}.Namespaces)},
+		{"ForChildren", unsafe.Offsetof(r.ForChildren), unsafe.Sizeof(r.ForChildren), offForChildren, 1},
+		{"OwnerKnown", unsafe.Offsetof(r.OwnerKnown), unsafe.Sizeof(r.OwnerKnown), offOwnerKnown, 1},
+		{"Pad", unsafe.Offsetof(r.Pad), unsafe.Sizeof(r.Pad), int(unsafe.Offsetof(r.Pad)), 2}, // not read
+		{"Comm", unsafe.Offsetof(r.Comm), unsafe.Sizeof(r.Comm), offComm, commLen},
+		{"ParentComm", unsafe.Offsetof(r.ParentComm), unsafe.Sizeof(r.ParentComm), offParentComm, commLen},
+	} {
+		if f.offset != uintptr(f.off) || f.size != uintptr(f.width) {
+			t.Errorf("BpfEvent.%s is at %d, %d bytes; Decode reads %d bytes at %d", f.name, f.offset, f.size, f.width, f.off)
+		}
+		if sf, ok := reflect.TypeFor[nstrace.BpfEvent]().FieldByName(f.name); !ok || sf.Offset != f.offset {
+			t.Errorf("BpfEvent.%s: not found by reflection at %d", f.name, f.offset)
+		}
+	}
+	named := 0
+	for f := range reflect.TypeFor[nstrace.BpfEvent]().Fields() {
+		if f.Name != "_" {
+			named++
+		}
+	}
+	if named != 24 {
+		t.Errorf("nstrace.BpfEvent has %d fields, this test knows 24: where does Decode find the new ones?", named)
+	}
+}
+
+// randomRecord is a valid record with random fields: random bytes, but
+// for the kind and the type.
+func randomRecord(r *rand.Rand) []byte {
+	raw := make([]byte, RecordSize)
+	for i := range raw {
+		raw[i] = byte(r.Uint32())
+	}
+	raw[offKind] = byte(Create) + byte(r.IntN(int(Destroy)))
+	raw[offNsType] = byte(r.IntN(int(numTypes)))
+	raw[offSyscall] = byte(r.IntN(len(syscallNames) + 2))
+	raw[offHow] = byte(r.IntN(len(howNames) + 2))
+	// Names of every length, with or without junk after the NUL.
+	for _, off := range []int{offComm, offParentComm} {
+		names := []string{"unshare", "containerd-shim", "", "exactly16bytes!!", "x"}
+		c := raw[off : off+commLen]
+		if r.IntN(4) > 0 {
+			clear(c)
+			copy(c, names[r.IntN(len(names))])
+		}
+	}
+	return raw
+}
+
+func TestDecodeMatchesReference(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	dec := &Decoder{bootToWall: testDecoder.bootToWall}
+	for range 20000 {
+		raw := randomRecord(r)
+		got, lost, err := dec.Decode(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := refDecode(dec, raw); !reflect.DeepEqual(got, want) {
+			t.Fatalf("record % x\ndecoded as %+v\nwant       %+v", raw, got, want)
+		}
+		if want := binary.NativeEndian.Uint32(raw[offLost:]); lost != want {
+			t.Fatalf("lost %d, want %d", lost, want)
+		}
+	}
+	// Beyond the memo's size: it forgets, and names stay right.
+	for i := range 3 * memoSize {
+		raw := randomRecord(r)
+		name := strings.Repeat(string(rune('a'+i%26)), 1+i%15) + string(rune('A'+i/26%26))
+		clear(raw[offComm : offComm+commLen])
+		copy(raw[offComm:], name)
+		ev, _, err := dec.Decode(raw)
+		if err != nil || ev.Comm != name {
+			t.Fatalf("comm %q, %v; want %q", ev.Comm, err, name)
+		}
+	}
+	if n := len(dec.comms.m); n > memoSize {
+		t.Errorf("%d names interned, more than %d", n, memoSize)
+	}
+}
+
+// jsonStringPieces are what random strings are made of: all that
+// encoding/json escapes, UTF-8 valid and not, and plain text.
+var jsonStringPieces = []string{
+	"a", "/usr/bin/", "kubepods", " ", "0123456789", "-_.:", "\"", "\\", "<", ">", "&", "/",
+	"\x00", "\x01", "\b", "\f", "\n", "\r", "\t", "\x1f", "\x7f",
+	"é", "日本", "\U0001F600", "\u2028", "\u2029", "\u2027", "\u202a", "\ufffd",
+	"\xff", "\xc3", "\xe2\x80", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\x80",
+}
+
+func randomString(r *rand.Rand, maxPieces int) string {
+	var b strings.Builder
+	for range r.IntN(maxPieces + 1) {
+		if r.IntN(8) == 0 {
+			b.WriteByte(byte(r.Uint32())) // any byte at all
+		} else {
+			b.WriteString(jsonStringPieces[r.IntN(len(jsonStringPieces))])
+		}
+	}
+	return b.String()
+}
+
+func checkJSONString(t *testing.T, s string) {
+	t.Helper()
+	want, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := appendJSONString(nil, s); !bytes.Equal(got, want) {
+		t.Fatalf("appendJSONString(%q) = %s, encoding/json: %s", s, got, want)
+	}
+}
+
+func TestJSONStringMatchesEncodingJSON(t *testing.T) {
+	for _, s := range jsonStringPieces {
+		checkJSONString(t, s)
+		// At every position relative to the 8-byte words.
+		for pad := range 17 {
+			checkJSONString(t, strings.Repeat("x", pad)+s)
+			checkJSONString(t, strings.Repeat("x", pad)+s+strings.Repeat("y", 17-pad))
+		}
+	}
+	for c := range 256 {
+		checkJSONString(t, string([]byte{byte(c)}))
+		checkJSONString(t, "abcdefgh"+string([]byte{byte(c)})+"ijklmnopq")
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	for range 50000 {
+		checkJSONString(t, randomString(r, 20))
+	}
+}
+
+func FuzzJSONString(f *testing.F) {
+	for _, s := range jsonStringPieces {
+		f.Add(s)
+	}
+	f.Add("/kubepods/besteffort/pod1a2b3c4d-5e6f-7a8b-9c0d-1e2f3a4b5c6d/" + testID)
+	f.Fuzz(func(t *testing.T, s string) { checkJSONString(t, s) })
+}
+
+func TestJSONCloneFlags(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, f := range append([]uint64{0, 0x4e020000, 0x400000001, ^uint64(0)}, r.Uint64(), r.Uint64()&0xfffffff80) {
+		want, _ := json.Marshal(CloneFlagNames(f))
+		if got := jsonCloneFlags(f); got != string(want) {
+			t.Errorf("jsonCloneFlags(%#x) = %s, want %s", f, got, want)
+		}
+	}
+}
+
+func loadLocation(t *testing.T, name string) *time.Location {
+	t.Helper()
+	loc, err := time.LoadLocation(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return loc
+}
+
+// testLocations have summer time (New York), half-hour summer time (Lord
+// Howe), an offset of minutes (Kathmandu) or of seconds (which RFC 3339
+// does not show).
+func testLocations(t *testing.T) []*time.Location {
+	return []*time.Location{
+		time.UTC, time.Local, loadLocation(t, "America/New_York"), loadLocation(t, "Australia/Lord_Howe"),
+		loadLocation(t, "Asia/Kathmandu"), time.FixedZone("odd", -(3*3600 + 30*60 + 7)),
+	}
+}
+
+func TestClockMatchesFormat(t *testing.T) {
+	json := clock{head: "2006-01-02T15:04:05", digits: 9, tail: "Z07:00"}
+	text := clock{head: "15:04:05", digits: 6}
+	check := func(tm time.Time) {
+		t.Helper()
+		if got, want := string(json.append(nil, tm)), tm.Format(TimeFormat); got != want {
+			t.Fatalf("JSON time of %v: %s, want %s", tm, got, want)
+		}
+		if got, want := string(text.append(nil, tm)), tm.Format("15:04:05.000000"); got != want {
+			t.Fatalf("text time of %v: %s, want %s", tm, got, want)
+		}
+	}
+	ny := loadLocation(t, "America/New_York")
+	// Across the summer time changes of 2026 in New York (and so across
+	// changes of the zone on the same second of UTC), step by step.
+	for _, change := range []time.Time{
+		time.Date(2026, 3, 8, 7, 0, 0, 0, time.UTC), time.Date(2026, 11, 1, 6, 0, 0, 0, time.UTC),
+	} {
+		for d := -3 * time.Second; d <= 3*time.Second; d += 250*time.Millisecond + 1 {
+			at := change.Add(d)
+			check(at.In(ny))
+			check(at.In(time.UTC))
+			check(at.In(ny))
+		}
+	}
+	r := rand.New(rand.NewPCG(7, 8))
+	locs := testLocations(t)
+	at := time.Date(2026, 3, 8, 1, 59, 0, 0, ny)
+	for range 100000 {
+		switch r.IntN(100) {
+		case 0: // anywhere from year 0 to 5000
+			at = time.Unix(r.Int64N(1e11)-62e9, r.Int64N(1e9))
+		case 1:
+			at = at.In(locs[r.IntN(len(locs))])
+		default: // on, as events do
+			at = at.Add(time.Duration(r.Int64N(int64(3 * time.Second))))
+		}
+		check(at)
+	}
+	for _, tm := range []time.Time{
+		{}, time.Unix(0, 0), time.Unix(-1, 999999999), time.Date(-1, 12, 31, 23, 59, 59, 1, time.UTC),
+		time.Date(10000, 1, 1, 0, 0, 0, 123, time.UTC), time.Unix(0, 1700000000123456789).In(time.Local),
+	} {
+		check(tm)
+	}
+}
+
+// eventPool is what random events are made of: a few contexts, so that
+// they repeat, and random strings.
+type eventPool struct {
+	r        *rand.Rand
+	contexts []Context
+	at       time.Time
+	locs     []*time.Location
+}
+
+func newEventPool(t *testing.T, seed uint64) *eventPool {
+	r := rand.New(rand.NewPCG(seed, seed))
+	p := &eventPool{r: r, locs: testLocations(t), at: time.Date(2026, 11, 1, 1, 59, 50, 0, loadLocation(t, "America/New_York"))}
+	attr := NewAttributor(nil, nil, testNames{})
+	p.contexts = []Context{
+		{},
+		attr.ContextOf(testCgroupID, "/kubepods/besteffort/pod1a2b3c4d-5e6f-7a8b-9c0d-1e2f3a4b5c6d/"+testID),
+		attr.ContextOf(1, "/user.slice/user-0.slice/session-1.scope"),
+		attr.ContextOf(2, "/system.slice/docker-"+strings.Repeat("ab", 32)+".scope"),
+	}
+	for range 4 {
+		p.contexts = append(p.contexts, p.randomContext())
+	}
+	return p
+}
+
+func (p *eventPool) str() string {
+	if p.r.IntN(3) == 0 {
+		return ""
+	}
+	return randomString(p.r, 6)
+}
+
+func (p *eventPool) u32() uint32 {
+	if p.r.IntN(3) == 0 {
+		return 0
+	}
+	return p.r.Uint32() >> p.r.IntN(32)
+}
+
+func (p *eventPool) u64() uint64 {
+	if p.r.IntN(3) == 0 {
+		return 0
+	}
+	return p.r.Uint64() >> p.r.IntN(64)
+}
+
+func (p *eventPool) randomContext() Context {
+	c := Context{CgroupID: p.u64(), Cgroup: p.str(), Names: Names{ContainerName: p.str(), Image: p.str(), PodName: p.str(), PodNamespace: p.str()}}
+	c.ID, c.Runtime, c.PodUID = p.str(), p.str(), p.str()
+	return c
+}
+
+func (p *eventPool) context() Context {
+	if p.r.IntN(10) == 0 {
+		return p.randomContext()
+	}
+	return p.contexts[p.r.IntN(len(p.contexts))]
+}
+
+func (p *eventPool) event() Event {
+	r := p.r
+	switch r.IntN(50) {
+	case 0:
+		p.at = p.at.In(p.locs[r.IntN(len(p.locs))])
+	case 1:
+		p.at = time.Unix(r.Int64N(4e9), 0)
+	}
+	p.at = p.at.Add(time.Duration(r.Int64N(int64(time.Second))))
+	kinds := []Kind{0, Create, Join, NsproxyFree, Destroy, Lost, Exist, 99}
+	hows := []string{"", "last_ref", "freed", Polled, Polled, p.str()}
+	flags := []uint64{0, 0x04000000, 0x4e020000, 0x20000000, 0x400000001, p.u64()}
+	ev := Event{
+		Time: p.at, Kind: kinds[r.IntN(len(kinds))], Type: NsType(r.IntN(int(numTypes) + 2)),
+		Inum: p.u32(), NsID: p.u64(), OldInum: p.u32(), Pid: p.u32(), Tid: p.u32(), Ppid: p.u32(), Uid: p.u32(),
+		Comm: p.str(), Syscall: syscallNames[r.IntN(len(syscallNames))], Flags: flags[r.IntN(len(flags))],
+		Children: r.IntN(2) == 0, How: hows[r.IntN(len(hows))],
+		Lifetime: time.Duration(r.Int64() >> r.IntN(64)), HasLifetime: r.IntN(2) == 0,
+		Count: p.u64(), HeldBy: p.str(), Nprocs: p.u32(), ParentInum: p.u32(), OwnerInum: p.u32(), Mountpoint: p.str(),
+		Exe: p.str(), ParentComm: p.str(), Ctx: p.context(),
+		Owner: Owner{Pid: p.u32(), Context: p.context()}, HasOwner: r.IntN(2) == 0,
+	}
+	if r.IntN(4) == 0 {
+		ev.Syscall = p.str()
+	}
+	if r.IntN(4) == 0 {
+		ev.Lifetime = -ev.Lifetime
+	}
+	for i := range ev.Namespaces {
+		ev.Namespaces[i] = p.u32()
+	}
+	return ev
+}
+
+func TestWritersMatchReference(t *testing.T) {
+	for _, format := range Formats {
+		t.Run(format, func(t *testing.T) {
+			p := newEventPool(t, 9)
+			var evs []Event
+			for range 30000 {
+				evs = append(evs, p.event())
+			}
+			evs = append(evs, existEvents()...)
+			evs = append(evs, decodeAll(t)...)
+			var got, want bytes.Buffer
+			w, err := NewWriter(format, &got)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ref := newRefWriter(format, &want)
+			for i := range evs {
+				if err := w.Write(&evs[i]); err != nil {
+					t.Fatal(err)
+				}
+				if err := ref.Write(&evs[i]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := errors.Join(w.Flush(), ref.Flush()); err != nil {
+				t.Fatal(err)
+			}
+			if bytes.Equal(got.Bytes(), want.Bytes()) {
+				return
+			}
+			gl, wl := strings.Split(got.String(), "\n"), strings.Split(want.String(), "\n")
+			skip := 0
+			if format == "text" {
+				skip = 1 // the header
+			}
+			for i := range min(len(gl), len(wl)) {
+				if gl[i] != wl[i] {
+					var ev any = "header"
+					if i >= skip {
+						ev = evs[i-skip]
+					}
+					t.Fatalf("line %d differs:\ngot  %s\nwant %s\nevent %+v", i, gl[i], wl[i], ev)
+				}
+			}
+			t.Fatalf("%d lines, want %d", len(gl), len(wl))
+		})
+	}
+}
+
+func TestColumnPadsLikeFmt(t *testing.T) {
+	for _, s := range []string{"", "-", "unshare", "exactly16bytes!!", "longer than sixteen", "日本語", "\xff\xfe", "é\U0001F600"} {
+		got := string(stringColumn(nil, s, widthComm))
+		want := strings.TrimSuffix(fmtColumn(s), "|") + " "
+		if got != want {
+			t.Errorf("column %q = %q, want %q", s, got, want)
+		}
+		if utf8.ValidString(s) && utf8.RuneCountInString(got) < widthComm+1 {
+			t.Errorf("column %q = %q, narrower than %d", s, got, widthComm)
+		}
+	}
+}
+
+// countingWriter records the size of each write.
+type countingWriter struct {
+	writes []int
+	err    error
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	c.writes = append(c.writes, len(b))
+	if c.err != nil {
+		return 0, c.err
+	}
+	return len(b), nil
+}
+
+func TestOutputIsBuffered(t *testing.T) {
+	for _, format := range Formats {
+		var cw countingWriter
+		w, _ := NewWriter(format, &cw)
+		evs := decodeAll(t)
+		for i := range 1000 {
+			if err := w.Write(&evs[i%len(evs)]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := w.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if len(cw.writes) < 2 {
+			t.Fatalf("%s: %d writes for 1000 events", format, len(cw.writes))
+		}
+		for i, n := range cw.writes[:len(cw.writes)-1] {
+			if n < flushAt {
+				t.Errorf("%s: write %d of %d is %d bytes, less than %d", format, i, len(cw.writes), n, flushAt)
+			}
+		}
+		w.Flush()
+		if n := len(cw.writes); cw.writes[n-1] == 0 {
+			t.Errorf("%s: Flush with nothing buffered wrote 0 bytes", format)
+		}
+		// A write error is returned, then again for every write.
+		cw.err = errors.New("disk full")
+		for i := 0; ; i++ {
+			err := w.Write(&evs[0])
+			if i > 2*flushAt && err == nil {
+				t.Fatalf("%s: no error after %d writes", format, i)
+			}
+			if err != nil {
+				if w.Write(&evs[0]) != cw.err || w.Flush() != cw.err {
+					t.Errorf("%s: error not kept", format)
+				}
+				break
+			}
+		}
+	}
+}
+
+func TestWriteAllocs(t *testing.T) {
+	evs := decodeAll(t)
+	for _, format := range Formats {
+		w, _ := NewWriter(format, io.Discard)
+		i := 0
+		allocs := testing.AllocsPerRun(10000, func() {
+			w.Write(&evs[i%len(evs)])
+			i++
+		})
+		if allocs != 0 {
+			t.Errorf("%s: %v allocations per event, want none", format, allocs)
+		}
+	}
+}
+
+// The stream loop's work for one event allocates at most once (it does
+// not at all now, but for a rare map growth), once its caches are warm.
+func TestPipelineAllocs(t *testing.T) {
+	raws := unshareLoop(t, benchRounds)
+	for _, format := range Formats {
+		p := newPipeline(t, format, io.Discard)
+		for _, raw := range raws {
+			if err := p.event(raw); err != nil {
+				t.Fatal(err)
+			}
+		}
+		i := 0
+		allocs := testing.AllocsPerRun(len(raws), func() {
+			p.event(raws[i%len(raws)])
+			i++
+		})
+		if allocs > 1 {
+			t.Errorf("%s: %v allocations per event, want at most 1", format, allocs)
+		}
+	}
+}

@@ -1,0 +1,312 @@
+package events
+
+// The writers as they were with encoding/json and fmt, and Decode as it
+// was with binary.Decode: what the faster ones must match to the byte.
+
+import (
+	"bufio"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nstrace/nstrace"
+)
+
+func newRefWriter(format string, w io.Writer) Writer {
+	bw := bufio.NewWriter(w)
+	if format == "text" {
+		return &refTextWriter{w: bw}
+	}
+	return &refJSONWriter{w: bw, enc: json.NewEncoder(bw)}
+}
+
+// jsonEvent is the JSON lines schema; README documents every field.
+type jsonEvent struct {
+	Time       string  `json:"time"`
+	Event      string  `json:"event"`
+	Type       string  `json:"type,omitempty"`
+	Inum       uint32  `json:"inum,omitempty"`
+	NsID       uint64  `json:"ns_id,omitempty"`
+	Pid        *uint32 `json:"pid,omitempty"`
+	Tid        *uint32 `json:"tid,omitempty"`
+	Ppid       *uint32 `json:"ppid,omitempty"`
+	Uid        *uint32 `json:"uid,omitempty"`
+	Comm       *string `json:"comm,omitempty"`
+	ParentComm string  `json:"parent_comm,omitempty"`
+	Exe        string  `json:"exe,omitempty"`
+	jsonContext
+	Owner         *jsonOwner   `json:"owner,omitempty"`
+	HeldBy        string       `json:"held_by,omitempty"`
+	Nprocs        *uint32      `json:"nprocs,omitempty"`
+	ParentInum    uint32       `json:"parent_inum,omitempty"`
+	OwnerUserInum uint32       `json:"owner_user_inum,omitempty"`
+	Mountpoint    string       `json:"mountpoint,omitempty"`
+	OldInum       uint32       `json:"old_inum,omitempty"`
+	ForChildren   bool         `json:"for_children,omitempty"`
+	Syscall       string       `json:"syscall,omitempty"`
+	CloneFlags    *[]string    `json:"clone_flags,omitempty"`
+	CloneFlagsRaw *uint64      `json:"clone_flags_raw,omitempty"`
+	How           string       `json:"how,omitempty"`
+	LifetimeNs    *int64       `json:"lifetime_ns,omitempty"`
+	Namespaces    *jsonNsproxy `json:"namespaces,omitempty"`
+	Count         *uint64      `json:"count,omitempty"`
+}
+
+// jsonContext is whose event it is (events.Context).
+type jsonContext struct {
+	Cgroup        string `json:"cgroup,omitempty"`
+	CgroupID      uint64 `json:"cgroup_id,omitempty"`
+	ContainerID   string `json:"container_id,omitempty"`
+	ContainerName string `json:"container_name,omitempty"`
+	Image         string `json:"image,omitempty"`
+	Runtime       string `json:"runtime,omitempty"`
+	PodUID        string `json:"pod_uid,omitempty"`
+	PodName       string `json:"pod_name,omitempty"`
+	PodNamespace  string `json:"pod_namespace,omitempty"`
+}
+
+type jsonOwner struct {
+	Pid uint32 `json:"pid,omitempty"`
+	jsonContext
+}
+
+func toJSONContext(c *Context) jsonContext {
+	return jsonContext{
+		Cgroup: c.Cgroup, CgroupID: c.CgroupID,
+		ContainerID: c.ID, ContainerName: c.ContainerName, Image: c.Image, Runtime: c.Runtime,
+		PodUID: c.PodUID, PodName: c.PodName, PodNamespace: c.PodNamespace,
+	}
+}
+
+type jsonNsproxy struct {
+	Mnt             uint32 `json:"mnt,omitempty"`
+	UTS             uint32 `json:"uts,omitempty"`
+	IPC             uint32 `json:"ipc,omitempty"`
+	Net             uint32 `json:"net,omitempty"`
+	Cgroup          uint32 `json:"cgroup,omitempty"`
+	Time            uint32 `json:"time,omitempty"`
+	TimeForChildren uint32 `json:"time_for_children,omitempty"`
+	PidForChildren  uint32 `json:"pid_for_children,omitempty"`
+}
+
+type refJSONWriter struct {
+	w   *bufio.Writer
+	enc *json.Encoder
+}
+
+func (j *refJSONWriter) Write(ev *Event) error {
+	out := jsonEvent{
+		Time:        ev.Time.Format(TimeFormat),
+		Event:       ev.Kind.String(),
+		jsonContext: toJSONContext(&ev.Ctx),
+		Exe:         ev.Exe,
+	}
+	switch ev.Kind {
+	case Lost:
+		out = jsonEvent{Time: out.Time, Event: out.Event, Count: &ev.Count}
+		return j.enc.Encode(&out)
+	case Exist:
+		// No thread did anything: pid is the process it was found
+		// through, if it could be read.
+		out.Type, out.Inum, out.NsID = ev.Type.String(), ev.Inum, ev.NsID
+		if ev.Pid != 0 {
+			out.Pid, out.Ppid, out.Uid, out.Comm = &ev.Pid, &ev.Ppid, &ev.Uid, &ev.Comm
+			out.ParentComm = ev.ParentComm
+		}
+		out.HeldBy, out.Nprocs = ev.HeldBy, &ev.Nprocs
+		out.ParentInum, out.OwnerUserInum, out.Mountpoint = ev.ParentInum, ev.OwnerInum, ev.Mountpoint
+		return j.enc.Encode(&out)
+	}
+	if ev.How != Polled {
+		out.Pid, out.Tid, out.Ppid, out.Uid, out.Comm = &ev.Pid, &ev.Tid, &ev.Ppid, &ev.Uid, &ev.Comm
+		out.ParentComm = ev.ParentComm
+	}
+	if ev.HasOwner {
+		out.Owner = &jsonOwner{Pid: ev.Owner.Pid, jsonContext: toJSONContext(&ev.Owner.Context)}
+	}
+	switch ev.Kind {
+	case Create, Join:
+		out.Type, out.Inum, out.NsID, out.OldInum = ev.Type.String(), ev.Inum, ev.NsID, ev.OldInum
+		out.ForChildren = ev.Children
+		out.Syscall = ev.Syscall
+		names := CloneFlagNames(ev.Flags)
+		out.CloneFlags = &names
+		out.CloneFlagsRaw = &ev.Flags
+	case Destroy:
+		out.Type, out.Inum, out.NsID, out.How = ev.Type.String(), ev.Inum, ev.NsID, ev.How
+		if ev.HasLifetime {
+			ns := ev.Lifetime.Nanoseconds()
+			out.LifetimeNs = &ns
+		}
+	case NsproxyFree:
+		n := ev.Namespaces
+		out.Namespaces = &jsonNsproxy{
+			Mnt: n[Mnt], UTS: n[UTS], IPC: n[IPC], Net: n[Net], Cgroup: n[Cgroup],
+			Time: n[8], TimeForChildren: n[Time], PidForChildren: n[PID],
+		}
+	}
+	return j.enc.Encode(&out)
+}
+
+func (j *refJSONWriter) Flush() error { return j.w.Flush() }
+
+// Text columns, in the style of BCC tools.
+const refTextHeader = "%-15s %-12s %-6s %-10s %-7s %-16s %-12s %s\n"
+
+type refTextWriter struct {
+	w          *bufio.Writer
+	headerDone bool
+}
+
+func (t *refTextWriter) Write(ev *Event) error {
+	if !t.headerDone {
+		fmt.Fprintf(t.w, refTextHeader, "TIME", "EVENT", "TYPE", "INUM", "PID", "COMM", "CONTAINER", "DETAILS")
+		t.headerDone = true
+	}
+	typ, inum, pid, comm := "-", "-", "-", "-"
+	if ev.Kind != Lost && (ev.Kind != Exist || ev.Pid != 0) && ev.How != Polled {
+		pid, comm = fmt.Sprint(ev.Pid), ev.Comm
+	}
+	if ev.Kind != Lost && ev.Kind != NsproxyFree {
+		typ, inum = ev.Type.String(), fmt.Sprint(ev.Inum)
+	}
+	_, err := fmt.Fprintf(t.w, refTextHeader, ev.Time.Format("15:04:05.000000"), ev.Kind, typ, inum, pid, comm, containerColumn(&ev.Ctx), refDetails(ev))
+	return err
+}
+
+func (t *refTextWriter) Flush() error { return t.w.Flush() }
+
+// refContextDetails is the rest of the context, for DETAILS.
+func refContextDetails(b *strings.Builder, ev *Event) {
+	c := &ev.Ctx
+	if c.Runtime != "" {
+		fmt.Fprintf(b, " runtime=%s", c.Runtime)
+	}
+	if c.PodName != "" {
+		fmt.Fprintf(b, " pod=%s/%s", c.PodNamespace, c.PodName)
+	} else if c.PodUID != "" {
+		fmt.Fprintf(b, " pod_uid=%s", c.PodUID)
+	}
+	if o := &ev.Owner; ev.HasOwner && ev.Kind == Join && o.ID != c.ID {
+		fmt.Fprintf(b, " owner_container=%s", containerColumn(&o.Context))
+	}
+	if ev.Exe != "" {
+		fmt.Fprintf(b, " exe=%s", refQuoteIfNeeded(ev.Exe))
+	}
+	if c.Cgroup != "" {
+		fmt.Fprintf(b, " cgroup=%s", refQuoteIfNeeded(c.Cgroup))
+	}
+}
+
+func refQuoteIfNeeded(s string) string {
+	if strings.ContainsFunc(s, func(r rune) bool { return r <= ' ' || r == '"' || r == '\\' || r >= 0x7f }) {
+		return strconv.Quote(s)
+	}
+	return s
+}
+
+func refDetails(ev *Event) string {
+	var b strings.Builder
+	if ev.NsID != 0 {
+		fmt.Fprintf(&b, "ns_id=%d ", ev.NsID)
+	}
+	switch ev.Kind {
+	case Create, Join:
+		fmt.Fprintf(&b, "syscall=%s flags=%s old=%d", ev.Syscall, FormatCloneFlags(ev.Flags), ev.OldInum)
+		if ev.Children {
+			b.WriteString(" for_children")
+		}
+	case Destroy:
+		fmt.Fprintf(&b, "how=%s", ev.How)
+		if ev.HasLifetime {
+			fmt.Fprintf(&b, " lifetime=%s", ev.Lifetime)
+		}
+	case NsproxyFree:
+		sep := ""
+		for i, name := range SlotNames {
+			if name != "" && ev.Namespaces[i] != 0 {
+				fmt.Fprintf(&b, "%s%s=%d", sep, name, ev.Namespaces[i])
+				sep = " "
+			}
+		}
+	case Lost:
+		fmt.Fprintf(&b, "count=%d", ev.Count)
+	case Exist:
+		fmt.Fprintf(&b, "held_by=%s nprocs=%d", ev.HeldBy, ev.Nprocs)
+		if ev.ParentInum != 0 {
+			fmt.Fprintf(&b, " parent=%d", ev.ParentInum)
+		}
+		if ev.OwnerInum != 0 {
+			fmt.Fprintf(&b, " owner=%d", ev.OwnerInum)
+		}
+		if mp := ev.Mountpoint; mp != "" {
+			fmt.Fprintf(&b, " mountpoint=%s", refQuoteIfNeeded(mp))
+		}
+	}
+	if ev.Kind != Lost {
+		refContextDetails(&b, ev)
+	}
+	return strings.TrimPrefix(b.String(), " ")
+}
+
+// refDecode is Decoder.Decode with reflection, but for the validation.
+func refDecode(d *Decoder, raw []byte) Event {
+	var r nstrace.BpfEvent
+	if _, err := binary.Decode(raw, binary.NativeEndian, &r); err != nil {
+		panic(err)
+	}
+	kind := Kind(r.Kind)
+	ev := Event{
+		Time:     time.Unix(0, int64(time.Duration(r.TsNs)+d.bootToWall)),
+		Kind:     kind,
+		Type:     NsType(r.NsType),
+		Inum:     r.Inum,
+		NsID:     r.NsId,
+		OldInum:  r.OldInum,
+		Pid:      r.Pid,
+		Tid:      r.Tid,
+		Ppid:     r.Ppid,
+		Uid:      r.Uid,
+		Comm:     refCommString(r.Comm[:]),
+		Flags:    r.Flags,
+		Children: r.ForChildren != 0,
+
+		ParentComm:    refCommString(r.ParentComm[:]),
+		cgroupID:      r.CgroupId,
+		exeID:         r.ExeId,
+		ownerCgroupID: r.OwnerCgroupId,
+		ownerPid:      r.OwnerPid,
+		ownerKnown:    r.OwnerKnown != 0,
+	}
+	if kind == Create || kind == Join {
+		ev.Syscall = syscallNames[0]
+		if int(r.Syscall) < len(syscallNames) {
+			ev.Syscall = syscallNames[r.Syscall]
+		}
+	}
+	if kind == Destroy && int(r.How) < len(howNames) {
+		ev.How = howNames[r.How]
+	}
+	if kind == NsproxyFree {
+		ev.Namespaces = r.Inums
+	}
+	return ev
+}
+
+func refCommString(c []int8) string {
+	b := make([]byte, len(c))
+	for i, v := range c {
+		b[i] = byte(v)
+	}
+	if i := strings.IndexByte(string(b), 0); i >= 0 {
+		b = b[:i]
+	}
+	return string(b)
+}
+
+// fmtColumn is how refTextWriter pads a column, followed by "|".
+func fmtColumn(s string) string { return fmt.Sprintf("%-16s|", s) }
