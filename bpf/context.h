@@ -433,29 +433,34 @@ static __always_inline void actor_of(struct task_struct *t, struct actx *a, __u3
 
 // announce sends, before an event about to go out, the strings it refers
 // to that userspace does not have yet.
-static __always_inline void announce(struct actx *a)
+static __always_inline void announce(struct actx *a, bool with_cgroup)
 {
+	// Keys on the stack: older verifiers take no other memory as a key
+	// (a is often a global function's argument).
+	__u64 cgid = a->cgid, exe_id = a->exe_id;
 	struct exe_info *x;
 	struct cg_info *cg;
 
 	if (a->announced)
 		return;
-	a->announced = true;
-	if (a->kn) {
-		cg = bpf_map_lookup_elem(&cgroups, &a->cgid);
-		if (cg && !cg->sent)
-			cg_learn(a->cgid, a->kn, CG_EMIT);
-		a->kn = 0;
+	if (with_cgroup) {
+		a->announced = true;
+		if (a->kn) {
+			cg = bpf_map_lookup_elem(&cgroups, &cgid);
+			if (cg && !cg->sent)
+				cg_learn(cgid, a->kn, CG_EMIT);
+			a->kn = 0;
+		}
 	}
-	if (!a->exe_id)
+	if (!exe_id)
 		return;
-	x = bpf_map_lookup_elem(&exes, &a->exe_id);
+	x = bpf_map_lookup_elem(&exes, &exe_id);
 	if (!x) {
 		a->exe_id = 0;
 		return;
 	}
 	if (!x->sent)
-		x->sent = emit_str(REC_EXE, a->exe_id, x->path, x->len, x->truncated);
+		x->sent = emit_str(REC_EXE, exe_id, x->path, x->len, x->truncated);
 }
 
 /* ---- executables: learnt at exec, inherited at fork ---- */

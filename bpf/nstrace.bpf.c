@@ -401,7 +401,10 @@ static __always_inline struct event *ev_new(__u8 kind, __u8 ns_type, struct actx
 {
 	struct event *e;
 
-	announce(a);
+	// A destroy's context is its owner's: the actor's cgroup path need not
+	// go out for it (and cg_learn stays out of the programs that only
+	// destroy: quicker to verify, and within 6.1's stack limit).
+	announce(a, kind != EV_DESTROY);
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count_lost();
@@ -710,10 +713,6 @@ __noinline int emit_destroy(__u32 type, __u32 inum, __u32 how, __u64 kid, struct
 	}
 	if (!(o.pass || a->pass))
 		return 0;
-	// The destroy's context is its owner's: the actor's cgroup path need not
-	// go out for it (and cg_learn stays out of the programs that only
-	// destroy, which keeps them quick to verify).
-	a->kn = 0;
 	e = ev_new(EV_DESTROY, type, a);
 	if (!e)
 		return 0;

@@ -184,7 +184,7 @@ func open(b Backend, opts Options) (_ *Tracer, err error) {
 	if err := setFilter(spec, opts.Filter, *opts.Cgroups); err != nil {
 		return nil, err
 	}
-	coll, err := ebpf.NewCollection(spec)
+	coll, err := loadParallel(spec)
 	if err != nil {
 		return nil, fmt.Errorf("load: %w", explainLoad(err))
 	}
