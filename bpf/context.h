@@ -219,6 +219,7 @@ __noinline int component_id(__u32 slot, __u32 off, __u32 len)
 // Who acts, worked out once per hook and handed to the emitters (global
 // functions: it holds no pointers the verifier would have to follow).
 struct actx {
+	__u64 ts; // of its events, once one is reserved
 	__u64 cgid;
 	__u64 kn; // the cgroup's kernfs node while its path has yet to go out
 	__u64 exe_id;

@@ -412,7 +412,11 @@ static __always_inline struct event *ev_new(__u8 kind, __u8 ns_type, struct actx
 	}
 	__builtin_memset(e, 0, sizeof(*e));
 	e->lost = take_lost();
-	e->ts_ns = bpf_ktime_get_boot_ns();
+	// One clock read for all the events of a hook: they are one operation
+	// (and a clock read costs as much as the rest of an event in a VM).
+	if (!a->ts)
+		a->ts = bpf_ktime_get_boot_ns();
+	e->ts_ns = a->ts;
 	e->pid = a->pid;
 	e->tid = a->tid;
 	e->ppid = a->ppid;
@@ -682,16 +686,17 @@ static __always_inline void emit_diff(struct snap *old, struct snap *new, __u8 k
 }
 
 // The destroy takes the namespace's entry out of live_ns, and its id with
-// it; kid is the kernel's id, for a namespace nstrace did not know. actor
-// is who released the last reference, if the caller knows (else NULL).
-__noinline int emit_destroy(__u32 type, __u32 inum, __u32 how, __u64 kid, struct actx *actor)
+// it; kid is the kernel's id, for a namespace nstrace did not know. a is
+// who released the last reference (emit_destroy_self works it out).
+__noinline int emit_destroy(__u32 type, __u32 inum, __u32 how, __u64 kid, struct actx *a)
 {
 	struct ns_info *info = bpf_map_lookup_elem(&live_ns, &inum);
-	struct actx own = {}, *a = actor;
 	struct owner o = {};
 	bool watched_too = true;
 	struct event *e;
 
+	if (!a)
+		return 0;
 	if (info && info->type == type) {
 		kid = info->id;
 		watched_too = info->watched;
@@ -700,18 +705,7 @@ __noinline int emit_destroy(__u32 type, __u32 inum, __u32 how, __u64 kid, struct
 	}
 	if (watch_survivors && watched_too)
 		unwatch(inum);
-	if (!event_wanted(EV_DESTROY, type))
-		return 0;
-	// No task did a polled one: the poll runs in nstrace's own context.
-	// The destroy's context is its owner's: the task's cgroup is not learnt
-	// here (it is often a kworker's), which also keeps this call chain short
-	// enough for older verifiers' stack limit.
-	if (!a) {
-		if (how != HOW_POLLED)
-			actor_of(bpf_get_current_task_btf(), &own, CG_CACHED, VIA_PROBE);
-		a = &own;
-	}
-	if (!(o.pass || a->pass))
+	if (!event_wanted(EV_DESTROY, type) || !(o.pass || a->pass))
 		return 0;
 	e = ev_new(EV_DESTROY, type, a);
 	if (!e)
@@ -724,6 +718,20 @@ __noinline int emit_destroy(__u32 type, __u32 inum, __u32 how, __u64 kid, struct
 	e->how = how;
 	bpf_ringbuf_submit(e, 0);
 	return 0;
+}
+
+// emit_destroy_self reports a destroy in whatever context the free runs
+// (often a kworker's): its cgroup is not learnt, the destroy's context is
+// the owner's anyway. No task did a polled one: the poll runs in nstrace's
+// own context. A separate global function, so that its actor is not on
+// the stack of the releases that call emit_destroy (6.1's 512 bytes).
+__noinline int emit_destroy_self(__u32 type, __u32 inum, __u32 how, __u64 kid)
+{
+	struct actx a = {};
+
+	if (how != HOW_POLLED && event_wanted(EV_DESTROY, type))
+		actor_of(bpf_get_current_task_btf(), &a, CG_CACHED, VIA_PROBE);
+	return emit_destroy(type, inum, how, kid, &a);
 }
 
 // An nsproxy is going away; s was read before it dropped its references.
@@ -1122,6 +1130,21 @@ static __always_inline __u32 holders_in_group(struct task_struct *t, struct nspr
 // threads of a process exit at once, each can see the others still holding
 // it: once the whole process is dying (no live thread), if its own threads
 // hold every reference, the nsproxy goes with them.
+// first_release says whether the nsproxy's release by process tgid is not
+// reported yet (within the last second). A global function: its stack is
+// not on top of the release's, which 6.1's 512-byte limit needs.
+__noinline int first_release(__u64 nsproxy, __u32 tgid)
+{
+	struct exit_key k = { .nsproxy = nsproxy, .tgid = tgid };
+	__u64 now = bpf_ktime_get_boot_ns(), *seen;
+
+	seen = bpf_map_lookup_elem(&exit_releases, &k);
+	if (seen && now - *seen < 1000000000ULL)
+		return 0;
+	bpf_map_update_elem(&exit_releases, &k, &now, BPF_ANY);
+	return 1;
+}
+
 SEC("tp_btf/sched_process_exit")
 int tp_sched_process_exit(void *ctx)
 {
@@ -1129,8 +1152,6 @@ int tp_sched_process_exit(void *ctx)
 	// until we know this exit frees an nsproxy.
 	struct task_struct *t = bpf_get_current_task_btf();
 	struct nsproxy *p = t->nsproxy;
-	struct exit_key k = {};
-	__u64 now, *seen;
 	__u32 count;
 
 	if (!p)
@@ -1141,13 +1162,9 @@ int tp_sched_process_exit(void *ctx)
 		    holders_in_group(t, p) != count)
 			return 0;
 	}
-	k.nsproxy = (__u64)p;
-	k.tgid = t->tgid;
-	now = bpf_ktime_get_boot_ns();
-	seen = bpf_map_lookup_elem(&exit_releases, &k);
-	if (seen && now - *seen < 1000000000ULL)
+	// A probe read, for a number: global functions take no typed pointers.
+	if (!first_release((__u64)BPF_CORE_READ(t, nsproxy), t->tgid))
 		return 0;
-	bpf_map_update_elem(&exit_releases, &k, &now, BPF_ANY);
 	return on_nsproxy_free(p, VIA_BTF);
 }
 
@@ -1159,12 +1176,12 @@ static __always_inline void user_ns_freed(struct work_struct *work)
 	struct user_namespace *ns;
 
 	ns = container_of(work, struct user_namespace, work);
-	emit_destroy(NS_USER, ns_inum(&ns->ns, VIA_PROBE), HOW_FREED, ns_kernel_id(&ns->ns, VIA_PROBE), NULL);
+	emit_destroy_self(NS_USER, ns_inum(&ns->ns, VIA_PROBE), HOW_FREED, ns_kernel_id(&ns->ns, VIA_PROBE));
 	for (int i = 0; i < MAX_NS_LEVEL; i++) {
 		ns = BPF_CORE_READ(ns, parent);
 		if (!ns || ns_refs(&ns->ns, VIA_PROBE) != 1)
 			break;
-		emit_destroy(NS_USER, ns_inum(&ns->ns, VIA_PROBE), HOW_LAST_REF, ns_kernel_id(&ns->ns, VIA_PROBE), NULL);
+		emit_destroy_self(NS_USER, ns_inum(&ns->ns, VIA_PROBE), HOW_LAST_REF, ns_kernel_id(&ns->ns, VIA_PROBE));
 	}
 }
 
@@ -1175,12 +1192,12 @@ static __always_inline void pid_ns_freed(struct work_struct *work)
 	if (!bpf_core_field_exists(struct pid_namespace, work))
 		return;
 	ns = container_of(work, struct pid_namespace, work);
-	emit_destroy(NS_PID, ns_inum(&ns->ns, VIA_PROBE), HOW_FREED, ns_kernel_id(&ns->ns, VIA_PROBE), NULL);
+	emit_destroy_self(NS_PID, ns_inum(&ns->ns, VIA_PROBE), HOW_FREED, ns_kernel_id(&ns->ns, VIA_PROBE));
 	for (int i = 0; i < MAX_NS_LEVEL; i++) {
 		ns = BPF_CORE_READ(ns, parent);
 		if (!ns || ns_refs(&ns->ns, VIA_PROBE) != 1)
 			break;
-		emit_destroy(NS_PID, ns_inum(&ns->ns, VIA_PROBE), HOW_LAST_REF, ns_kernel_id(&ns->ns, VIA_PROBE), NULL);
+		emit_destroy_self(NS_PID, ns_inum(&ns->ns, VIA_PROBE), HOW_LAST_REF, ns_kernel_id(&ns->ns, VIA_PROBE));
 	}
 }
 
@@ -1348,7 +1365,7 @@ static __always_inline int on_free_inum(__u32 inum)
 	struct ns_info *info = bpf_map_lookup_elem(&live_ns, &inum);
 
 	if (info)
-		emit_destroy(info->type, inum, HOW_FREED, 0, NULL);
+		emit_destroy_self(info->type, inum, HOW_FREED, 0);
 	return 0;
 }
 
@@ -1375,7 +1392,7 @@ static long sweep_net(struct bpf_map *map, __u64 *key, __u32 *inum, void *ctx)
 	struct net *net = (struct net *)*key;
 
 	if (ns_refs(&net->ns, VIA_PROBE) == 0) {
-		emit_destroy(NS_NET, *inum, HOW_FREED, 0, NULL);
+		emit_destroy_self(NS_NET, *inum, HOW_FREED, 0);
 		bpf_map_delete_elem(map, key);
 	}
 	return 0;
@@ -1394,7 +1411,7 @@ static __always_inline int pid_ns_rcu_freed(struct callback_head *rcu)
 
 	if (destroy_at_free_inum && !bpf_map_lookup_elem(&live_ns, &inum))
 		return 0;
-	emit_destroy(NS_PID, inum, HOW_FREED, 0, NULL);
+	emit_destroy_self(NS_PID, inum, HOW_FREED, 0);
 	return 0;
 }
 
@@ -1490,7 +1507,7 @@ static long check_watched(struct bpf_map *map, __u32 *inum, struct watch *w, str
 	// CPU may be reporting it as last_ref right now).
 	if (bpf_map_delete_elem(map, inum) == 0) {
 		__sync_fetch_and_add(&watched_count, -1);
-		emit_destroy(w->type, *inum, HOW_POLLED, w->id, NULL);
+		emit_destroy_self(w->type, *inum, HOW_POLLED, w->id);
 	}
 	return 0;
 }
