@@ -136,7 +136,7 @@ func cgroupMounts() (map[string]string, error) {
 // subsysID is the kernel's id of cgroup controller name (enum
 // cgroup_subsys_id), from its BTF: it depends on the kernel's config.
 func subsysID(name string) (int, error) {
-	spec, err := btf.LoadKernelSpec()
+	spec, err := kernelTypes()
 	if err != nil {
 		return 0, fmt.Errorf("read kernel BTF: %w", err)
 	}

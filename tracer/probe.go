@@ -38,10 +38,14 @@ func checkPrivileges() error {
 	return ErrPrivileges
 }
 
+// kernelTypes is the kernel's BTF, read once: each btf.LoadKernelSpec is
+// a copy of it (about 10 ms). Read-only: the feature checks share it.
+var kernelTypes = sync.OnceValues(btf.LoadKernelSpec)
+
 // checkKernel explains, in words a user can act on, a kernel nstrace cannot
 // run on at all, whatever the backend.
 var checkKernel = sync.OnceValue(func() error {
-	if _, err := btf.LoadKernelSpec(); err != nil {
+	if _, err := kernelTypes(); err != nil {
 		return fmt.Errorf("kernel BTF not found (%v): nstrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y, which exposes /sys/kernel/btf/vmlinux", err)
 	}
 	if err := features.HaveMapType(ebpf.RingBuf); err != nil {

@@ -432,7 +432,7 @@ func (t *Tracer) setAddresses(hooks map[string]bool, syms map[string]uint64) {
 
 // kernelHasFunc says whether the kernel's BTF has function name.
 func kernelHasFunc(name string) bool {
-	spec, err := btf.LoadKernelSpec()
+	spec, err := kernelTypes()
 	if err != nil {
 		return false
 	}
