@@ -5,9 +5,12 @@
 #   make check-generated  fail if the committed generated files are stale
 #   make test             host test suite (root: loads BPF into the running kernel)
 #   make vmtest           the suite in qemu VMs, once per kernel × backend
-#   make check            everything CI runs: deps, lint, check-generated, test, vmtest
-#   make bench            cost of tracing: workloads untraced vs traced (prints, asserts nothing);
-#                         BENCH_COMPARE=OLD_BINARY also runs them traced by another build
+#   make check            everything CI runs: deps, lint, check-generated, test, bench-smoke, vmtest
+#   make bench            cost of tracing: workloads untraced vs traced by nstrace and bpftrace
+#                         (prints, asserts nothing); BENCH_COMPARE=OLD_BINARY also runs them
+#                         traced by another build, BENCH_ARGS adds bench flags (-only, -rounds...)
+#   make bench-smoke      the bench in a minute (-quick): fails only if it cannot run
+#   make vmbench          the bench's ratios in the qemu VMs, per kernel x backend
 
 GO          ?= go
 BPF_CLANG   ?= clang-16
@@ -17,7 +20,7 @@ KERNEL_PKGS := ./tracer ./cmd/nstrace ./snapshot
 
 export BPF_CLANG
 
-.PHONY: all build generate vmlinux check-generated lint test vmtest check deps bench
+.PHONY: all build generate vmlinux check-generated lint test vmtest check deps bench bench-smoke vmbench
 
 all: build
 
@@ -55,8 +58,19 @@ deps:
 
 # BENCH_COMPARE=path/to/another/nstrace adds its ratios (same rounds).
 bench: build
-	$(GO) run ./scripts/bench -nstrace ./nstrace $(if $(BENCH_COMPARE),-compare $(BENCH_COMPARE))
+	$(GO) run ./scripts/bench -nstrace ./nstrace $(if $(BENCH_COMPARE),-compare $(BENCH_COMPARE)) $(BENCH_ARGS)
+
+bench-smoke: build
+	$(GO) run ./scripts/bench -nstrace ./nstrace -quick
+
+# Software emulation runs the guest many times slower, and unevenly: only
+# ratios mean anything there, so few rounds of small workloads; no bpftrace
+# in the VM. BACKENDS and KERNELS narrow it as for vmtest.
+VMBENCH_ARGS ?= -rounds 3 -scale 0.3 -modes json-null -only ratios,rss,bpf
+vmbench:
+	BACKENDS="$${BACKENDS:-fentry kprobe tracepoint}" VMTEST_TIMEOUT="$${VMTEST_TIMEOUT:-20m}" \
+		scripts/vmtest.sh --bench "$(VMBENCH_ARGS)"
 
 # Under check a missing tool or privilege fails a test instead of skipping it.
 check: export NSTRACE_TEST_STRICT = 1
-check: deps lint check-generated test vmtest
+check: deps lint check-generated test bench-smoke vmtest

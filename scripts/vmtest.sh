@@ -14,6 +14,9 @@
 #   -b, --backends LIST    backends to test  (default: fentry kprobe tracepoint auto)  [BACKENDS]
 #   -p, --pkgs LIST        Go packages to test (default: ./tracer ./cmd/nstrace)  [PKGS]
 #   -r, --run REGEXP       passed as -test.run  [VMTEST_RUN]
+#       --bench ARGS       run scripts/bench ARGS (with -nstrace and -backend)
+#                          instead of the test binaries, once per backend; its
+#                          output is printed before the summary  [VMTEST_BENCH]
 #   -t, --timeout DUR      -test.timeout of each test binary (default 6m)  [VMTEST_TIMEOUT]
 #       --vm-timeout SECS  hard limit for one boot (default: from the above)  [VMTEST_VM_TIMEOUT]
 #       --accel auto|kvm|tcg  qemu accelerator (default auto: KVM if it works)  [VMTEST_ACCEL]
@@ -44,6 +47,7 @@ KERNELS=${KERNELS:-}
 BACKENDS=${BACKENDS:-fentry kprobe tracepoint auto}
 PKGS=${PKGS:-./tracer ./cmd/nstrace}
 VMTEST_RUN=${VMTEST_RUN:-}
+VMTEST_BENCH=${VMTEST_BENCH:-}
 VMTEST_TIMEOUT=${VMTEST_TIMEOUT:-6m}
 VMTEST_VM_TIMEOUT=${VMTEST_VM_TIMEOUT:-}
 VMTEST_ACCEL=${VMTEST_ACCEL:-auto}
@@ -83,6 +87,7 @@ while [ $# -gt 0 ]; do
 	-b | --backends) BACKENDS=${2:?$1 needs a value}; shift 2 ;;
 	-p | --pkgs) PKGS=${2:?$1 needs a value}; shift 2 ;;
 	-r | --run) VMTEST_RUN=${2:?$1 needs a value}; shift 2 ;;
+	--bench) VMTEST_BENCH=${2:?$1 needs a value}; shift 2 ;;
 	-t | --timeout) VMTEST_TIMEOUT=${2:?$1 needs a value}; shift 2 ;;
 	--vm-timeout) VMTEST_VM_TIMEOUT=${2:?$1 needs a value}; shift 2 ;;
 	--accel) VMTEST_ACCEL=${2:?$1 needs a value}; shift 2 ;;
@@ -300,21 +305,10 @@ copy_with_libs() {
 	done
 }
 
-build_initramfs() {
-	local t p ip dir rel slug out
-	rm -rf "$VMTEST_CACHE/build"
-	mkdir -p "$STAGE"/{usr/bin,usr/sbin,usr/lib,usr/lib64,etc,proc,sys,dev,tmp,run,root,var/tmp,vmtest/bin,vmtest/src}
-	ln -s usr/bin "$STAGE/bin"
-	ln -s usr/sbin "$STAGE/sbin"
-	ln -s usr/lib "$STAGE/lib"
-	ln -s usr/lib64 "$STAGE/lib64"
-	ln -s ../run "$STAGE/var/run"
-
-	say "building vminit, nstrace and test binaries"
-	(cd "$ROOT" && CGO_ENABLED=0 go build -o "$STAGE/init" ./scripts/vminit)
-	(cd "$VMTEST_SRC" && CGO_ENABLED=0 go build -o "$STAGE/usr/bin/nstrace" "$NSTRACE_PKG")
+# The test binaries of PKGS, with their testdata, and their run.conf lines.
+add_test_binaries() {
+	local list ip dir rel slug out
 	cd "$VMTEST_SRC"
-	local list
 	# shellcheck disable=SC2046 # PKGS is a list of patterns
 	list=$(go list -f '{{.ImportPath}} {{.Dir}}' $(words "$PKGS")) || die "go list $PKGS failed"
 	while read -r ip dir; do
@@ -335,6 +329,41 @@ build_initramfs() {
 	done <<<"$list"
 	cd - >/dev/null
 	[ ${#TEST_NAMES[@]} -gt 0 ] || die "none of PKGS ($PKGS) has tests"
+}
+
+# The bench instead (VMTEST_BENCH): vminit runs it as it would a test binary,
+# once per backend, through a script that drops the -test.* arguments and
+# passes the backend on.
+BENCH_PKG=./scripts/bench
+add_bench() {
+	(cd "$ROOT" && CGO_ENABLED=0 go build -o "$STAGE/vmtest/bin/bench" "$BENCH_PKG")
+	{
+		echo '#!/bin/sh'
+		echo "exec /vmtest/bin/bench -nstrace /usr/bin/nstrace -backend \"\$NSTRACE_TEST_BACKEND\" $VMTEST_BENCH"
+	} >"$STAGE/vmtest/bin/bench.sh"
+	chmod +x "$STAGE/vmtest/bin/bench.sh"
+	TEST_NAMES+=("$BENCH_PKG")
+	printf 'pkg=%s\t%s\t%s\n' "$BENCH_PKG" /vmtest/bin/bench.sh /vmtest >>"$STAGE/vmtest/run.conf"
+}
+
+build_initramfs() {
+	local t p
+	rm -rf "$VMTEST_CACHE/build"
+	mkdir -p "$STAGE"/{usr/bin,usr/sbin,usr/lib,usr/lib64,etc,proc,sys,dev,tmp,run,root,var/tmp,vmtest/bin,vmtest/src}
+	ln -s usr/bin "$STAGE/bin"
+	ln -s usr/sbin "$STAGE/sbin"
+	ln -s usr/lib "$STAGE/lib"
+	ln -s usr/lib64 "$STAGE/lib64"
+	ln -s ../run "$STAGE/var/run"
+
+	say "building vminit, nstrace and $([ -n "$VMTEST_BENCH" ] && echo "the bench" || echo "test binaries")"
+	(cd "$ROOT" && CGO_ENABLED=0 go build -o "$STAGE/init" ./scripts/vminit)
+	(cd "$VMTEST_SRC" && CGO_ENABLED=0 go build -o "$STAGE/usr/bin/nstrace" "$NSTRACE_PKG")
+	if [ -n "$VMTEST_BENCH" ]; then
+		add_bench
+	else
+		add_test_binaries
+	fi
 
 	for t in $REQUIRED_TOOLS; do
 		p=$(command -v "$t") || die "$t not found on the host"
@@ -592,6 +621,16 @@ for i in "${!K_LABELS[@]}"; do
 		printf -- '---- end of console log ----\n' >&2
 	fi
 done
+
+if [ -n "$VMTEST_BENCH" ]; then
+	for KLABEL in "${K_LABELS[@]}"; do
+		for b in "${BACKEND_LIST[@]}"; do
+			printf '\n==== bench: kernel %s, backend %s ====\n' "$KLABEL" "$b"
+			log=$VMTEST_CACHE/logs/$KLABEL.log
+			[ -f "$log" ] && section "kernel=$KLABEL backend=$b pkg=$BENCH_PKG" "$log"
+		done
+	done
+fi
 
 echo
 echo "vmtest summary (tests: passed/failed/skipped; console logs in $VMTEST_CACHE/logs)"

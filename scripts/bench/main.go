@@ -1,19 +1,40 @@
-// Command bench measures what tracing with nstrace costs the traced
-// machine: each workload runs untraced and traced, alternating rounds in one
-// invocation (these machines are noisy), and the medians are compared.
+// Command bench measures what tracing with nstrace costs the traced machine,
+// next to what bpftrace costs doing the obvious part of the job.
 //
 //	go build -o /tmp/nstrace ./cmd/nstrace
 //	sudo go run ./scripts/bench -nstrace /tmp/nstrace
 //
-// With -compare OLD (another nstrace build, an earlier commit's, say) each
-// workload without extra arguments also runs traced by OLD, in the same
-// rounds, and the OLD column gives its ratio: a regression shows there.
+// Every workload runs untraced and under each tracer, in alternating rounds
+// of one invocation (these machines are noisy: only a ratio to an untraced
+// baseline measured in the same rounds means anything), and the table gives
+// median traced time per operation over median untraced time per operation.
+// Tracers: nstrace -o json to a file, -o json and text to /dev/null;
+// bpftrace running scripts/bench/nstrace.bt (syscall tracepoints, a line per
+// namespace syscall) to a file; and bpftrace with one empty syscall
+// tracepoint program, the kernel's own price for any enabled syscall
+// tracepoint, which every system call on the machine pays: the floor for the
+// unrelated-load rows.
 //
-// It measures and prints; it asserts nothing.
+// Then: the event rate at which nstrace starts losing events, its CPU and
+// its BPF programs' run time while nothing happens, the time it takes to be
+// ready, its peak RSS, and each BPF program's run time per operation.
+//
+// With -compare OLD (another nstrace build, an earlier commit's, say) the
+// rows without filters also run traced by OLD (-o json to /dev/null), in the
+// same rounds: a regression shows in its column.
+//
+// -only picks sections (ratios, loss, idle, ready, rss, bpf), -modes the
+// columns, -scale the size of the workloads; -quick is the smoke run of make
+// check (one round, small workloads, about half a minute). make vmbench runs
+// it in the VMs of scripts/vmtest.sh, where there is no bpftrace.
+//
+// It measures and prints; it asserts nothing. It fails only if it cannot
+// run.
 package main
 
 import (
-	"bufio"
+	_ "embed"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -21,165 +42,313 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-type workload struct {
-	name string
-	n    int
-	op   func() error
-	// args are extra nstrace arguments (filters) for the traced runs.
-	args []string
+// btScript is scripts/bench/nstrace.bt, written to a temporary file for
+// bpftrace.
+//
+//go:embed nstrace.bt
+var btScript []byte
+
+// Files the tracers write to; truncated by every run, removed at the end.
+const (
+	jsonFile   = "/tmp/nstrace-bench.json"
+	btFile     = "/tmp/nstrace-bench-bpftrace.txt"
+	btScriptAt = "/tmp/nstrace-bench.bt"
+)
+
+// oneProbe is one enabled syscall tracepoint whose program does nothing.
+const oneProbe = "tracepoint:syscalls:sys_enter_unshare {}"
+
+var allSections = []string{"ratios", "loss", "idle", "ready", "rss", "bpf"}
+
+type config struct {
+	nstrace, backend, bpftrace, compare string
+	rounds                              int
+	scale                               float64
+	idle                                time.Duration
+	readyRuns                           int
+	quick                               bool
+	verbose                             bool     // every run on stderr
+	columns                             []string // -modes
+	sections                            map[string]bool
+	// settle is a pause before every run: the namespaces the last run left
+	// to work queues and RCU callbacks are freed, and the last tracer's BPF
+	// programs, before the next run is timed.
+	settle time.Duration
 }
 
 func main() {
-	bin := flag.String("nstrace", "./nstrace", "nstrace binary")
-	backend := flag.String("backend", "auto", "backend to trace with")
-	rounds := flag.Int("rounds", 5, "rounds per workload and mode")
-	compare := flag.String("compare", "", "another nstrace binary to run the same workloads with (its ratio is printed too)")
-	flag.Parse()
-	if err := run(*bin, *backend, *rounds, *compare); err != nil {
+	cfg, err := parseFlags()
+	if err == nil {
+		err = run(cfg)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(bin, backend string, rounds int, compare string) error {
-	workloads := []workload{
-		{"fork+exit (no namespaces)", 2000, func() error { return spawn(0) }, nil},
-		{"clone(NEWUTS|NEWIPC)+exit", 2000, func() error { return spawn(unix.CLONE_NEWUTS | unix.CLONE_NEWIPC) }, nil},
-		{"100x unshare(NEWUTS) on a new thread", 200, unshareUTS, nil},
-		// The same churn, all of it dropped in the kernel by a filter: what
-		// is left is the hooks' and the filter's own cost.
-		{"  same, filtered out (--comm)", 200, unshareUTS, []string{"--comm", "nst-no-such-task"}},
-		{"  same, filtered out (--container)", 200, unshareUTS, []string{"--container", "0123456789ab"}},
-		{"open+close /dev/null (kfree-heavy)", 200000, openClose, nil},
+func parseFlags() (*config, error) {
+	cfg := &config{}
+	flag.StringVar(&cfg.nstrace, "nstrace", "./nstrace", "nstrace binary")
+	flag.StringVar(&cfg.backend, "backend", "auto", "nstrace backend to trace with")
+	flag.StringVar(&cfg.bpftrace, "bpftrace", "bpftrace", "bpftrace binary (its columns are skipped if it is not there)")
+	flag.StringVar(&cfg.compare, "compare", "", "another nstrace binary to run the same workloads with (json to /dev/null; its ratio is printed too)")
+	flag.IntVar(&cfg.rounds, "rounds", 5, "rounds: every workload runs once per mode in each")
+	flag.Float64Var(&cfg.scale, "scale", 1, "multiplies the number of operations of every workload")
+	flag.DurationVar(&cfg.idle, "idle", 30*time.Second, "how long the idle measurement lasts")
+	flag.IntVar(&cfg.readyRuns, "ready", 11, "starts timed for the ready time (median)")
+	modes := flag.String("modes", "", "columns of the ratio table, comma-separated (default all: json-file,json-null,text-null,bpftrace,bt-1probe,old-null)")
+	only := flag.String("only", "", "sections to run, comma-separated: "+strings.Join(allSections, ",")+" (default all)")
+	flag.BoolVar(&cfg.verbose, "v", false, "print every run's numbers on stderr")
+	flag.BoolVar(&cfg.quick, "quick", false, "smoke run: 1 round, small workloads, short idle and loss steps (flags given win)")
+	flag.Parse()
+	if flag.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", flag.Arg(0))
 	}
-	fmt.Printf("%-38s %12s %12s %7s %9s", "WORKLOAD", "UNTRACED", "TRACED", "RATIO", "EVENTS/S")
-	if compare != "" {
-		fmt.Printf(" %7s", "OLD")
+	given := map[string]bool{}
+	flag.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	cfg.settle = 100 * time.Millisecond
+	if cfg.quick {
+		quickDefault(given, "rounds", &cfg.rounds, 1)
+		quickDefault(given, "scale", &cfg.scale, 0.05)
+		quickDefault(given, "idle", &cfg.idle, 2*time.Second)
+		quickDefault(given, "ready", &cfg.readyRuns, 3)
+		cfg.settle = 20 * time.Millisecond
 	}
-	fmt.Println()
-	for _, w := range workloads {
-		var base, traced, old []time.Duration
-		var rate float64
-		for range rounds {
-			d, err := measure(w)
-			if err != nil {
-				return err
-			}
-			base = append(base, d)
-			d, r, err := measureTraced(bin, backend, w, true)
-			if err != nil {
-				return err
-			}
-			traced = append(traced, d)
-			rate = max(rate, r)
-			if compare != "" && w.args == nil {
-				if d, _, err = measureTraced(compare, backend, w, false); err != nil {
-					return err
-				}
-				old = append(old, d)
-			}
+	if cfg.rounds < 1 || cfg.scale <= 0 || cfg.readyRuns < 1 || cfg.idle <= 0 {
+		return nil, errors.New("-rounds, -scale, -ready and -idle must be positive")
+	}
+	cfg.columns = list(*modes)
+	cfg.sections = map[string]bool{}
+	for _, s := range list(*only) {
+		if !slices.Contains(allSections, s) {
+			return nil, fmt.Errorf("-only: unknown section %q (valid: %s)", s, strings.Join(allSections, ","))
 		}
-		b, t := median(base), median(traced)
-		fmt.Printf("%-38s %12s %12s %7.3f %9.0f", w.name, b/time.Duration(w.n), t/time.Duration(w.n), float64(t)/float64(b), rate)
-		if len(old) > 0 {
-			fmt.Printf(" %7.3f", float64(median(old))/float64(b))
+		cfg.sections[s] = true
+	}
+	if len(cfg.sections) == 0 {
+		for _, s := range allSections {
+			cfg.sections[s] = true
 		}
-		fmt.Println()
+	}
+	return cfg, nil
+}
+
+func list(s string) []string {
+	return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' })
+}
+
+func quickDefault[T any](given map[string]bool, name string, p *T, v T) {
+	if !given[name] {
+		*p = v
+	}
+}
+
+func run(cfg *config) error {
+	if os.Geteuid() != 0 {
+		return errors.New("needs root (it loads BPF programs)")
+	}
+	start := time.Now()
+	if err := findTracers(cfg); err != nil {
+		return err
+	}
+	defer os.Remove(jsonFile)
+	defer os.Remove(btFile)
+	defer os.Remove(btScriptAt)
+	modes := buildModes(cfg)
+	columns, err := selectColumns(modes, cfg.columns)
+	if err != nil {
+		return err
+	}
+	ws := workloads(cfg.scale)
+	if err := header(cfg, modes, columns); err != nil {
+		return err
+	}
+	var table *ratioTable
+	if cfg.sections["ratios"] {
+		if table, err = runRatios(cfg, ws, columns); err != nil {
+			return err
+		}
+		table.print()
+	}
+	steps := []struct {
+		name string
+		f    func() error
+	}{
+		{"rss", func() error { return rssSection(cfg, ws[0], columns, table) }},
+		{"loss", func() error { return lossSection(cfg, modeNamed(modes, jsonToFile)) }},
+		{"idle", func() error { return idleSection(cfg, modeNamed(modes, jsonToFile)) }},
+		{"ready", func() error { return readySection(cfg, modeNamed(modes, jsonToNull), modeNamed(modes, btScriptMode)) }},
+		{"bpf", func() error {
+			return bpfSection(cfg, ws, []mode{modeNamed(modes, jsonToNull), modeNamed(modes, btScriptMode)})
+		}},
+	}
+	for _, s := range steps {
+		if !cfg.sections[s.name] {
+			continue
+		}
+		if err := s.f(); err != nil {
+			return fmt.Errorf("%s: %w", s.name, err)
+		}
+	}
+	fmt.Printf("\nbench: done in %s\n", time.Since(start).Round(time.Second))
+	return nil
+}
+
+// findTracers checks the nstrace binaries and looks bpftrace up; without it
+// its columns are skipped, loudly.
+func findTracers(cfg *config) error {
+	for _, p := range []*string{&cfg.nstrace, &cfg.compare} {
+		if *p == "" {
+			continue
+		}
+		abs, err := exec.LookPath(*p)
+		if err != nil {
+			return fmt.Errorf("nstrace binary: %w", err)
+		}
+		*p = abs
+	}
+	if cfg.bpftrace == "" {
+		return nil
+	}
+	p, err := exec.LookPath(cfg.bpftrace)
+	if err != nil {
+		cfg.bpftrace = ""
+		return nil
+	}
+	cfg.bpftrace = p
+	return os.WriteFile(btScriptAt, btScript, 0o644)
+}
+
+// Modes the sections other than the ratios use.
+const (
+	jsonToFile   = "json-file" // the loss threshold's and idle's: what a user would log
+	jsonToNull   = "json-null" // the filter rows', ready's and BPF's: nstrace's own cost
+	btScriptMode = "bpftrace"
+)
+
+// buildModes gives every mode, untraced first: the columns of the ratio
+// table, unless -modes picks fewer.
+func buildModes(cfg *config) []mode {
+	nst := func(name, format, out string) mode {
+		return mode{name: name, kind: nstraceKind, bin: cfg.nstrace, out: out,
+			desc: fmt.Sprintf("nstrace -o %s > %s", format, out),
+			args: []string{"-o", format, "--backend", cfg.backend, "--docker-socket", ""}}
+	}
+	modes := []mode{
+		untracedMode,
+		nst(jsonToFile, "json", jsonFile),
+		nst(jsonToNull, "json", os.DevNull),
+		nst("text-null", "text", os.DevNull),
+	}
+	modes[2].filterRows = true
+	if cfg.bpftrace != "" {
+		modes = append(modes,
+			mode{name: btScriptMode, kind: bpftraceKind, bin: cfg.bpftrace, args: []string{btScriptAt}, out: btFile, probes: 8,
+				desc: "bpftrace scripts/bench/nstrace.bt > " + btFile},
+			mode{name: "bt-1probe", kind: bpftraceKind, bin: cfg.bpftrace, args: []string{"-e", oneProbe}, out: btFile, probes: 1,
+				desc: fmt.Sprintf("bpftrace -e '%s': one syscall tracepoint enabled, nothing done", oneProbe)})
+	}
+	if cfg.compare != "" {
+		// Only flags every build knows.
+		modes = append(modes, mode{name: "old-null", kind: nstraceKind, bin: cfg.compare, out: os.DevNull,
+			desc: "-compare " + cfg.compare + " -o json > /dev/null", args: []string{"-o", "json", "--backend", cfg.backend}})
+	}
+	return modes
+}
+
+// selectColumns keeps the untraced mode and the ones named (all if none).
+func selectColumns(modes []mode, names []string) ([]mode, error) {
+	if len(names) == 0 {
+		return modes, nil
+	}
+	cols := modes[:1:1]
+	for _, n := range names {
+		i := slices.IndexFunc(modes, func(m mode) bool { return m.name == n })
+		if i < 1 {
+			return nil, fmt.Errorf("-modes: no mode %q here (valid: %s)", n, strings.Join(modeNames(modes[1:]), ","))
+		}
+		cols = append(cols, modes[i])
+	}
+	return cols, nil
+}
+
+func modeNames(ms []mode) []string {
+	var names []string
+	for _, m := range ms {
+		names = append(names, m.name)
+	}
+	return names
+}
+
+// modeNamed is the mode of that name; its kind is untraced if there is none
+// (no bpftrace).
+func modeNamed(modes []mode, name string) mode {
+	for _, m := range modes {
+		if m.name == name {
+			return m
+		}
+	}
+	return mode{name: name, kind: untraced}
+}
+
+// header prints the machine and the tracers; a first nstrace start tells
+// which backend auto picks, and fails early if nstrace cannot run.
+func header(cfg *config, modes, columns []mode) error {
+	t, err := startTracer(modeNamed(modes, jsonToNull))
+	if err != nil {
+		return err
+	}
+	if _, err := t.stop(); err != nil {
+		return err
+	}
+	var u unix.Utsname
+	unix.Uname(&u)
+	fmt.Printf("nstrace bench, %s\n", time.Now().Format("2006-01-02 15:04"))
+	fmt.Printf("machine:  Linux %s, %d CPUs, %s\n", unix.ByteSliceToString(u.Release[:]), runtime.NumCPU(), cpuModel())
+	fmt.Printf("nstrace:  %s, backend %s (asked: %s)\n", cfg.nstrace, t.backend, cfg.backend)
+	if cfg.bpftrace != "" {
+		fmt.Printf("bpftrace: %s (%s)\n", cfg.bpftrace, bpftraceVersion(cfg.bpftrace))
+	} else {
+		msg := "*** bpftrace not found: the bpftrace and bt-1probe columns are SKIPPED (scripts/deps.sh installs it) ***"
+		fmt.Println(msg)
+		fmt.Fprintln(os.Stderr, "bench:", msg)
+	}
+	fmt.Printf("rounds:   %d, scale %g%s\n", cfg.rounds, cfg.scale, map[bool]string{true: " (quick)"}[cfg.quick])
+	fmt.Println("columns:")
+	for _, m := range columns[1:] {
+		fmt.Printf("  %-10s %s\n", m.name, m.desc)
+	}
+	if statsAlreadyOn() {
+		fmt.Println("note:     kernel.bpf_stats_enabled was already 1: every BPF program run in the traced rows also pays for its timing")
 	}
 	return nil
 }
 
-func measure(w workload) (time.Duration, error) {
-	start := time.Now()
-	for range w.n {
-		if err := w.op(); err != nil {
-			return 0, fmt.Errorf("%s: %w", w.name, err)
+func cpuModel() string {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	for line := range strings.Lines(string(b)) {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
 		}
 	}
-	return time.Since(start), nil
+	return "unknown CPU"
 }
 
-// measureTraced runs w while nstrace -o json writes to /dev/null, and
-// returns the time and the event rate nstrace reported. current says bin
-// knows this build's flags (an older build compared with does not).
-func measureTraced(bin, backend string, w workload, current bool) (time.Duration, float64, error) {
-	args := []string{"-o", "json", "--backend", backend}
-	if current {
-		args = append(append(args, "--docker-socket", ""), w.args...)
-	}
-	cmd := exec.Command(bin, args...)
-	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+func bpftraceVersion(bin string) string {
+	out, err := exec.Command(bin, "--version").Output()
 	if err != nil {
-		return 0, 0, err
+		return "version unknown"
 	}
-	defer devnull.Close()
-	cmd.Stdout = devnull
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return 0, 0, err
-	}
-	if err := cmd.Start(); err != nil {
-		return 0, 0, err
-	}
-	sc := bufio.NewScanner(stderr)
-	for sc.Scan() && !strings.Contains(sc.Text(), "tracing namespaces") {
-	}
-	d, err := measure(w)
-	cmd.Process.Signal(os.Interrupt)
-	var summary string
-	for sc.Scan() {
-		summary = sc.Text()
-	}
-	if werr := cmd.Wait(); err == nil && werr != nil {
-		err = fmt.Errorf("nstrace: %v (%s)", werr, summary)
-	}
-	var events, lost int
-	fmt.Sscanf(summary, "nstrace: %d events, %d lost", &events, &lost)
-	if lost > 0 {
-		fmt.Fprintf(os.Stderr, "bench: %s: nstrace lost %d events\n", w.name, lost)
-	}
-	return d, float64(events) / d.Seconds(), err
+	return strings.TrimSpace(string(out))
 }
 
-func spawn(flags uintptr) error {
-	cmd := exec.Command("/bin/true")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: flags}
-	return cmd.Run()
-}
-
-// unshareUTS creates a uts namespace and drops the previous one: the
-// cheapest full namespace lifecycle. The thread is thrown away at the end.
-func unshareUTS() error {
-	errc := make(chan error)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread exits with its namespaces
-		var err error
-		for range 100 {
-			if err = unix.Unshare(unix.CLONE_NEWUTS); err != nil {
-				break
-			}
-		}
-		errc <- err
-	}()
-	return <-errc
-}
-
-func openClose() error {
-	fd, err := unix.Open(os.DevNull, unix.O_RDONLY, 0)
-	if err != nil {
-		return err
-	}
-	return unix.Close(fd)
-}
-
-func median(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[len(s)/2]
+// progress goes to stderr: the tables on stdout stay clean.
+func progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
 }
