@@ -207,6 +207,7 @@ const (
 	BpfVarNextExeId                     = "next_exe_id"
 	BpfVarNextNsId                      = "next_ns_id"
 	BpfVarPidNsFreeHooked               = "pid_ns_free_hooked"
+	BpfVarReaderAsleep                  = "reader_asleep"
 	BpfVarReleaseAtSyscallExit          = "release_at_syscall_exit"
 	BpfVarUnusedEvent                   = "unused_event"
 	BpfVarUnusedStrRec                  = "unused_str_rec"
@@ -341,6 +342,7 @@ type BpfVariableSpecs struct {
 	NextExeId            *ebpf.VariableSpec `ebpf:"next_exe_id"`
 	NextNsId             *ebpf.VariableSpec `ebpf:"next_ns_id"`
 	PidNsFreeHooked      *ebpf.VariableSpec `ebpf:"pid_ns_free_hooked"`
+	ReaderAsleep         *ebpf.VariableSpec `ebpf:"reader_asleep"`
 	ReleaseAtSyscallExit *ebpf.VariableSpec `ebpf:"release_at_syscall_exit"`
 	UnusedEvent          *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedStrRec         *ebpf.VariableSpec `ebpf:"unused_str_rec"`
@@ -438,6 +440,7 @@ type BpfVariables struct {
 	NextExeId            *ebpf.Variable `ebpf:"next_exe_id"`
 	NextNsId             *ebpf.Variable `ebpf:"next_ns_id"`
 	PidNsFreeHooked      *ebpf.Variable `ebpf:"pid_ns_free_hooked"`
+	ReaderAsleep         *ebpf.Variable `ebpf:"reader_asleep"`
 	ReleaseAtSyscallExit *ebpf.Variable `ebpf:"release_at_syscall_exit"`
 	UnusedEvent          *ebpf.Variable `ebpf:"unused_event"`
 	UnusedStrRec         *ebpf.Variable `ebpf:"unused_str_rec"`

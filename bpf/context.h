@@ -345,7 +345,7 @@ static __always_inline bool emit_str(__u8 kind, __u64 key, const char *src, __u3
 	r->len = len;
 	r->key = key;
 	bpf_probe_read_kernel(r->str, sizeof(r->str), src);
-	bpf_ringbuf_submit(r, 0);
+	submit(r);
 	return true;
 }
 

@@ -368,6 +368,26 @@ static __always_inline void snap_task(struct task_struct *t, struct snap *s)
 	s->id[NS_USER] = ns_kernel_id(&u->ns, VIA_BTF);
 }
 
+// Wakeups. The kernel wakes a ring buffer's reader (an interrupt, then a
+// cross-CPU wakeup, on the traced task's time: several microseconds in a
+// VM) at the first record after the reader has caught up, which a fast
+// reader always has: a wakeup per operation. Instead, nstrace's reader
+// polls while records come, and only before it waits sets reader_asleep
+// (through the mmapped .bss); the first record after that wakes it and
+// clears it, the others ask for no wakeup. The atomic read-and-clear is a
+// full barrier: the record's reservation (the producer position) is
+// visible before it, and the reader looks at the position again after
+// setting the flag, so a record is never left unseen.
+__u64 reader_asleep = 0;
+
+static __always_inline void submit(void *rec)
+{
+	if (__sync_fetch_and_and(&reader_asleep, 0))
+		bpf_ringbuf_submit(rec, BPF_RB_FORCE_WAKEUP);
+	else
+		bpf_ringbuf_submit(rec, BPF_RB_NO_WAKEUP);
+}
+
 static __always_inline void count_lost(void)
 {
 	__u32 zero = 0;
@@ -665,7 +685,7 @@ __noinline int emit_ns(__u32 what, __u64 inums, __u64 flags, __u64 kid, struct a
 	e->flags = flags;
 	e->syscall = sc;
 	e->for_children = for_children(type, sc);
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }
 
@@ -716,7 +736,7 @@ __noinline int emit_destroy(__u32 type, __u32 inum, __u32 how, __u64 kid, struct
 	e->ns_id = kid;
 	e->inum = inum;
 	e->how = how;
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }
 
@@ -777,7 +797,7 @@ static __always_inline void emit_release(struct snap *s, struct snap *after, str
 		for (int i = 0; i < NS_SLOTS; i++)
 			e->inums[i] = s->inum[i];
 		e->inums[NS_USER] = 0;
-		bpf_ringbuf_submit(e, 0);
+		submit(e);
 	}
 	if (destroy_at_free_inum)
 		return;

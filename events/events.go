@@ -192,8 +192,16 @@ const (
 // Decode decodes one record. lost is the number of events the same CPU
 // dropped before this one.
 func (d *Decoder) Decode(raw []byte) (ev Event, lost uint32, err error) {
+	lost, err = d.DecodeInto(&ev, raw)
+	return ev, lost, err
+}
+
+// DecodeInto is Decode into an Event of the caller's, which it overwrites:
+// an Event is some 600 bytes, too many to copy per record.
+func (d *Decoder) DecodeInto(ev *Event, raw []byte) (lost uint32, err error) {
+	*ev = Event{}
 	if len(raw) < RecordSize {
-		return ev, 0, fmt.Errorf("short record: %d bytes, want %d", len(raw), RecordSize)
+		return 0, fmt.Errorf("short record: %d bytes, want %d", len(raw), RecordSize)
 	}
 	// As an array, the reads at constant offsets below need no bounds checks.
 	r := (*[RecordSize]byte)(raw)
@@ -201,9 +209,9 @@ func (d *Decoder) Decode(raw []byte) (ev Event, lost uint32, err error) {
 	lost = ne.Uint32(r[offLost:])
 	kind, typ := Kind(r[offKind]), NsType(r[offNsType])
 	if kind < Create || kind > Destroy || typ >= numTypes {
-		return ev, lost, fmt.Errorf("corrupt record: kind %d, type %d", r[offKind], r[offNsType])
+		return lost, fmt.Errorf("corrupt record: kind %d, type %d", r[offKind], r[offNsType])
 	}
-	ev = Event{
+	*ev = Event{
 		Time:     time.Unix(0, int64(time.Duration(ne.Uint64(r[offTsNs:]))+d.bootToWall)),
 		Kind:     kind,
 		Type:     typ,
@@ -240,7 +248,7 @@ func (d *Decoder) Decode(raw []byte) (ev Event, lost uint32, err error) {
 			ev.Namespaces[i] = ne.Uint32(r[offInums+4*i:])
 		}
 	}
-	return ev, lost, nil
+	return lost, nil
 }
 
 // comm is the NUL-terminated name in c, interned.

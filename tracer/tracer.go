@@ -10,8 +10,10 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"os"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -77,10 +79,11 @@ type Options struct {
 	Cgroups *CgroupHierarchy
 }
 
-// DefaultRingBufferSize holds about 100k events (168 bytes each there): a
-// burst of 100k unshare(CLONE_NEWUTS), 300k events, goes through without
-// loss while nstrace keeps reading (BENCHMARKS.md).
-const DefaultRingBufferSize = 16 << 20
+// DefaultRingBufferSize holds about 200k events (168 bytes each there): a
+// burst of 100k unshare(CLONE_NEWUTS), 300k events at 2.3M/s, goes through
+// without loss while nstrace writes JSON to a file at about 1.9M/s on a
+// 2-CPU machine; 16 MiB lost 2-17% of it (BENCHMARKS.md).
+const DefaultRingBufferSize = 32 << 20
 
 // Tracer is a loaded and attached backend.
 type Tracer struct {
@@ -88,7 +91,11 @@ type Tracer struct {
 	coll    *ebpf.Collection
 	links   []link.Link
 	reader  *ringbuf.Reader
-	batch   int // records read since the ring buffer was last empty
+	// polling: records came at the last look (Read); asleep points to
+	// reader_asleep in the BPF programs' mmapped .bss (nil if it is not).
+	polling bool
+	pending bool // records were waiting after the last one Read returned
+	asleep  *uint64
 	// missesReported is the programs' recursion misses already counted.
 	missesReported uint64
 	// nextID and lastID bound the ns_ids userspace assigns (NamespaceID).
@@ -241,6 +248,11 @@ func open(b Backend, opts Options) (_ *Tracer, err error) {
 	t.reader, err = ringbuf.NewReader(coll.Maps["events"])
 	if err != nil {
 		return nil, fmt.Errorf("open ring buffer: %w", err)
+	}
+	if p, err := ebpf.VariablePointer[uint64](coll.Variables["reader_asleep"]); err == nil {
+		t.asleep = p
+	} else {
+		slog.Debug("reader_asleep not memory-mapped: a syscall per wait", "err", err)
 	}
 	for name, p := range spec.Programs {
 		if isPoll(p) {
@@ -579,25 +591,33 @@ func (t *Tracer) Backend() Backend { return t.backend }
 
 // Read blocks until a record is available, or until Flush has been called
 // and everything buffered before it has been returned (then it returns
-// ringbuf.ErrFlushed), or until Close.
-// Records that are only for the tracer itself are not returned.
+// ringbuf.ErrFlushed), or until Close. Records that are only for the
+// tracer itself are not returned.
 //
-// Under load Read lets records pile up for a moment once it has caught up:
-// the kernel wakes a reader that has caught up at its next record (an
-// interrupt and a cross-CPU wakeup, on the traced task's time), so a reader
-// that is always caught up would cost a wakeup per record.
+// While records come, Read polls the ring buffer every pollTick and the
+// BPF programs ask for no wakeups; after a tick with nothing it sets
+// reader_asleep and waits, and the next record wakes it (see submit in
+// bpf/nstrace.bpf.c). So a traced task pays for a wakeup only when nstrace
+// has been idle, and an idle nstrace runs no timer.
 func (t *Tracer) Read(rec *ringbuf.Record) error {
 	for {
-		if t.reader.AvailableBytes() == 0 {
-			if t.batch >= busyBatch {
-				time.Sleep(busyPause)
+		if !t.pending {
+			if t.polling {
+				t.reader.SetDeadline(time.Now().Add(pollTick))
+			} else {
+				t.sleep()
 			}
-			t.batch = 0
 		}
-		if err := t.reader.ReadInto(rec); err != nil {
+		err := t.reader.ReadInto(rec)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			t.polling = false // a tick without records: wait for a wakeup next
+			continue
+		}
+		if err != nil {
 			return err
 		}
-		t.batch++
+		t.polling = true
+		t.pending = t.reader.AvailableBytes() > 0
 		raw := rec.RawSample
 		if len(raw) > recKindOffset && raw[recKindOffset] == recWatch {
 			t.kickPoll()
@@ -611,13 +631,25 @@ func (t *Tracer) Read(rec *ringbuf.Record) error {
 	}
 }
 
-// A batch of busyBatch records or more between two waits is load: Read
-// pauses busyPause before the next wait. The ring buffer holds far more
-// than arrives meanwhile (DefaultRingBufferSize).
-const (
-	busyBatch = 16
-	busyPause = time.Millisecond
-)
+// sleep asks the BPF side for a wakeup at the next record, then looks at
+// the ring buffer once more: a record reserved before the flag was set
+// asked for none.
+func (t *Tracer) sleep() {
+	if t.asleep != nil {
+		atomic.StoreUint64(t.asleep, 1) // a full barrier, as on the BPF side
+	} else if err := t.coll.Variables["reader_asleep"].Set(uint64(1)); err != nil {
+		slog.Debug("set reader_asleep", "err", err)
+	}
+	if t.reader.AvailableBytes() > 0 {
+		t.reader.SetDeadline(time.Now()) // read it, do not wait
+		return
+	}
+	t.reader.SetDeadline(time.Time{})
+}
+
+// pollTick is how often Read looks at the ring buffer while records come:
+// the most it delays a record then.
+const pollTick = time.Millisecond
 
 // Every record starts with ts_ns (u64), lost (u32) and kind (u8); a
 // REC_WATCH (enum rec_kind in bpf/context.h) has nothing else.
@@ -627,8 +659,9 @@ const (
 	recWatch      = 18
 )
 
-// Pending reports whether records are waiting in the ring buffer.
-func (t *Tracer) Pending() bool { return t.reader.AvailableBytes() > 0 }
+// Pending reports whether records were waiting in the ring buffer when
+// Read returned the last one.
+func (t *Tracer) Pending() bool { return t.pending }
 
 // Detach removes every hook, so no new records arrive, and wakes Read so
 // that it returns what is still buffered and then ringbuf.ErrFlushed.

@@ -50,8 +50,7 @@ func (s *stream) loop(stop context.CancelFunc) error {
 			}
 			continue
 		}
-		var lost uint32
-		ev, lost, err = s.dec.Decode(rec.RawSample)
+		lost, err := s.dec.DecodeInto(&ev, rec.RawSample)
 		if s.stopped(&ev) {
 			// Detaching takes a while and not all hooks go at once: what
 			// they report after the stop request is a partial picture.
