@@ -91,11 +91,11 @@ type Tracer struct {
 	coll    *ebpf.Collection
 	links   []link.Link
 	reader  *ringbuf.Reader
-	// polling: records came at the last look (Read); asleep points to
+	// lastRecord: when Read last returned a record; asleep points to
 	// reader_asleep in the BPF programs' mmapped .bss (nil if it is not).
-	polling bool
-	pending bool // records were waiting after the last one Read returned
-	asleep  *uint64
+	lastRecord time.Time
+	pending    bool // records were waiting after the last one Read returned
+	asleep     *uint64
 	// missesReported is the programs' recursion misses already counted.
 	missesReported uint64
 	// nextID and lastID bound the ns_ids userspace assigns (NamespaceID).
@@ -594,29 +594,28 @@ func (t *Tracer) Backend() Backend { return t.backend }
 // ringbuf.ErrFlushed), or until Close. Records that are only for the
 // tracer itself are not returned.
 //
-// While records come, Read polls the ring buffer every pollTick and the
-// BPF programs ask for no wakeups; after a tick with nothing it sets
-// reader_asleep and waits, and the next record wakes it (see submit in
-// bpf/nstrace.bpf.c). So a traced task pays for a wakeup only when nstrace
-// has been idle, and an idle nstrace runs no timer.
+// While records come, and for stayAwake after the last, Read polls the
+// ring buffer every pollTick and the BPF programs ask for no wakeups; then
+// it sets reader_asleep and waits, and the next record wakes it (see
+// submit in bpf/nstrace.bpf.c). So a traced task pays for a wakeup only
+// when nstrace has been idle, and an idle nstrace runs no timer.
 func (t *Tracer) Read(rec *ringbuf.Record) error {
 	for {
 		if !t.pending {
-			if t.polling {
-				t.reader.SetDeadline(time.Now().Add(pollTick))
+			if now := time.Now(); now.Sub(t.lastRecord) < stayAwake {
+				t.reader.SetDeadline(now.Add(pollTick))
 			} else {
 				t.sleep()
 			}
 		}
 		err := t.reader.ReadInto(rec)
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			t.polling = false // a tick without records: wait for a wakeup next
 			continue
 		}
 		if err != nil {
 			return err
 		}
-		t.polling = true
+		t.lastRecord = time.Now()
 		t.pending = t.reader.AvailableBytes() > 0
 		raw := rec.RawSample
 		if len(raw) > recKindOffset && raw[recKindOffset] == recWatch {
@@ -648,8 +647,13 @@ func (t *Tracer) sleep() {
 }
 
 // pollTick is how often Read looks at the ring buffer while records come:
-// the most it delays a record then.
-const pollTick = time.Millisecond
+// the most it delays a record then. stayAwake is how long it keeps looking
+// after the last: events a few milliseconds apart (a container starting,
+// a build forking) keep it awake, so they cost no wakeups either.
+const (
+	pollTick  = time.Millisecond
+	stayAwake = 20 * time.Millisecond
+)
 
 // Every record starts with ts_ns (u64), lost (u32) and kind (u8); a
 // REC_WATCH (enum rec_kind in bpf/context.h) has nothing else.
