@@ -199,8 +199,8 @@ func (d *Decoder) Decode(raw []byte) (ev Event, lost uint32, err error) {
 // DecodeInto is Decode into an Event of the caller's, which it overwrites:
 // an Event is some 600 bytes, too many to copy per record.
 func (d *Decoder) DecodeInto(ev *Event, raw []byte) (lost uint32, err error) {
-	*ev = Event{}
 	if len(raw) < RecordSize {
+		*ev = Event{}
 		return 0, fmt.Errorf("short record: %d bytes, want %d", len(raw), RecordSize)
 	}
 	// As an array, the reads at constant offsets below need no bounds checks.
@@ -209,6 +209,7 @@ func (d *Decoder) DecodeInto(ev *Event, raw []byte) (lost uint32, err error) {
 	lost = ne.Uint32(r[offLost:])
 	kind, typ := Kind(r[offKind]), NsType(r[offNsType])
 	if kind < Create || kind > Destroy || typ >= numTypes {
+		*ev = Event{}
 		return lost, fmt.Errorf("corrupt record: kind %d, type %d", r[offKind], r[offNsType])
 	}
 	*ev = Event{

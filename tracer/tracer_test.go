@@ -3,6 +3,7 @@ package tracer
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"slices"
@@ -88,6 +89,18 @@ func TestProgramsLoad(t *testing.T) {
 			defer coll.Close()
 			if len(coll.Programs) < 3 {
 				t.Fatalf("only %d programs loaded", len(coll.Programs))
+			}
+			// The verifier's work per program, for the record: how close
+			// each is to the limits of older kernels.
+			names := slices.Sorted(maps.Keys(coll.Programs))
+			for _, n := range names {
+				info, err := coll.Programs[n].Info()
+				if err != nil {
+					continue
+				}
+				if insns, ok := info.VerifiedInstructions(); ok {
+					t.Logf("%-32s %6d verified instructions", n, insns)
+				}
 			}
 		})
 	}
