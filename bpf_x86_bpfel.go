@@ -145,6 +145,7 @@ const (
 	BpfMapLiveNs                        = "live_ns"
 	BpfMapLost                          = "lost"
 	BpfMapProcs                         = "procs"
+	BpfMapReaderState                   = "reader_state"
 	BpfMapScratchBuf                    = "scratch_buf"
 	BpfMapScratchDepth                  = "scratch_depth"
 	BpfMapSnapBuf                       = "snap_buf"
@@ -207,7 +208,6 @@ const (
 	BpfVarNextExeId                     = "next_exe_id"
 	BpfVarNextNsId                      = "next_ns_id"
 	BpfVarPidNsFreeHooked               = "pid_ns_free_hooked"
-	BpfVarReaderAsleep                  = "reader_asleep"
 	BpfVarReleaseAtSyscallExit          = "release_at_syscall_exit"
 	BpfVarUnusedEvent                   = "unused_event"
 	BpfVarUnusedStrRec                  = "unused_str_rec"
@@ -304,6 +304,7 @@ type BpfMapSpecs struct {
 	LiveNs       *ebpf.MapSpec `ebpf:"live_ns"`
 	Lost         *ebpf.MapSpec `ebpf:"lost"`
 	Procs        *ebpf.MapSpec `ebpf:"procs"`
+	ReaderState  *ebpf.MapSpec `ebpf:"reader_state"`
 	ScratchBuf   *ebpf.MapSpec `ebpf:"scratch_buf"`
 	ScratchDepth *ebpf.MapSpec `ebpf:"scratch_depth"`
 	SnapBuf      *ebpf.MapSpec `ebpf:"snap_buf"`
@@ -342,7 +343,6 @@ type BpfVariableSpecs struct {
 	NextExeId            *ebpf.VariableSpec `ebpf:"next_exe_id"`
 	NextNsId             *ebpf.VariableSpec `ebpf:"next_ns_id"`
 	PidNsFreeHooked      *ebpf.VariableSpec `ebpf:"pid_ns_free_hooked"`
-	ReaderAsleep         *ebpf.VariableSpec `ebpf:"reader_asleep"`
 	ReleaseAtSyscallExit *ebpf.VariableSpec `ebpf:"release_at_syscall_exit"`
 	UnusedEvent          *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedStrRec         *ebpf.VariableSpec `ebpf:"unused_str_rec"`
@@ -381,6 +381,7 @@ type BpfMaps struct {
 	LiveNs       *ebpf.Map `ebpf:"live_ns"`
 	Lost         *ebpf.Map `ebpf:"lost"`
 	Procs        *ebpf.Map `ebpf:"procs"`
+	ReaderState  *ebpf.Map `ebpf:"reader_state"`
 	ScratchBuf   *ebpf.Map `ebpf:"scratch_buf"`
 	ScratchDepth *ebpf.Map `ebpf:"scratch_depth"`
 	SnapBuf      *ebpf.Map `ebpf:"snap_buf"`
@@ -401,6 +402,7 @@ func (m *BpfMaps) Close() error {
 		m.LiveNs,
 		m.Lost,
 		m.Procs,
+		m.ReaderState,
 		m.ScratchBuf,
 		m.ScratchDepth,
 		m.SnapBuf,
@@ -440,7 +442,6 @@ type BpfVariables struct {
 	NextExeId            *ebpf.Variable `ebpf:"next_exe_id"`
 	NextNsId             *ebpf.Variable `ebpf:"next_ns_id"`
 	PidNsFreeHooked      *ebpf.Variable `ebpf:"pid_ns_free_hooked"`
-	ReaderAsleep         *ebpf.Variable `ebpf:"reader_asleep"`
 	ReleaseAtSyscallExit *ebpf.Variable `ebpf:"release_at_syscall_exit"`
 	UnusedEvent          *ebpf.Variable `ebpf:"unused_event"`
 	UnusedStrRec         *ebpf.Variable `ebpf:"unused_str_rec"`

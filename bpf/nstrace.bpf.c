@@ -372,17 +372,28 @@ static __always_inline void snap_task(struct task_struct *t, struct snap *s)
 // cross-CPU wakeup, on the traced task's time: several microseconds in a
 // VM) at the first record after the reader has caught up, which a fast
 // reader always has: a wakeup per operation. Instead, nstrace's reader
-// polls while records come, and only before it waits sets reader_asleep
-// (through the mmapped .bss); the first record after that wakes it and
-// clears it, the others ask for no wakeup. The atomic read-and-clear is a
-// full barrier: the record's reservation (the producer position) is
-// visible before it, and the reader looks at the position again after
-// setting the flag, so a record is never left unseen.
-__u64 reader_asleep = 0;
+// polls while records come, and only before it waits sets reader_state[0]
+// (memory-mapped, with an atomic swap); the first record after that wakes
+// it and clears it, the others ask for no wakeup. Both sides' atomics are
+// full barriers: the record's reservation (the producer position) is
+// visible before the swap here, and the reader looks at the position again
+// after its own, so a record is never left unseen.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, __u64);
+} reader_state SEC(".maps");
 
 static __always_inline void submit(void *rec)
 {
-	if (__sync_fetch_and_and(&reader_asleep, 0))
+	__u32 zero = 0;
+	__u64 *asleep = bpf_map_lookup_elem(&reader_state, &zero);
+
+	if (!asleep)
+		bpf_ringbuf_submit(rec, 0); // the kernel's own rule
+	else if (__sync_fetch_and_and(asleep, 0))
 		bpf_ringbuf_submit(rec, BPF_RB_FORCE_WAKEUP);
 	else
 		bpf_ringbuf_submit(rec, BPF_RB_NO_WAKEUP);

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
@@ -91,11 +92,13 @@ type Tracer struct {
 	coll    *ebpf.Collection
 	links   []link.Link
 	reader  *ringbuf.Reader
-	// lastRecord: when Read last returned a record; asleep points to
-	// reader_asleep in the BPF programs' mmapped .bss (nil if it is not).
-	lastRecord time.Time
-	pending    bool // records were waiting after the last one Read returned
-	asleep     *uint64
+	// lastRecord: when Read last returned a record; asleep is
+	// reader_state[0] in readerState, the BPF map's memory-mapped page.
+	lastRecord  time.Time
+	pending     bool // records were waiting after the last one Read returned
+	beforeWait  func() error
+	asleep      *uint64
+	readerState []byte
 	// missesReported is the programs' recursion misses already counted.
 	missesReported uint64
 	// nextID and lastID bound the ns_ids userspace assigns (NamespaceID).
@@ -249,11 +252,10 @@ func open(b Backend, opts Options) (_ *Tracer, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("open ring buffer: %w", err)
 	}
-	if p, err := ebpf.VariablePointer[uint64](coll.Variables["reader_asleep"]); err == nil {
-		t.asleep = p
-	} else {
-		slog.Debug("reader_asleep not memory-mapped: a syscall per wait", "err", err)
+	if t.readerState, err = unix.Mmap(coll.Maps["reader_state"].FD(), 0, os.Getpagesize(), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err != nil {
+		return nil, fmt.Errorf("map the reader's state: %w", err)
 	}
+	t.asleep = (*uint64)(unsafe.Pointer(&t.readerState[0]))
 	for name, p := range spec.Programs {
 		if isPoll(p) {
 			if _, err := coll.Programs[name].Run(&ebpf.RunOptions{}); err != nil {
@@ -596,12 +598,18 @@ func (t *Tracer) Backend() Backend { return t.backend }
 //
 // While records come, and for stayAwake after the last, Read polls the
 // ring buffer every pollTick and the BPF programs ask for no wakeups; then
-// it sets reader_asleep and waits, and the next record wakes it (see
+// it sets reader_state and waits, and the next record wakes it (see
 // submit in bpf/nstrace.bpf.c). So a traced task pays for a wakeup only
 // when nstrace has been idle, and an idle nstrace runs no timer.
 func (t *Tracer) Read(rec *ringbuf.Record) error {
 	for {
 		if !t.pending {
+			// About to wait: what the caller buffered goes out first.
+			if t.beforeWait != nil {
+				if err := t.beforeWait(); err != nil {
+					return err
+				}
+			}
 			if now := time.Now(); now.Sub(t.lastRecord) < stayAwake {
 				t.reader.SetDeadline(now.Add(pollTick))
 			} else {
@@ -634,11 +642,7 @@ func (t *Tracer) Read(rec *ringbuf.Record) error {
 // the ring buffer once more: a record reserved before the flag was set
 // asked for none.
 func (t *Tracer) sleep() {
-	if t.asleep != nil {
-		atomic.StoreUint64(t.asleep, 1) // a full barrier, as on the BPF side
-	} else if err := t.coll.Variables["reader_asleep"].Set(uint64(1)); err != nil {
-		slog.Debug("set reader_asleep", "err", err)
-	}
+	atomic.SwapUint64(t.asleep, 1) // a full barrier, as on the BPF side
 	if t.reader.AvailableBytes() > 0 {
 		t.reader.SetDeadline(time.Now()) // read it, do not wait
 		return
@@ -647,13 +651,19 @@ func (t *Tracer) sleep() {
 }
 
 // pollTick is how often Read looks at the ring buffer while records come:
-// the most it delays a record then. stayAwake is how long it keeps looking
+// the most it delays a record then (epoll counts whole milliseconds,
+// rounding down: 2 ms waits 1-2). stayAwake is how long it keeps looking
 // after the last: events a few milliseconds apart (a container starting,
 // a build forking) keep it awake, so they cost no wakeups either.
 const (
-	pollTick  = time.Millisecond
+	pollTick  = 2 * time.Millisecond
 	stayAwake = 20 * time.Millisecond
 )
+
+// BeforeWait sets a function Read calls whenever it is about to wait for
+// records (a flush of buffered output, say); an error it returns, Read
+// returns.
+func (t *Tracer) BeforeWait(f func() error) { t.beforeWait = f }
 
 // Every record starts with ts_ns (u64), lost (u32) and kind (u8); a
 // REC_WATCH (enum rec_kind in bpf/context.h) has nothing else.
@@ -663,9 +673,6 @@ const (
 	recWatch      = 18
 )
 
-// Pending reports whether records were waiting in the ring buffer when
-// Read returned the last one.
-func (t *Tracer) Pending() bool { return t.pending }
 
 // Detach removes every hook, so no new records arrive, and wakes Read so
 // that it returns what is still buffered and then ringbuf.ErrFlushed.
@@ -728,6 +735,10 @@ func (t *Tracer) Close() error {
 	errs := []error{t.Detach()}
 	if t.reader != nil {
 		errs = append(errs, t.reader.Close())
+	}
+	if t.readerState != nil {
+		errs = append(errs, unix.Munmap(t.readerState))
+		t.readerState, t.asleep = nil, nil
 	}
 	if t.coll != nil {
 		t.coll.Close()

@@ -32,6 +32,14 @@ type stream struct {
 // loop reads until the tracer is flushed (after Detach) or the count limit
 // is reached, in which case it calls stop and keeps draining.
 func (s *stream) loop(stop context.CancelFunc) error {
+	// Output goes out whenever the ring buffer has nothing more for now
+	// (not per event: under load, large writes).
+	s.t.BeforeWait(func() error {
+		if err := s.out.Flush(); err != nil {
+			return fmt.Errorf("write: %w", err)
+		}
+		return nil
+	})
 	var rec ringbuf.Record
 	// One Event for all records: Write(&ev) moves it to the heap, and a
 	// new one for each would be an allocation per event.
@@ -74,11 +82,6 @@ func (s *stream) loop(stop context.CancelFunc) error {
 		s.printed++
 		if s.limit > 0 && s.printed == s.limit {
 			stop()
-		}
-		if !s.t.Pending() {
-			if err := s.out.Flush(); err != nil {
-				return fmt.Errorf("write: %w", err)
-			}
 		}
 	}
 }
