@@ -673,7 +673,6 @@ const (
 	recWatch      = 18
 )
 
-
 // Detach removes every hook, so no new records arrive, and wakes Read so
 // that it returns what is still buffered and then ringbuf.ErrFlushed.
 func (t *Tracer) Detach() error {
