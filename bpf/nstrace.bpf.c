@@ -418,7 +418,7 @@ struct owner {
 	__u8 known;
 };
 
-static __always_inline void owner_is(struct owner *o, struct task_struct *t, struct actx *a)
+static __always_inline void owner_is(struct owner *o, struct actx *a)
 {
 	o->cgid = a->cgid;
 	o->pid = a->pid;
@@ -611,11 +611,13 @@ static __always_inline void watch_added(void)
 	bpf_ringbuf_submit(r, BPF_RB_FORCE_WAKEUP);
 }
 
-// unwatch ends the watch of inum, if there was one.
-static __always_inline void unwatch(__u32 inum)
+// unwatch ends the watch of inum and says whether there was one.
+static __always_inline bool unwatch(__u32 inum)
 {
-	if (bpf_map_delete_elem(&watched, &inum) == 0)
-		__sync_fetch_and_add(&watched_count, -1);
+	if (bpf_map_delete_elem(&watched, &inum))
+		return false;
+	__sync_fetch_and_add(&watched_count, -1);
+	return true;
 }
 
 // watch_ns puts a namespace of type slot type that survived its nsproxy
@@ -676,7 +678,7 @@ __noinline int emit_ns(__u32 what, __u64 inums, __u64 flags, __u64 kid, struct a
 
 	if (!a)
 		return 0;
-	owner_is(&o, bpf_get_current_task_btf(), a);
+	owner_is(&o, a);
 	// A create replaces whatever had the inum before (its free was missed);
 	// a join only fills in a namespace nstrace did not know.
 	id = track_ns(TRACK(type, kind != EV_CREATE, &o), inum, kid, o.cgid, o.pid);
@@ -1334,7 +1336,7 @@ int common_iter_task(struct bpf_iter__task *ctx)
 	if (!task)
 		return 0;
 	actor_of(task, &a, cgroups_walked ? CG_LEARN_KNOWN : CG_EMIT, VIA_PROBE);
-	owner_is(&o, task, &a);
+	owner_is(&o, &a);
 	snap_task(task, &s);
 	if ((task->flags & PF_KTHREAD) && !init_ns_inum[NS_MNT]) {
 #pragma unroll
@@ -1378,7 +1380,7 @@ int common_iter_task_file(struct bpf_iter__task_file *ctx)
 	if (type == NS_NET)
 		track_net((__u64)container_of(ns, struct net, ns), ns_inum(ns, VIA_PROBE), true);
 	actor_of(task, &a, cgroups_walked ? CG_LEARN_KNOWN : CG_EMIT, VIA_PROBE);
-	owner_is(&o, task, &a);
+	owner_is(&o, &a);
 	if (type == NS_PID)
 		track_pids(container_of(ns, struct pid_namespace, ns), &o);
 	else if (type != NS_USER)
@@ -1536,10 +1538,8 @@ static long check_watched(struct bpf_map *map, __u32 *inum, struct watch *w, str
 	}
 	// Whoever deletes the entry reports the destroy (a release on another
 	// CPU may be reporting it as last_ref right now).
-	if (bpf_map_delete_elem(map, inum) == 0) {
-		__sync_fetch_and_add(&watched_count, -1);
+	if (unwatch(*inum))
 		emit_destroy_self(w->type, *inum, HOW_POLLED, w->id);
-	}
 	return 0;
 }
 
