@@ -13,6 +13,13 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type BpfBatch struct {
+	_     structs.HostLayout
+	Busy  uint64
+	Hdr   BpfNsRec
+	Items [17]BpfNsItem
+}
+
 type BpfCgInfo struct {
 	_       structs.HostLayout
 	Id      [64]int8
@@ -25,35 +32,6 @@ type BpfCgInfo struct {
 type BpfContainerKey struct {
 	_  structs.HostLayout
 	Id [64]int8
-}
-
-type BpfEvent struct {
-	_             structs.HostLayout
-	TsNs          uint64
-	Lost          uint32
-	Kind          uint8
-	NsType        uint8
-	Syscall       uint8
-	How           uint8
-	Flags         uint64
-	NsId          uint64
-	CgroupId      uint64
-	ExeId         uint64
-	OwnerCgroupId uint64
-	OwnerPid      uint32
-	Pid           uint32
-	Tid           uint32
-	Ppid          uint32
-	Uid           uint32
-	Inum          uint32
-	OldInum       uint32
-	Inums         [9]uint32
-	ForChildren   uint8
-	OwnerKnown    uint8
-	Pad           [2]uint8
-	Comm          [16]int8
-	ParentComm    [16]int8
-	_             [4]byte
 }
 
 type BpfExeInfo struct {
@@ -87,6 +65,48 @@ type BpfNsInfo struct {
 	OwnerPass uint8
 	Watched   uint8
 	Pad       [6]uint8
+}
+
+type BpfNsItem struct {
+	_             structs.HostLayout
+	Kind          uint8
+	NsType        uint8
+	How           uint8
+	ForChildren   uint8
+	OwnerKnown    uint8
+	Pad           [3]uint8
+	Inum          uint32
+	OldInum       uint32
+	NsId          uint64
+	OwnerCgroupId uint64
+	OwnerPid      uint32
+	Pad2          uint32
+}
+
+type BpfNsRec struct {
+	_          structs.HostLayout
+	TsNs       uint64
+	Lost       uint32
+	Kind       uint8
+	N          uint8
+	Syscall    uint8
+	Pad        uint8
+	Flags      uint64
+	CgroupId   uint64
+	ExeId      uint64
+	Pid        uint32
+	Tid        uint32
+	Ppid       uint32
+	Uid        uint32
+	Comm       [16]int8
+	ParentComm [16]int8
+}
+
+type BpfReleaseItem struct {
+	_     structs.HostLayout
+	Kind  uint8
+	Pad   [3]uint8
+	Inums [9]uint32
 }
 
 type BpfScratch struct {
@@ -134,6 +154,7 @@ type BpfWatch struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	BpfMapBatchBuf                      = "batch_buf"
 	BpfMapCgroups                       = "cgroups"
 	BpfMapContainerIds                  = "container_ids"
 	BpfMapEvents                        = "events"
@@ -209,7 +230,9 @@ const (
 	BpfVarNextNsId                      = "next_ns_id"
 	BpfVarPidNsFreeHooked               = "pid_ns_free_hooked"
 	BpfVarReleaseAtSyscallExit          = "release_at_syscall_exit"
-	BpfVarUnusedEvent                   = "unused_event"
+	BpfVarUnusedNsItem                  = "unused_ns_item"
+	BpfVarUnusedNsRec                   = "unused_ns_rec"
+	BpfVarUnusedReleaseItem             = "unused_release_item"
 	BpfVarUnusedStrRec                  = "unused_str_rec"
 	BpfVarWatchSurvivors                = "watch_survivors"
 	BpfVarWatchedCount                  = "watched_count"
@@ -293,6 +316,7 @@ type BpfProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BpfMapSpecs struct {
+	BatchBuf     *ebpf.MapSpec `ebpf:"batch_buf"`
 	Cgroups      *ebpf.MapSpec `ebpf:"cgroups"`
 	ContainerIds *ebpf.MapSpec `ebpf:"container_ids"`
 	Events       *ebpf.MapSpec `ebpf:"events"`
@@ -344,7 +368,9 @@ type BpfVariableSpecs struct {
 	NextNsId             *ebpf.VariableSpec `ebpf:"next_ns_id"`
 	PidNsFreeHooked      *ebpf.VariableSpec `ebpf:"pid_ns_free_hooked"`
 	ReleaseAtSyscallExit *ebpf.VariableSpec `ebpf:"release_at_syscall_exit"`
-	UnusedEvent          *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedNsItem         *ebpf.VariableSpec `ebpf:"unused_ns_item"`
+	UnusedNsRec          *ebpf.VariableSpec `ebpf:"unused_ns_rec"`
+	UnusedReleaseItem    *ebpf.VariableSpec `ebpf:"unused_release_item"`
 	UnusedStrRec         *ebpf.VariableSpec `ebpf:"unused_str_rec"`
 	WatchSurvivors       *ebpf.VariableSpec `ebpf:"watch_survivors"`
 	WatchedCount         *ebpf.VariableSpec `ebpf:"watched_count"`
@@ -370,6 +396,7 @@ func (o *BpfObjects) Close() error {
 //
 // It can be passed to LoadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BpfMaps struct {
+	BatchBuf     *ebpf.Map `ebpf:"batch_buf"`
 	Cgroups      *ebpf.Map `ebpf:"cgroups"`
 	ContainerIds *ebpf.Map `ebpf:"container_ids"`
 	Events       *ebpf.Map `ebpf:"events"`
@@ -391,6 +418,7 @@ type BpfMaps struct {
 
 func (m *BpfMaps) Close() error {
 	return _BpfClose(
+		m.BatchBuf,
 		m.Cgroups,
 		m.ContainerIds,
 		m.Events,
@@ -443,7 +471,9 @@ type BpfVariables struct {
 	NextNsId             *ebpf.Variable `ebpf:"next_ns_id"`
 	PidNsFreeHooked      *ebpf.Variable `ebpf:"pid_ns_free_hooked"`
 	ReleaseAtSyscallExit *ebpf.Variable `ebpf:"release_at_syscall_exit"`
-	UnusedEvent          *ebpf.Variable `ebpf:"unused_event"`
+	UnusedNsItem         *ebpf.Variable `ebpf:"unused_ns_item"`
+	UnusedNsRec          *ebpf.Variable `ebpf:"unused_ns_rec"`
+	UnusedReleaseItem    *ebpf.Variable `ebpf:"unused_release_item"`
 	UnusedStrRec         *ebpf.Variable `ebpf:"unused_str_rec"`
 	WatchSurvivors       *ebpf.Variable `ebpf:"watch_survivors"`
 	WatchedCount         *ebpf.Variable `ebpf:"watched_count"`

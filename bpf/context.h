@@ -19,7 +19,9 @@
 enum rec_kind {
 	REC_CGROUP = 16, // str is a cgroup path, key its cgroup id
 	REC_EXE,         // str is an executable's path, key its exe id
-	REC_WATCH,       // no string: a namespace is watched (struct watch_rec)
+	REC_WATCH,       // no string: a namespace is watched (struct bare_rec)
+	REC_NS,          // namespace events (struct ns_rec and its items)
+	REC_WAKE,        // nothing: wakes the reader (struct bare_rec)
 };
 
 struct str_rec {
@@ -228,6 +230,7 @@ struct actx {
 	char parent_comm[16];
 	bool pass;
 	bool announced; // the strings went out before an earlier event
+	__u8 batch;     // its record's staging slot + 1, once it has an event
 };
 
 #include "filter.h"
@@ -427,8 +430,15 @@ static __always_inline void actor_of(struct task_struct *t, struct actx *a, __u3
 	a->tid = RD(btf, t, pid);
 	a->ppid = RD2(btf, t, real_parent, tgid);
 	a->uid = RD2(btf, t, real_cred, uid.val);
-	bpf_probe_read_kernel(a->comm, sizeof(a->comm), t->comm);
-	bpf_probe_read_kernel_str(a->parent_comm, sizeof(a->parent_comm), RD(btf, t, real_parent)->comm);
+	if (btf) {
+		// Plain loads (the kernel keeps comm NUL-terminated; what
+		// follows the NUL userspace ignores).
+		__builtin_memcpy(a->comm, t->comm, sizeof(a->comm));
+		__builtin_memcpy(a->parent_comm, t->real_parent->comm, sizeof(a->parent_comm));
+	} else {
+		bpf_probe_read_kernel(a->comm, sizeof(a->comm), t->comm);
+		bpf_probe_read_kernel_str(a->parent_comm, sizeof(a->parent_comm), RD(btf, t, real_parent)->comm);
+	}
 	a->pass = actor_passes(a);
 }
 

@@ -80,33 +80,57 @@ enum syscall_id {
 };
 
 // Every record starts with ts_ns, lost and kind, in this layout: struct
-// event for namespace events, struct str_rec (context.h) for strings.
-struct event {
+// ns_rec for namespace events, struct str_rec (context.h) for strings.
+//
+// One record per operation: the events one hook sees (an unshare's create,
+// the nsproxy it freed and the namespaces that died with it) share the
+// acting task, so they travel as one header and an item per event. Three
+// reservations of one event each cost the traced task more than twice what
+// one record does, and the reader three reads.
+struct ns_rec {
 	__u64 ts_ns; // CLOCK_BOOTTIME
-	__u32 lost;  // records this CPU dropped since its previous record
-	__u8 kind;
-	__u8 ns_type;
+	__u32 lost;  // events this CPU dropped since its previous record
+	__u8 kind;   // REC_NS
+	__u8 n;      // items that follow: struct ns_item or struct release_item
 	__u8 syscall;
-	__u8 how;
-	__u64 flags; // clone/unshare flags, or setns nstype
-	__u64 ns_id; // the kernel's namespace id (6.18+), else one nstrace assigned
-	__u64 cgroup_id;       // the acting task's cgroup; 0 if none (polled)
-	__u64 exe_id;          // the acting process's executable; 0 if unknown
-	__u64 owner_cgroup_id; // join, destroy: the namespace owner's cgroup
-	__u32 owner_pid;       // join, destroy: the namespace owner
+	__u8 _pad;
+	__u64 flags;     // create, join: clone/unshare flags, or setns nstype
+	__u64 cgroup_id; // the acting task's cgroup; 0 if none (polled)
+	__u64 exe_id;    // the acting process's executable; 0 if unknown
 	__u32 pid;
 	__u32 tid;
 	__u32 ppid;
 	__u32 uid;
-	__u32 inum;
-	__u32 old_inum;
-	__u32 inums[NS_SLOTS]; // EV_NSPROXY_FREE: what the nsproxy held
-	__u8 for_children;
-	__u8 owner_known;
-	__u8 _pad[2];
 	char comm[16];
 	char parent_comm[16];
 };
+
+// A create, join or destroy.
+struct ns_item {
+	__u8 kind; // enum event_kind
+	__u8 ns_type;
+	__u8 how;
+	__u8 for_children;
+	__u8 owner_known;
+	__u8 _pad[3];
+	__u32 inum;
+	__u32 old_inum;
+	__u64 ns_id;           // the kernel's namespace id (6.18+), else one nstrace assigned
+	__u64 owner_cgroup_id; // join, destroy: the namespace owner's cgroup
+	__u32 owner_pid;       // join, destroy: the namespace owner
+	__u32 _pad2;
+};
+
+// An nsproxy freed: what it held, by slot. The same size as ns_item.
+struct release_item {
+	__u8 kind; // EV_NSPROXY_FREE
+	__u8 _pad[3];
+	__u32 inums[NS_SLOTS];
+};
+
+// The most items one hook makes: an unshare of every type (8 creates) that
+// freed the old nsproxy (1) and the 8 namespaces only it held.
+#define MAX_ITEMS 17
 
 // A process's namespaces at one instant. ref[] is read only to tell, when an
 // nsproxy goes, which namespaces it held the last reference to.
@@ -122,8 +146,10 @@ struct snap {
 };
 
 
-// Puts struct event in BTF, so bpf2go generates its Go type.
-const struct event *unused_event __attribute__((unused));
+// Put the record types in BTF, so bpf2go generates their Go types.
+const struct ns_rec *unused_ns_rec __attribute__((unused));
+const struct ns_item *unused_ns_item __attribute__((unused));
+const struct release_item *unused_release_item __attribute__((unused));
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -377,7 +403,8 @@ static __always_inline void snap_task(struct task_struct *t, struct snap *s)
 // it and clears it, the others ask for no wakeup. Both sides' atomics are
 // full barriers: the record's reservation (the producer position) is
 // visible before the swap here, and the reader looks at the position again
-// after its own, so a record is never left unseen.
+// after its own, so a record is never left unseen. That needs the flag
+// looked at after the reservation (submit; flush sends a REC_WAKE).
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -386,26 +413,56 @@ struct {
 	__type(value, __u64);
 } reader_state SEC(".maps");
 
-static __always_inline void submit(void *rec)
+// reader_asleep says whether the reader waits for a wakeup, and clears it.
+static __always_inline bool reader_asleep(void)
 {
 	__u32 zero = 0;
 	__u64 *asleep = bpf_map_lookup_elem(&reader_state, &zero);
 
-	if (!asleep)
-		bpf_ringbuf_submit(rec, 0); // the kernel's own rule
-	else if (__sync_fetch_and_and(asleep, 0))
-		bpf_ringbuf_submit(rec, BPF_RB_FORCE_WAKEUP);
-	else
-		bpf_ringbuf_submit(rec, BPF_RB_NO_WAKEUP);
+	return asleep && __sync_fetch_and_and(asleep, 0);
 }
 
-static __always_inline void count_lost(void)
+// submit commits a reserved record: the reservation came first, as above.
+static __always_inline void submit(void *rec)
+{
+	bpf_ringbuf_submit(rec, reader_asleep() ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+}
+
+// A record with nothing but the common header: REC_WATCH, REC_WAKE.
+struct bare_rec {
+	__u64 ts_ns;
+	__u32 lost; // always 0: userspace need not report it
+	__u8 kind;
+	__u8 _pad[3];
+};
+
+// send_bare sends a header-only record that wakes the reader.
+static __always_inline bool send_bare(__u8 kind)
+{
+	struct bare_rec *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+
+	if (!r)
+		return false;
+	r->ts_ns = bpf_ktime_get_boot_ns();
+	r->lost = 0;
+	r->kind = kind;
+	r->_pad[0] = r->_pad[1] = r->_pad[2] = 0;
+	bpf_ringbuf_submit(r, BPF_RB_FORCE_WAKEUP);
+	return true;
+}
+
+static __always_inline void count_lost_n(__u64 n)
 {
 	__u32 zero = 0;
 	__u64 *l = bpf_map_lookup_elem(&lost, &zero);
 
 	if (l)
-		*l += 1;
+		*l += n;
+}
+
+static __always_inline void count_lost(void)
+{
+	count_lost_n(1);
 }
 
 #include "context.h"
@@ -426,39 +483,135 @@ static __always_inline void owner_is(struct owner *o, struct actx *a)
 	o->known = 1;
 }
 
-// ev_new reserves an event done by the task a (all zero: none, a poll);
-// the strings it refers to go out first.
-static __always_inline struct event *ev_new(__u8 kind, __u8 ns_type, struct actx *a)
+// A hook's record is built in a staging slot, an item per event, and goes
+// out in one bpf_ringbuf_output at the end (flush): a reservation needs
+// its size up front, and how many events a hook makes is known only once
+// the filters have had their say. Two slots per CPU, each claimed with an
+// atomic exchange: a hook in an interrupt (a pid namespace freed from an
+// RCU callback) or, on a preemptible kernel, another task's hook can run
+// while one is being built.
+struct batch {
+	__u64 busy;
+	struct ns_rec hdr;
+	struct ns_item items[MAX_ITEMS];
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct batch);
+} batch_buf SEC(".maps");
+
+// claim takes staging slot slot for a, if it is free.
+static __always_inline struct batch *claim(struct actx *a, __u32 slot)
 {
-	struct event *e;
+	struct batch *b = bpf_map_lookup_elem(&batch_buf, &slot);
+
+	if (!b || __sync_lock_test_and_set(&b->busy, 1))
+		return NULL;
+	a->batch = slot + 1;
+	// One clock read for all the events of a hook: they are one operation
+	// (and a clock read costs as much as the rest of an event in a VM).
+	if (!a->ts)
+		a->ts = bpf_ktime_get_boot_ns();
+	b->hdr.ts_ns = a->ts;
+	b->hdr.lost = 0;
+	b->hdr.kind = REC_NS;
+	b->hdr.n = 0;
+	b->hdr.syscall = 0;
+	b->hdr._pad = 0;
+	b->hdr.flags = 0;
+	b->hdr.cgroup_id = a->cgid;
+	b->hdr.exe_id = a->exe_id;
+	b->hdr.pid = a->pid;
+	b->hdr.tid = a->tid;
+	b->hdr.ppid = a->ppid;
+	b->hdr.uid = a->uid;
+	__builtin_memcpy(b->hdr.comm, a->comm, sizeof(b->hdr.comm));
+	__builtin_memcpy(b->hdr.parent_comm, a->parent_comm, sizeof(b->hdr.parent_comm));
+	return b;
+}
+
+// batch_of is the staging slot of a's record, claimed at its first event.
+static __always_inline struct batch *batch_of(struct actx *a)
+{
+	struct batch *b;
+	__u32 slot;
+
+	if (a->batch) {
+		slot = a->batch - 1;
+		return bpf_map_lookup_elem(&batch_buf, &slot);
+	}
+	b = claim(a, 0);
+	return b ? b : claim(a, 1);
+}
+
+// item_new adds an event done by the task a (all zero: none, a poll) to
+// its record; the strings the record refers to go out first. A create or a
+// join says by which syscall and flags (the same for all of one hook's).
+static __always_inline struct ns_item *item_new(__u8 kind, __u8 ns_type, struct actx *a,
+						__u8 sc, __u64 flags)
+{
+	struct ns_item *it;
+	struct batch *b;
+	__u32 n;
 
 	// A destroy's context is its owner's: the actor's cgroup path need not
 	// go out for it (and cg_learn stays out of the programs that only
 	// destroy: quicker to verify, and within 6.1's stack limit).
 	announce(a, kind != EV_DESTROY);
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
+	b = batch_of(a);
+	if (!b) {
 		count_lost();
 		return NULL;
 	}
-	__builtin_memset(e, 0, sizeof(*e));
-	e->lost = take_lost();
-	// One clock read for all the events of a hook: they are one operation
-	// (and a clock read costs as much as the rest of an event in a VM).
-	if (!a->ts)
-		a->ts = bpf_ktime_get_boot_ns();
-	e->ts_ns = a->ts;
-	e->pid = a->pid;
-	e->tid = a->tid;
-	e->ppid = a->ppid;
-	e->uid = a->uid;
-	__builtin_memcpy(e->comm, a->comm, sizeof(e->comm));
-	__builtin_memcpy(e->parent_comm, a->parent_comm, sizeof(e->parent_comm));
-	e->cgroup_id = a->cgid;
-	e->exe_id = a->exe_id;
-	e->kind = kind;
-	e->ns_type = ns_type;
-	return e;
+	n = b->hdr.n;
+	if (n >= MAX_ITEMS) {
+		count_lost();
+		return NULL;
+	}
+	b->hdr.n = n + 1;
+	if (kind == EV_CREATE || kind == EV_JOIN) {
+		b->hdr.syscall = sc;
+		b->hdr.flags = flags;
+	}
+	it = &b->items[n];
+	__builtin_memset(it, 0, sizeof(*it));
+	it->kind = kind;
+	it->ns_type = ns_type;
+	return it;
+}
+
+// flush sends a's record, if it has one, and frees its slot.
+static __always_inline void flush(struct actx *a)
+{
+	struct batch *b;
+	__u32 slot, n;
+	__u64 size;
+
+	if (!a->batch)
+		return;
+	slot = a->batch - 1;
+	a->batch = 0;
+	b = bpf_map_lookup_elem(&batch_buf, &slot);
+	if (!b)
+		return;
+	n = b->hdr.n;
+	size = sizeof(b->hdr) + n * sizeof(struct ns_item);
+	// One test on the very register passed: a range test the compiler
+	// folds (n - 1 < MAX_ITEMS) on a copy leaves the verifier unsure.
+	barrier_var(size);
+	if (n > 0 && size <= sizeof(struct batch) - offsetof(struct batch, hdr)) {
+		b->hdr.lost = take_lost();
+		// bpf_ringbuf_output reserves inside: the reader's flag can
+		// only be looked at after it (see submit), and a record to wake
+		// it follows if it went to sleep meanwhile.
+		if (bpf_ringbuf_output(&events, &b->hdr, size, BPF_RB_NO_WAKEUP))
+			count_lost_n(n + b->hdr.lost);
+		else if (reader_asleep())
+			send_bare(REC_WAKE);
+	}
+	b->busy = 0;
 }
 
 // The syscall the current task is in, from its saved user registers: this
@@ -587,28 +740,13 @@ static __always_inline void track_net(__u64 net, __u32 inum, bool keep)
 // on which userspace polls too).
 __s64 watched_count = 0;
 
-struct watch_rec {
-	__u64 ts_ns;
-	__u32 lost; // always 0
-	__u8 kind;  // REC_WATCH
-	__u8 _pad[3];
-};
 
 static __always_inline void watch_added(void)
 {
-	struct watch_rec *r;
-
 	if (__sync_fetch_and_add(&watched_count, 1) != 0)
 		return;
-	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
-	if (!r) {
+	if (!send_bare(REC_WATCH))
 		count_lost();
-		return;
-	}
-	r->ts_ns = bpf_ktime_get_boot_ns();
-	r->lost = 0;
-	r->kind = REC_WATCH;
-	bpf_ringbuf_submit(r, BPF_RB_FORCE_WAKEUP);
 }
 
 // unwatch ends the watch of inum and says whether there was one.
@@ -673,7 +811,7 @@ __noinline int emit_ns(__u32 what, __u64 inums, __u64 flags, __u64 kid, struct a
 	__u32 kind = what & 0xff, type = (what >> 8) & 0xff, sc = what >> 16;
 	__u32 inum = (__u32)inums, old_inum = inums >> 32;
 	struct owner o = {};
-	struct event *e;
+	struct ns_item *e;
 	__u64 id;
 
 	if (!a)
@@ -686,7 +824,7 @@ __noinline int emit_ns(__u32 what, __u64 inums, __u64 flags, __u64 kid, struct a
 		owner_of(type, inum, &o); // a join: whoever it was first seen with
 	if (!event_wanted(kind, type) || !(a->pass || o.pass))
 		return 0;
-	e = ev_new(kind, type, a);
+	e = item_new(kind, type, a, sc, flags);
 	if (!e)
 		return 0;
 	e->owner_cgroup_id = o.cgid;
@@ -695,10 +833,7 @@ __noinline int emit_ns(__u32 what, __u64 inums, __u64 flags, __u64 kid, struct a
 	e->ns_id = id;
 	e->inum = inum;
 	e->old_inum = old_inum;
-	e->flags = flags;
-	e->syscall = sc;
 	e->for_children = for_children(type, sc);
-	submit(e);
 	return 0;
 }
 
@@ -720,16 +855,22 @@ static __always_inline void emit_diff(struct snap *old, struct snap *new, __u8 k
 
 // The destroy takes the namespace's entry out of live_ns, and its id with
 // it; kid is the kernel's id, for a namespace nstrace did not know. a is
-// who released the last reference (emit_destroy_self works it out).
+// who released the last reference (emit_destroy_self works it out). With
+// UNLESS_WATCHED in how, a namespace under watch is left to the poll.
+#define UNLESS_WATCHED 0x100
+
 __noinline int emit_destroy(__u32 type, __u32 inum, __u32 how, __u64 kid, struct actx *a)
 {
 	struct ns_info *info = bpf_map_lookup_elem(&live_ns, &inum);
 	struct owner o = {};
 	bool watched_too = true;
-	struct event *e;
+	struct ns_item *e;
 
 	if (!a)
 		return 0;
+	if (info && info->type == type && info->watched && (how & UNLESS_WATCHED))
+		return 0;
+	how &= 0xff;
 	if (info && info->type == type) {
 		kid = info->id;
 		watched_too = info->watched;
@@ -740,7 +881,7 @@ __noinline int emit_destroy(__u32 type, __u32 inum, __u32 how, __u64 kid, struct
 		unwatch(inum);
 	if (!event_wanted(EV_DESTROY, type) || !(o.pass || a->pass))
 		return 0;
-	e = ev_new(EV_DESTROY, type, a);
+	e = item_new(EV_DESTROY, type, a, 0, 0);
 	if (!e)
 		return 0;
 	e->owner_cgroup_id = o.cgid;
@@ -749,7 +890,6 @@ __noinline int emit_destroy(__u32 type, __u32 inum, __u32 how, __u64 kid, struct
 	e->ns_id = kid;
 	e->inum = inum;
 	e->how = how;
-	submit(e);
 	return 0;
 }
 
@@ -764,7 +904,9 @@ __noinline int emit_destroy_self(__u32 type, __u32 inum, __u32 how, __u64 kid)
 
 	if (how != HOW_POLLED && event_wanted(EV_DESTROY, type))
 		actor_of(bpf_get_current_task_btf(), &a, CG_CACHED, VIA_PROBE);
-	return emit_destroy(type, inum, how, kid, &a);
+	emit_destroy(type, inum, how, kid, &a);
+	flush(&a);
+	return 0;
 }
 
 // An nsproxy is going away; s was read before it dropped its references.
@@ -790,31 +932,9 @@ static __always_inline bool release_wanted(struct snap *s, struct actx *a)
 	return false;
 }
 
-// a is the releasing task, if the caller worked it out already.
-static __always_inline void emit_release(struct snap *s, struct snap *after, struct actx *a)
+// The namespaces that die with an nsproxy (see emit_release).
+static __always_inline void release_destroys(struct snap *s, struct snap *after, struct actx *a)
 {
-	struct actx own = {};
-	struct event *e = NULL;
-
-	// The exit path: nothing to learn about the task if the event is
-	// filtered out anyway.
-	if (!a) {
-		actor_of(bpf_get_current_task_btf(), &own,
-			 event_wanted(EV_NSPROXY_FREE, -1) ? CG_LEARN : CG_CACHED, VIA_BTF);
-		a = &own;
-	}
-	if (event_wanted(EV_NSPROXY_FREE, -1) && release_wanted(s, a))
-		e = ev_new(EV_NSPROXY_FREE, 0, a);
-	if (e) {
-#pragma unroll
-		for (int i = 0; i < NS_SLOTS; i++)
-			e->inums[i] = s->inum[i];
-		e->inums[NS_USER] = 0;
-		submit(e);
-	}
-	if (destroy_at_free_inum)
-		return;
-
 #pragma unroll
 	for (int i = 0; i < NS_SLOTS; i++) {
 		__u32 holds = 1;
@@ -831,10 +951,6 @@ static __always_inline void emit_release(struct snap *s, struct snap *after, str
 			holds = 2;
 		if (after && after->inum[i] == s->inum[i])
 			continue;
-		// unshare/setns: the put happened before sys_exit, so a watched
-		// namespace may have been polled gone already; the poll reports it.
-		if (after && watch_survivors && bpf_map_lookup_elem(&watched, &s->inum[i]))
-			continue;
 		if (s->ref[i] != holds) {
 			// Someone else holds it too. Only at exit (no after) is
 			// the nsproxy still there to read its pointer from: it is
@@ -843,8 +959,40 @@ static __always_inline void emit_release(struct snap *s, struct snap *after, str
 				watch_slot(i);
 			continue;
 		}
-		emit_destroy(i == NS_TIME_ACTIVE ? NS_TIME : i, s->inum[i], HOW_LAST_REF, s->id[i], a);
+		// unshare/setns: the put happened before sys_exit, so a watched
+		// namespace may have been polled gone already; the poll reports it.
+		emit_destroy(i == NS_TIME_ACTIVE ? NS_TIME : i, s->inum[i],
+			     HOW_LAST_REF | (after ? UNLESS_WATCHED : 0), s->id[i], a);
 	}
+}
+
+// a is the releasing task, if the caller worked it out already (and then
+// sends the record); else the release is a record of its own.
+static __always_inline void emit_release(struct snap *s, struct snap *after, struct actx *a)
+{
+	struct actx own = {};
+	struct release_item *e = NULL;
+	bool mine = !a;
+
+	// The exit path: nothing to learn about the task if the event is
+	// filtered out anyway.
+	if (mine) {
+		actor_of(bpf_get_current_task_btf(), &own,
+			 event_wanted(EV_NSPROXY_FREE, -1) ? CG_LEARN : CG_CACHED, VIA_BTF);
+		a = &own;
+	}
+	if (event_wanted(EV_NSPROXY_FREE, -1) && release_wanted(s, a))
+		e = (struct release_item *)item_new(EV_NSPROXY_FREE, 0, a, 0, 0);
+	if (e) {
+#pragma unroll
+		for (int i = 0; i < NS_SLOTS; i++)
+			e->inums[i] = s->inum[i];
+		e->inums[NS_USER] = 0;
+	}
+	if (!destroy_at_free_inum)
+		release_destroys(s, after, a);
+	if (mine)
+		flush(a);
 }
 
 // Room for the snapshots of task-context hooks, too big for the BPF stack
@@ -889,6 +1037,7 @@ static __always_inline int on_new_nsproxy(struct task_struct *tsk, struct nsprox
 		flags = syscall_flags(sc);
 	actor_of(bpf_get_current_task_btf(), &a, CG_LEARN, VIA_BTF);
 	emit_diff(o, n, EV_CREATE, flags, sc, false, &a);
+	flush(&a);
 	return 0;
 }
 
@@ -907,6 +1056,7 @@ static __always_inline int on_new_user_ns(struct cred *cred)
 	actor_of(bpf_get_current_task_btf(), &a, CG_LEARN, VIA_PROBE);
 	emit_ns(NS_WHAT(EV_CREATE, NS_USER, sc), NS_INUMS(ns_inum(&ns->ns, VIA_PROBE), ns_inum(&parent->ns, VIA_PROBE)),
 		syscall_flags(sc), ns_kernel_id(&ns->ns, VIA_PROBE), &a);
+	flush(&a);
 	return 0;
 }
 
@@ -1002,6 +1152,7 @@ int BPF_PROG(tp_task_newtask, struct task_struct *task, u64 clone_flags)
 	snap_task(task, n);
 	actor_of(bpf_get_current_task_btf(), &a, CG_LEARN, VIA_BTF);
 	emit_diff(o, n, EV_CREATE, clone_flags, cur_syscall(), true, &a);
+	flush(&a);
 	return 0;
 }
 
@@ -1039,6 +1190,7 @@ static __always_inline int on_sys_exit(long ret, __u8 kind, __u8 sc)
 		emit_diff(o, n, kind, syscall_flags(sc), sc, true, &a);
 		if (release_at_syscall_exit && o->nsproxy != n->nsproxy && o->nsproxy_count == 1)
 			emit_release(o, n, &a);
+		flush(&a);
 	}
 	return 0;
 }

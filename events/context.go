@@ -39,13 +39,14 @@ type NameSource interface {
 	Lookup(id string) (Names, bool)
 }
 
-// String record kinds; values match enum rec_kind in bpf/context.h.
+// Record kinds; values match enum rec_kind in bpf/context.h.
 const (
-	recCgroup = 16
+	recCgroup = 16 // string records
 	recExe    = 17
+	recNs     = 19 // namespace events (DecodeInto)
 )
 
-// kindOffset is where every record has its kind (struct event, str_rec).
+// kindOffset is where every record has its kind (struct ns_rec, str_rec).
 const kindOffset = 12
 
 // StringRecord is a path the BPF programs send once, before the first

@@ -154,102 +154,186 @@ func NewDecoder() (*Decoder, error) {
 	return &Decoder{bootToWall: time.Duration(time.Now().UnixNano()) - boot}, nil
 }
 
-// RecordSize is the size of one raw record (nstrace.BpfEvent).
-const RecordSize = 160
+// MaxPerRecord is the most events one record carries (MAX_ITEMS in
+// bpf/nstrace.bpf.c: an unshare of every type that freed the old nsproxy
+// and the namespaces only it held).
+const MaxPerRecord = 17
 
-// Where Decode finds the fields of a record: the offsets of the fields of
-// nstrace.BpfEvent (struct event in bpf/nstrace.bpf.c), which
-// TestRecordLayout checks. Reading them directly is several times faster
-// than binary.Decode, which goes through reflection.
+// A namespace record is a header, nstrace.BpfNsRec (struct ns_rec in
+// bpf/nstrace.bpf.c), and then its events, one item each: an
+// nstrace.BpfNsItem (create, join, destroy) or an nstrace.BpfReleaseItem
+// (nsproxy_free), the two of the same size and told apart by their first
+// byte, the kind.
 const (
-	offTsNs          = 0
-	offLost          = 8
-	offKind          = 12
-	offNsType        = 13
-	offSyscall       = 14
-	offHow           = 15
-	offFlags         = 16
-	offNsID          = 24
-	offCgroupID      = 32
-	offExeID         = 40
-	offOwnerCgroupID = 48
-	offOwnerPid      = 56
-	offPid           = 60
-	offTid           = 64
-	offPpid          = 68
-	offUid           = 72
-	offInum          = 76
-	offOldInum       = 80
-	offInums         = 84 // [9]uint32
-	offForChildren   = 120
-	offOwnerKnown    = 121
-	offComm          = 124 // [commLen]byte
-	offParentComm    = 140 // [commLen]byte
+	HeaderSize = 88
+	ItemSize   = 40
+)
+
+// Where DecodeInto finds the fields: the offsets of the fields of the
+// generated Go types, which TestRecordLayout checks. Reading them directly
+// is several times faster than binary.Decode, which goes through
+// reflection.
+const (
+	// The header: the time and the actor all the record's events share,
+	// and the syscall and flags of its creates and joins.
+	offTsNs       = 0
+	offLost       = 8
+	offKind       = 12
+	offN          = 13
+	offSyscall    = 14
+	offFlags      = 16
+	offCgroupID   = 24
+	offExeID      = 32
+	offPid        = 40
+	offTid        = 44
+	offPpid       = 48
+	offUid        = 52
+	offComm       = 56 // [commLen]byte
+	offParentComm = 72 // [commLen]byte
+
+	// An item, from its start.
+	itemKind          = 0
+	itemNsType        = 1
+	itemHow           = 2
+	itemForChildren   = 3
+	itemOwnerKnown    = 4
+	itemInum          = 8
+	itemOldInum       = 12
+	itemNsID          = 16
+	itemOwnerCgroupID = 24
+	itemOwnerPid      = 32
+	itemInums         = 4 // release item: [len(SlotNames)]uint32
 
 	commLen = 16 // TASK_COMM_LEN
 )
 
-// Decode decodes one record. lost is the number of events the same CPU
-// dropped before this one.
-func (d *Decoder) Decode(raw []byte) (ev Event, lost uint32, err error) {
-	lost, err = d.DecodeInto(&ev, raw)
-	return ev, lost, err
+// Decode is DecodeInto into a new slice, for tests and tools.
+func (d *Decoder) Decode(raw []byte) (evs []Event, lost uint32, err error) {
+	size := 0
+	if len(raw) >= HeaderSize {
+		size = min(int(raw[offN]), MaxPerRecord)
+	}
+	evs = make([]Event, size)
+	n, lost, err := d.DecodeInto(evs, raw)
+	if err != nil {
+		return nil, lost, err
+	}
+	return evs[:n], lost, nil
 }
 
-// DecodeInto is Decode into an Event of the caller's, which it overwrites:
-// an Event is some 600 bytes, too many to copy per record.
-func (d *Decoder) DecodeInto(ev *Event, raw []byte) (lost uint32, err error) {
-	if len(raw) < RecordSize {
-		*ev = Event{}
-		return 0, fmt.Errorf("short record: %d bytes, want %d", len(raw), RecordSize)
+// DecodeInto decodes one namespace record into evs[:n], overwriting them:
+// events of the caller's, reused, as an Event is some 600 bytes and a
+// record up to MaxPerRecord of them, too many to allocate per record. evs
+// needs room for MaxPerRecord events (or at least the record's n). lost is
+// the number of events the same CPU dropped before this record, returned
+// even with an error if the header could be read. On an error n is 0 and
+// evs is left as it was.
+func (d *Decoder) DecodeInto(evs []Event, raw []byte) (n int, lost uint32, err error) {
+	if len(raw) < HeaderSize {
+		return 0, 0, fmt.Errorf("short record: %d bytes, want at least %d", len(raw), HeaderSize)
 	}
 	// As an array, the reads at constant offsets below need no bounds checks.
-	r := (*[RecordSize]byte)(raw)
-	ne := binary.NativeEndian // BPF writes records in the host's byte order
-	lost = ne.Uint32(r[offLost:])
-	kind, typ := Kind(r[offKind]), NsType(r[offNsType])
-	if kind < Create || kind > Destroy || typ >= numTypes {
-		*ev = Event{}
-		return lost, fmt.Errorf("corrupt record: kind %d, type %d", r[offKind], r[offNsType])
+	h := (*[HeaderSize]byte)(raw)
+	lost = binary.NativeEndian.Uint32(h[offLost:])
+	if n, err = checkRecord(raw, len(evs)); err != nil {
+		return 0, lost, err
 	}
-	*ev = Event{
-		Time:     time.Unix(0, int64(time.Duration(ne.Uint64(r[offTsNs:]))+d.bootToWall)),
-		Kind:     kind,
-		Type:     typ,
-		Inum:     ne.Uint32(r[offInum:]),
-		NsID:     ne.Uint64(r[offNsID:]),
-		OldInum:  ne.Uint32(r[offOldInum:]),
-		Pid:      ne.Uint32(r[offPid:]),
-		Tid:      ne.Uint32(r[offTid:]),
-		Ppid:     ne.Uint32(r[offPpid:]),
-		Uid:      ne.Uint32(r[offUid:]),
-		Comm:     d.comm(r[offComm : offComm+commLen]),
-		Flags:    ne.Uint64(r[offFlags:]),
-		Children: r[offForChildren] != 0,
+	var c common
+	d.header(&c, h)
+	items := raw[HeaderSize:]
+	for i := range evs[:n] {
+		// Copying the shared fields whole is quicker than setting them
+		// one by one on a zeroed Event.
+		evs[i] = c.shared
+		c.decodeItem(&evs[i], (*[ItemSize]byte)(items[i*ItemSize:]))
+	}
+	return n, lost, nil
+}
 
-		ParentComm:    d.comm(r[offParentComm : offParentComm+commLen]),
-		cgroupID:      ne.Uint64(r[offCgroupID:]),
-		exeID:         ne.Uint64(r[offExeID:]),
-		ownerCgroupID: ne.Uint64(r[offOwnerCgroupID:]),
-		ownerPid:      ne.Uint32(r[offOwnerPid:]),
-		ownerKnown:    r[offOwnerKnown] != 0,
+// checkRecord checks a namespace record before any of it is decoded, so
+// that a bad one leaves the caller's events alone, and returns how many
+// events it has. room is how many the caller can take.
+func checkRecord(raw []byte, room int) (n int, err error) {
+	if k := raw[offKind]; k != recNs {
+		return 0, fmt.Errorf("not a namespace record: kind %d, want %d", k, recNs)
 	}
-	switch kind {
-	case Create, Join:
-		ev.Syscall = syscallNames[0]
-		if s := r[offSyscall]; int(s) < len(syscallNames) {
-			ev.Syscall = syscallNames[s]
+	n = int(raw[offN])
+	if n == 0 || n > MaxPerRecord {
+		return 0, fmt.Errorf("corrupt record: %d events, want 1 to %d", n, MaxPerRecord)
+	}
+	if want := HeaderSize + n*ItemSize; len(raw) < want {
+		return 0, fmt.Errorf("short record: %d bytes for %d events, want %d", len(raw), n, want)
+	}
+	for i := range n {
+		it := raw[HeaderSize+i*ItemSize:]
+		kind, typ := Kind(it[itemKind]), NsType(it[itemNsType])
+		if kind < Create || kind > Destroy || kind != NsproxyFree && typ >= numTypes {
+			return 0, fmt.Errorf("corrupt record: event %d of %d: kind %d, type %d", i+1, n, it[itemKind], it[itemNsType])
 		}
+	}
+	if room < n {
+		return 0, fmt.Errorf("room for %d events, the record has %d", room, n)
+	}
+	return n, nil
+}
+
+// common is what the events of a record share, decoded once for all.
+type common struct {
+	// shared has the time and the actor, and nothing else.
+	shared Event
+	// Those of the creates and joins.
+	syscall string
+	flags   uint64
+}
+
+func (d *Decoder) header(c *common, h *[HeaderSize]byte) {
+	ne := binary.NativeEndian // BPF writes records in the host's byte order
+	c.shared = Event{
+		Time:       time.Unix(0, int64(time.Duration(ne.Uint64(h[offTsNs:]))+d.bootToWall)),
+		Pid:        ne.Uint32(h[offPid:]),
+		Tid:        ne.Uint32(h[offTid:]),
+		Ppid:       ne.Uint32(h[offPpid:]),
+		Uid:        ne.Uint32(h[offUid:]),
+		Comm:       d.comm(h[offComm : offComm+commLen]),
+		ParentComm: d.comm(h[offParentComm : offParentComm+commLen]),
+		cgroupID:   ne.Uint64(h[offCgroupID:]),
+		exeID:      ne.Uint64(h[offExeID:]),
+	}
+	c.syscall, c.flags = syscallNames[0], ne.Uint64(h[offFlags:])
+	if s := h[offSyscall]; int(s) < len(syscallNames) {
+		c.syscall = syscallNames[s]
+	}
+}
+
+// decodeItem decodes the item it, which checkRecord passed, into ev, which
+// has the record's shared fields.
+func (c *common) decodeItem(ev *Event, it *[ItemSize]byte) {
+	ne := binary.NativeEndian
+	ev.Kind = Kind(it[itemKind])
+	if ev.Kind == NsproxyFree {
+		for i := range ev.Namespaces {
+			ev.Namespaces[i] = ne.Uint32(it[itemInums+4*i:])
+		}
+		return
+	}
+	ev.Type = NsType(it[itemNsType])
+	ev.Inum = ne.Uint32(it[itemInum:])
+	ev.NsID = ne.Uint64(it[itemNsID:])
+	ev.OldInum = ne.Uint32(it[itemOldInum:])
+	ev.Children = it[itemForChildren] != 0
+	ev.ownerCgroupID = ne.Uint64(it[itemOwnerCgroupID:])
+	ev.ownerPid = ne.Uint32(it[itemOwnerPid:])
+	ev.ownerKnown = it[itemOwnerKnown] != 0
+	switch ev.Kind {
+	case Create, Join:
+		// BPF leaves the header's syscall and flags 0 in a record
+		// without a create or join; a destroy never had any.
+		ev.Syscall, ev.Flags = c.syscall, c.flags
 	case Destroy:
-		if h := r[offHow]; int(h) < len(howNames) {
+		if h := it[itemHow]; int(h) < len(howNames) {
 			ev.How = howNames[h]
 		}
-	case NsproxyFree:
-		for i := range ev.Namespaces {
-			ev.Namespaces[i] = ne.Uint32(r[offInums+4*i:])
-		}
 	}
-	return lost, nil
 }
 
 // comm is the NUL-terminated name in c, interned.

@@ -53,9 +53,23 @@ func comm(s string) (c [16]int8) {
 	return c
 }
 
-func encode(t testing.TB, r nstrace.BpfEvent) []byte {
+// record is a namespace record as the BPF side writes it: a header and its
+// items, each an nstrace.BpfNsItem or an nstrace.BpfReleaseItem.
+type record struct {
+	hdr   nstrace.BpfNsRec
+	items []any
+}
+
+// encode is r's bytes, with the kind and item count the header has then.
+func encode(t testing.TB, r record) []byte {
 	t.Helper()
-	b, err := binary.Append(nil, binary.NativeEndian, &r)
+	r.hdr.Kind, r.hdr.N = recNs, uint8(len(r.items))
+	b, err := binary.Append(nil, binary.NativeEndian, &r.hdr)
+	for _, it := range r.items {
+		if err == nil {
+			b, err = binary.Append(b, binary.NativeEndian, it)
+		}
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,24 +79,36 @@ func encode(t testing.TB, r nstrace.BpfEvent) []byte {
 // testDecoder stamps boot time 0 at 2026-11-30T12:00:00Z.
 var testDecoder = &Decoder{bootToWall: time.Duration(time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC).UnixNano())}
 
-// records is one of each kind of event, as the BPF side writes them.
-func records() []nstrace.BpfEvent {
-	proc := func(r nstrace.BpfEvent) nstrace.BpfEvent {
-		r.Pid, r.Tid, r.Ppid, r.Uid, r.Comm = 4242, 4243, 1, 0, comm("unshare")
-		r.ParentComm, r.CgroupId, r.ExeId = comm("containerd-shim"), testCgroupID, testExeID
-		if r.Kind == 2 || r.Kind == 4 {
-			r.OwnerCgroupId, r.OwnerPid, r.OwnerKnown = testCgroupID, 4200, 1
-		}
-		return r
+// unshareProc is the header of a record of events by the unshare process
+// of the golden files, at ts.
+func unshareProc(ts uint64, syscall uint8, flags uint64) nstrace.BpfNsRec {
+	return nstrace.BpfNsRec{
+		TsNs: ts, Syscall: syscall, Flags: flags, CgroupId: testCgroupID, ExeId: testExeID,
+		Pid: 4242, Tid: 4243, Ppid: 1, Uid: 0, Comm: comm("unshare"), ParentComm: comm("containerd-shim"),
 	}
-	return []nstrace.BpfEvent{
-		proc(nstrace.BpfEvent{TsNs: 1_000_000_001, Kind: 1, NsType: 4, Inum: 4026532181, NsId: 4102, OldInum: 4026531833, Syscall: 5, Flags: 0x4e020000}),
-		proc(nstrace.BpfEvent{TsNs: 1_000_000_002, Kind: 1, NsType: 3, Inum: 4026532178, NsId: 4103, OldInum: 4026531836, Syscall: 5, Flags: 0x20000000, ForChildren: 1}),
-		proc(nstrace.BpfEvent{TsNs: 1_000_000_003, Kind: 2, NsType: 1, Inum: 4026532190, NsId: 4099, OldInum: 4026531838, Syscall: 6, Flags: 0}),
-		proc(nstrace.BpfEvent{TsNs: 2_500_000_000, Kind: 3, Inums: [9]uint32{4026532177, 4026532178, 4026532179, 4026531836, 4026532181, 0, 4026532180, 4026531834, 4026531834}}),
-		proc(nstrace.BpfEvent{TsNs: 2_500_000_100, Kind: 4, NsType: 4, Inum: 4026532181, NsId: 4102, How: 1}),
-		proc(nstrace.BpfEvent{TsNs: 2_500_000_200, Kind: 4, NsType: 5, Inum: 4026532999, How: 2}),
-		{TsNs: 2_600_000_000, Kind: 4, NsType: 1, Inum: 4026532190, NsId: 4099, How: 3},
+}
+
+// owned is it with the owner BPF found for a join or destroy.
+func owned(it nstrace.BpfNsItem) nstrace.BpfNsItem {
+	it.OwnerCgroupId, it.OwnerPid, it.OwnerKnown = testCgroupID, 4200, 1
+	return it
+}
+
+// records is one of each kind of event, as the BPF side writes them. Each
+// is a record of its own: the golden files give every event its own time,
+// and the events of one record share theirs (records of several events
+// are in TestDecodeRecord and the benchmarks).
+func records() []record {
+	one := func(hdr nstrace.BpfNsRec, it any) record { return record{hdr, []any{it}} }
+	return []record{
+		one(unshareProc(1_000_000_001, 5, 0x4e020000), nstrace.BpfNsItem{Kind: 1, NsType: 4, Inum: 4026532181, NsId: 4102, OldInum: 4026531833}),
+		one(unshareProc(1_000_000_002, 5, 0x20000000), nstrace.BpfNsItem{Kind: 1, NsType: 3, Inum: 4026532178, NsId: 4103, OldInum: 4026531836, ForChildren: 1}),
+		one(unshareProc(1_000_000_003, 6, 0), owned(nstrace.BpfNsItem{Kind: 2, NsType: 1, Inum: 4026532190, NsId: 4099, OldInum: 4026531838})),
+		one(unshareProc(2_500_000_000, 0, 0), nstrace.BpfReleaseItem{Kind: 3, Inums: [9]uint32{4026532177, 4026532178, 4026532179, 4026531836, 4026532181, 0, 4026532180, 4026531834, 4026531834}}),
+		one(unshareProc(2_500_000_100, 0, 0), owned(nstrace.BpfNsItem{Kind: 4, NsType: 4, Inum: 4026532181, NsId: 4102, How: 1})),
+		one(unshareProc(2_500_000_200, 0, 0), owned(nstrace.BpfNsItem{Kind: 4, NsType: 5, Inum: 4026532999, How: 2})),
+		// A poll: no task acted.
+		one(nstrace.BpfNsRec{TsNs: 2_600_000_000}, nstrace.BpfNsItem{Kind: 4, NsType: 1, Inum: 4026532190, NsId: 4099, How: 3}),
 	}
 }
 
@@ -134,13 +160,15 @@ func decodeAll(t *testing.T) []Event {
 		if _, _, ok, _ := DecodeString(raw); ok {
 			t.Fatalf("an event record decodes as a string record: %+v", r)
 		}
-		ev, lost, err := testDecoder.Decode(raw)
-		if err != nil || lost != 0 {
-			t.Fatalf("Decode: %v (lost %d)", err, lost)
+		got, lost, err := testDecoder.Decode(raw)
+		if err != nil || lost != 0 || len(got) != len(r.items) {
+			t.Fatalf("Decode: %d events of %d, %v (lost %d)", len(got), len(r.items), err, lost)
 		}
-		life.Annotate(&ev)
-		attr.Annotate(&ev)
-		evs = append(evs, ev)
+		for i := range got {
+			life.Annotate(&got[i])
+			attr.Annotate(&got[i])
+		}
+		evs = append(evs, got...)
 	}
 	return append(evs, Event{Kind: Lost, Time: evs[len(evs)-1].Time, Count: 7})
 }
@@ -184,25 +212,168 @@ func TestDecode(t *testing.T) {
 	}
 }
 
+// unshareRecord is what `unshare -n -p` run by a process that alone held
+// its nsproxy makes the BPF side send, in one record: the net and pid
+// namespaces created, the old nsproxy freed, and the net namespace only it
+// held destroyed.
+func unshareRecord() record {
+	return record{unshareProc(3_000_000_000, 5, 0x60000000), []any{
+		nstrace.BpfNsItem{Kind: 1, NsType: 4, Inum: 4026532300, NsId: 4200, OldInum: 4026532181},
+		nstrace.BpfNsItem{Kind: 1, NsType: 3, Inum: 4026532301, NsId: 4201, OldInum: 4026531836, ForChildren: 1},
+		nstrace.BpfReleaseItem{Kind: 3, Inums: [9]uint32{4026531841, 4026531838, 4026531839, 4026531836, 4026532181, 0, 4026531835, 4026531834, 4026531834}},
+		owned(nstrace.BpfNsItem{Kind: 4, NsType: 4, Inum: 4026532181, NsId: 4102, How: 1}),
+	}}
+}
+
+func TestDecodeRecord(t *testing.T) {
+	r := unshareRecord()
+	r.hdr.Lost = 2
+	evs, lost, err := testDecoder.Decode(encode(t, r))
+	if err != nil || lost != 2 || len(evs) != 4 {
+		t.Fatalf("Decode: %d events, lost %d, %v; want 4, 2, nil", len(evs), lost, err)
+	}
+	at := time.Date(2026, 11, 30, 12, 0, 3, 0, time.UTC)
+	for i, ev := range evs {
+		// The actor and the time are the record's.
+		if !ev.Time.Equal(at) || ev.Pid != 4242 || ev.Tid != 4243 || ev.Ppid != 1 || ev.Comm != "unshare" ||
+			ev.ParentComm != "containerd-shim" || ev.cgroupID != testCgroupID || ev.exeID != testExeID {
+			t.Errorf("event %d: actor or time not the record's: %+v", i, ev)
+		}
+		// Syscall and flags are those of creates and joins only.
+		if create := ev.Kind == Create; create != (ev.Syscall == "unshare") || create != (ev.Flags == 0x60000000) {
+			t.Errorf("event %d (%v): syscall %q, flags %#x", i, ev.Kind, ev.Syscall, ev.Flags)
+		}
+	}
+	net, pid, free, destroy := evs[0], evs[1], evs[2], evs[3]
+	if net.Kind != Create || net.Type != Net || net.Inum != 4026532300 || net.NsID != 4200 || net.OldInum != 4026532181 || net.Children {
+		t.Errorf("net create decoded as %+v", net)
+	}
+	if pid.Kind != Create || pid.Type != PID || pid.Inum != 4026532301 || !pid.Children {
+		t.Errorf("pid create decoded as %+v", pid)
+	}
+	if free.Kind != NsproxyFree || free.Namespaces[Net] != 4026532181 || free.Namespaces[8] != 4026531834 || free.Inum != 0 || free.Type != 0 {
+		t.Errorf("nsproxy_free decoded as %+v", free)
+	}
+	if destroy.Kind != Destroy || destroy.Type != Net || destroy.Inum != 4026532181 || destroy.How != "last_ref" ||
+		!destroy.ownerKnown || destroy.ownerPid != 4200 || destroy.ownerCgroupID != testCgroupID {
+		t.Errorf("destroy decoded as %+v", destroy)
+	}
+}
+
+// TestDecodeMaxRecord round-trips a record of the most events there can
+// be: an unshare of every type that freed the nsproxy holding the 8
+// namespaces only it held.
+func TestDecodeMaxRecord(t *testing.T) {
+	r := record{hdr: unshareProc(4_000_000_000, 5, 0x7e020080)}
+	var want []Event
+	// As Decode makes it: in time.Local.
+	base := Event{Time: time.Unix(0, int64(4*time.Second+testDecoder.bootToWall)), Pid: 4242, Tid: 4243, Ppid: 1,
+		Comm: "unshare", ParentComm: "containerd-shim", cgroupID: testCgroupID, exeID: testExeID}
+	for typ := range numTypes {
+		r.items = append(r.items, nstrace.BpfNsItem{Kind: 1, NsType: uint8(typ), Inum: 4026533000 + uint32(typ),
+			NsId: 6000 + uint64(typ), OldInum: 4026532000 + uint32(typ), ForChildren: b2u(typ == PID || typ == Time)})
+		ev := base
+		ev.Kind, ev.Type, ev.Inum, ev.NsID, ev.OldInum = Create, typ, 4026533000+uint32(typ), 6000+uint64(typ), 4026532000+uint32(typ)
+		ev.Children, ev.Syscall, ev.Flags = typ == PID || typ == Time, "unshare", 0x7e020080
+		want = append(want, ev)
+	}
+	free := nstrace.BpfReleaseItem{Kind: 3}
+	for i := range free.Inums {
+		free.Inums[i] = 4026532000 + uint32(i)
+	}
+	free.Inums[User] = 0
+	r.items = append(r.items, free)
+	ev := base
+	ev.Kind, ev.Namespaces = NsproxyFree, free.Inums
+	want = append(want, ev)
+	for typ := range numTypes {
+		r.items = append(r.items, owned(nstrace.BpfNsItem{Kind: 4, NsType: uint8(typ), Inum: 4026532000 + uint32(typ), How: 1, NsId: 5000 + uint64(typ)}))
+		ev := base
+		ev.Kind, ev.Type, ev.Inum, ev.NsID, ev.How = Destroy, typ, 4026532000+uint32(typ), 5000+uint64(typ), "last_ref"
+		ev.ownerCgroupID, ev.ownerPid, ev.ownerKnown = testCgroupID, 4200, true
+		want = append(want, ev)
+	}
+	if len(r.items) != MaxPerRecord {
+		t.Fatalf("%d items, want MaxPerRecord (%d)", len(r.items), MaxPerRecord)
+	}
+	raw := encode(t, r)
+	if len(raw) != HeaderSize+MaxPerRecord*ItemSize {
+		t.Fatalf("record of %d bytes", len(raw))
+	}
+	var evs [MaxPerRecord]Event
+	n, _, err := testDecoder.DecodeInto(evs[:], raw)
+	if err != nil || n != MaxPerRecord {
+		t.Fatalf("DecodeInto: %d events, %v", n, err)
+	}
+	for i := range want {
+		if !reflect.DeepEqual(evs[i], want[i]) {
+			t.Errorf("event %d decoded as %+v\nwant %+v", i, evs[i], want[i])
+		}
+	}
+}
+
+func b2u(b bool) uint8 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 func TestDecodeRejectsBadRecords(t *testing.T) {
-	good := encode(t, records()[0])
-	if _, _, err := testDecoder.Decode(good[:len(good)-1]); err == nil {
-		t.Error("short record decoded without error")
+	good := unshareRecord()
+	good.hdr.Lost = 3
+	raw := encode(t, good)
+	with := func(off int, v byte) []byte {
+		b := bytes.Clone(raw)
+		b[off] = v
+		return b
 	}
-	bad := records()[0]
-	bad.Kind = 99
-	if _, _, err := testDecoder.Decode(encode(t, bad)); err == nil {
-		t.Error("unknown kind decoded without error")
+	item := func(i, off int) int { return HeaderSize + i*ItemSize + off }
+	for _, tc := range []struct {
+		name string
+		raw  []byte
+		lost uint32 // 0 when the header cannot be read
+		err  string
+	}{
+		{"empty", nil, 0, "short record: 0 bytes"},
+		{"short header", raw[:HeaderSize-1], 0, "short record: 87 bytes, want at least 88"},
+		{"string record", with(offKind, recCgroup), 3, "not a namespace record: kind 16"},
+		{"unknown kind", with(offKind, 99), 3, "not a namespace record: kind 99"},
+		{"no events", with(offN, 0), 3, "corrupt record: 0 events"},
+		{"too many events", with(offN, MaxPerRecord+1), 3, "corrupt record: 18 events"},
+		{"header only", raw[:HeaderSize], 3, "short record: 88 bytes for 4 events, want 248"},
+		{"truncated item", raw[:len(raw)-1], 3, "short record: 247 bytes for 4 events"},
+		{"more items than sent", with(offN, 5), 3, "short record: 248 bytes for 5 events, want 288"},
+		{"item kind 0", with(item(1, itemKind), 0), 3, "event 2 of 4: kind 0"},
+		{"item kind lost", with(item(3, itemKind), byte(Lost)), 3, "event 4 of 4: kind 5"},
+		{"item kind 255", with(item(0, itemKind), 255), 3, "event 1 of 4: kind 255"},
+		{"item type 8", with(item(3, itemNsType), byte(numTypes)), 3, "event 4 of 4: kind 4, type 8"},
+		{"item type 255", with(item(0, itemNsType), 255), 3, "event 1 of 4: kind 1, type 255"},
+	} {
+		evs := make([]Event, MaxPerRecord)
+		evs[0].Comm = "untouched"
+		n, lost, err := testDecoder.DecodeInto(evs, tc.raw)
+		if err == nil || !strings.Contains(err.Error(), tc.err) || n != 0 || lost != tc.lost {
+			t.Errorf("%s: %d events, lost %d, %v; want 0 events, lost %d, an error with %q", tc.name, n, lost, err, tc.lost, tc.err)
+		}
+		if evs[0].Comm != "untouched" {
+			t.Errorf("%s: a bad record overwrote the events", tc.name)
+		}
+		if evs, lost2, err2 := testDecoder.Decode(tc.raw); evs != nil || lost2 != lost || err2 == nil || err2.Error() != err.Error() {
+			t.Errorf("%s: Decode: %v, lost %d, %v; DecodeInto: lost %d, %v", tc.name, evs, lost2, err2, lost, err)
+		}
 	}
-	bad = records()[0]
-	bad.NsType = 8
-	if _, _, err := testDecoder.Decode(encode(t, bad)); err == nil {
-		t.Error("unknown namespace type decoded without error")
+	// A release item's second byte is padding, not a type.
+	if _, _, err := testDecoder.Decode(with(item(2, itemNsType), 200)); err != nil {
+		t.Errorf("release item with padding set: %v", err)
 	}
-	lostRec := records()[0]
-	lostRec.Lost = 3
-	if _, lost, err := testDecoder.Decode(encode(t, lostRec)); err != nil || lost != 3 {
-		t.Errorf("lost count = %d, %v; want 3", lost, err)
+	// Too little room is the caller's mistake, but still no panic.
+	if n, lost, err := testDecoder.DecodeInto(make([]Event, 3), raw); err == nil || n != 0 || lost != 3 {
+		t.Errorf("room for 3 of 4 events: %d events, lost %d, %v", n, lost, err)
+	}
+	// Bytes after the items are ignored.
+	if evs, lost, err := testDecoder.Decode(append(bytes.Clone(raw), make([]byte, 8)...)); err != nil || len(evs) != 4 || lost != 3 {
+		t.Errorf("record with trailing bytes: %d events, lost %d, %v", len(evs), lost, err)
 	}
 }
 

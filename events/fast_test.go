@@ -21,78 +21,114 @@ import (
 	"github.com/nstrace/nstrace"
 )
 
-func TestRecordLayout(t *testing.T) {
-	var r nstrace.BpfEvent
-	if size := binary.Size(r); size != RecordSize || unsafe.Sizeof(r) != RecordSize {
-		t.Fatalf("nstrace.BpfEvent is %d bytes (binary.Size %d), RecordSize is %d", unsafe.Sizeof(r), size, RecordSize)
+// field is where a field of a generated record type is, and where
+// DecodeInto reads it and how wide.
+type field struct {
+	name         string
+	offset, size uintptr // in the Go type
+	off, width   int     // what DecodeInto uses
+}
+
+// checkLayout checks that fields are at the offsets DecodeInto reads, and
+// that they are all the named fields of T, which is size bytes.
+func checkLayout[T any](t *testing.T, size int, fields []field) {
+	t.Helper()
+	var r T
+	typ := reflect.TypeFor[T]()
+	if binary.Size(r) != size || unsafe.Sizeof(r) != uintptr(size) {
+		t.Errorf("%v is %d bytes (binary.Size %d), DecodeInto takes %d", typ, unsafe.Sizeof(r), binary.Size(r), size)
 	}
-	// Every field of nstrace.BpfEvent, where Decode reads it and how wide.
-	for _, f := range []struct {
-		name         string
-		offset, size uintptr // in nstrace.BpfEvent
-		off, width   int     // what Decode uses
-	}{
-		{"TsNs", unsafe.Offsetof(r.TsNs), unsafe.Sizeof(r.TsNs), offTsNs, 8},
-		{"Lost", unsafe.Offsetof(r.Lost), unsafe.Sizeof(r.Lost), offLost, 4},
-		{"Kind", unsafe.Offsetof(r.Kind), unsafe.Sizeof(r.Kind), offKind, 1},
-		{"NsType", unsafe.Offsetof(r.NsType), unsafe.Sizeof(r.NsType), offNsType, 1},
-		{"Syscall", unsafe.Offsetof(r.Syscall), unsafe.Sizeof(r.Syscall), offSyscall, 1},
-		{"How", unsafe.Offsetof(r.How), unsafe.Sizeof(r.How), offHow, 1},
-		{"Flags", unsafe.Offsetof(r.Flags), unsafe.Sizeof(r.Flags), offFlags, 8},
-		{"NsId", unsafe.Offsetof(r.NsId), unsafe.Sizeof(r.NsId), offNsID, 8},
-		{"CgroupId", unsafe.Offsetof(r.CgroupId), unsafe.Sizeof(r.CgroupId), offCgroupID, 8},
-		{"ExeId", unsafe.Offsetof(r.ExeId), unsafe.Sizeof(r.ExeId), offExeID, 8},
-		{"OwnerCgroupId", unsafe.Offsetof(r.OwnerCgroupId), unsafe.Sizeof(r.OwnerCgroupId), offOwnerCgroupID, 8},
-		{"OwnerPid", unsafe.Offsetof(r.OwnerPid), unsafe.Sizeof(r.OwnerPid), offOwnerPid, 4},
-		{"Pid", unsafe.Offsetof(r.Pid), unsafe.Sizeof(r.Pid), offPid, 4},
-		{"Tid", unsafe.Offsetof(r.Tid), unsafe.Sizeof(r.Tid), offTid, 4},
-		{"Ppid", unsafe.Offsetof(r.Ppid), unsafe.Sizeof(r.Ppid), offPpid, 4},
-		{"Uid", unsafe.Offsetof(r.Uid), unsafe.Sizeof(r.Uid), offUid, 4},
-		{"Inum", unsafe.Offsetof(r.Inum), unsafe.Sizeof(r.Inum), offInum, 4},
-		{"OldInum", unsafe.Offsetof(r.OldInum), unsafe.Sizeof(r.OldInum), offOldInum, 4},
-		{"Inums", unsafe.Offsetof(r.Inums), unsafe.Sizeof(r.Inums), offInums, 4 * len(Event{}.Namespaces)},
-		{"ForChildren", unsafe.Offsetof(r.ForChildren), unsafe.Sizeof(r.ForChildren), offForChildren, 1},
-		{"OwnerKnown", unsafe.Offsetof(r.OwnerKnown), unsafe.Sizeof(r.OwnerKnown), offOwnerKnown, 1},
-		{"Pad", unsafe.Offsetof(r.Pad), unsafe.Sizeof(r.Pad), int(unsafe.Offsetof(r.Pad)), 2}, // not read
-		{"Comm", unsafe.Offsetof(r.Comm), unsafe.Sizeof(r.Comm), offComm, commLen},
-		{"ParentComm", unsafe.Offsetof(r.ParentComm), unsafe.Sizeof(r.ParentComm), offParentComm, commLen},
-	} {
+	known := map[string]bool{}
+	for _, f := range fields {
+		known[f.name] = true
 		if f.offset != uintptr(f.off) || f.size != uintptr(f.width) {
-			t.Errorf("BpfEvent.%s is at %d, %d bytes; Decode reads %d bytes at %d", f.name, f.offset, f.size, f.width, f.off)
+			t.Errorf("%v.%s is at %d, %d bytes; DecodeInto reads %d bytes at %d", typ, f.name, f.offset, f.size, f.width, f.off)
 		}
-		if sf, ok := reflect.TypeFor[nstrace.BpfEvent]().FieldByName(f.name); !ok || sf.Offset != f.offset {
-			t.Errorf("BpfEvent.%s: not found by reflection at %d", f.name, f.offset)
-		}
-	}
-	named := 0
-	for f := range reflect.TypeFor[nstrace.BpfEvent]().Fields() {
-		if f.Name != "_" {
-			named++
+		if sf, ok := typ.FieldByName(f.name); !ok || sf.Offset != f.offset || sf.Type.Size() != f.size {
+			t.Errorf("%v.%s: not found by reflection at %d, %d bytes", typ, f.name, f.offset, f.size)
 		}
 	}
-	if named != 24 {
-		t.Errorf("nstrace.BpfEvent has %d fields, this test knows 24: where does Decode find the new ones?", named)
+	for f := range typ.Fields() {
+		if f.Name != "_" && !known[f.Name] {
+			t.Errorf("%v.%s is new to this test: where does DecodeInto find it?", typ, f.Name)
+		}
 	}
 }
 
-// randomRecord is a valid record with random fields: random bytes, but
-// for the kind and the type.
+func TestRecordLayout(t *testing.T) {
+	var h nstrace.BpfNsRec
+	checkLayout[nstrace.BpfNsRec](t, HeaderSize, []field{
+		{"TsNs", unsafe.Offsetof(h.TsNs), unsafe.Sizeof(h.TsNs), offTsNs, 8},
+		{"Lost", unsafe.Offsetof(h.Lost), unsafe.Sizeof(h.Lost), offLost, 4},
+		{"Kind", unsafe.Offsetof(h.Kind), unsafe.Sizeof(h.Kind), offKind, 1},
+		{"N", unsafe.Offsetof(h.N), unsafe.Sizeof(h.N), offN, 1},
+		{"Syscall", unsafe.Offsetof(h.Syscall), unsafe.Sizeof(h.Syscall), offSyscall, 1},
+		{"Pad", unsafe.Offsetof(h.Pad), unsafe.Sizeof(h.Pad), int(unsafe.Offsetof(h.Pad)), 1}, // not read
+		{"Flags", unsafe.Offsetof(h.Flags), unsafe.Sizeof(h.Flags), offFlags, 8},
+		{"CgroupId", unsafe.Offsetof(h.CgroupId), unsafe.Sizeof(h.CgroupId), offCgroupID, 8},
+		{"ExeId", unsafe.Offsetof(h.ExeId), unsafe.Sizeof(h.ExeId), offExeID, 8},
+		{"Pid", unsafe.Offsetof(h.Pid), unsafe.Sizeof(h.Pid), offPid, 4},
+		{"Tid", unsafe.Offsetof(h.Tid), unsafe.Sizeof(h.Tid), offTid, 4},
+		{"Ppid", unsafe.Offsetof(h.Ppid), unsafe.Sizeof(h.Ppid), offPpid, 4},
+		{"Uid", unsafe.Offsetof(h.Uid), unsafe.Sizeof(h.Uid), offUid, 4},
+		{"Comm", unsafe.Offsetof(h.Comm), unsafe.Sizeof(h.Comm), offComm, commLen},
+		{"ParentComm", unsafe.Offsetof(h.ParentComm), unsafe.Sizeof(h.ParentComm), offParentComm, commLen},
+	})
+	if offKind != kindOffset {
+		t.Errorf("a namespace record has its kind at %d, DecodeString looks at %d", offKind, kindOffset)
+	}
+	var it nstrace.BpfNsItem
+	checkLayout[nstrace.BpfNsItem](t, ItemSize, []field{
+		{"Kind", unsafe.Offsetof(it.Kind), unsafe.Sizeof(it.Kind), itemKind, 1},
+		{"NsType", unsafe.Offsetof(it.NsType), unsafe.Sizeof(it.NsType), itemNsType, 1},
+		{"How", unsafe.Offsetof(it.How), unsafe.Sizeof(it.How), itemHow, 1},
+		{"ForChildren", unsafe.Offsetof(it.ForChildren), unsafe.Sizeof(it.ForChildren), itemForChildren, 1},
+		{"OwnerKnown", unsafe.Offsetof(it.OwnerKnown), unsafe.Sizeof(it.OwnerKnown), itemOwnerKnown, 1},
+		{"Pad", unsafe.Offsetof(it.Pad), unsafe.Sizeof(it.Pad), int(unsafe.Offsetof(it.Pad)), 3}, // not read
+		{"Inum", unsafe.Offsetof(it.Inum), unsafe.Sizeof(it.Inum), itemInum, 4},
+		{"OldInum", unsafe.Offsetof(it.OldInum), unsafe.Sizeof(it.OldInum), itemOldInum, 4},
+		{"NsId", unsafe.Offsetof(it.NsId), unsafe.Sizeof(it.NsId), itemNsID, 8},
+		{"OwnerCgroupId", unsafe.Offsetof(it.OwnerCgroupId), unsafe.Sizeof(it.OwnerCgroupId), itemOwnerCgroupID, 8},
+		{"OwnerPid", unsafe.Offsetof(it.OwnerPid), unsafe.Sizeof(it.OwnerPid), itemOwnerPid, 4},
+		{"Pad2", unsafe.Offsetof(it.Pad2), unsafe.Sizeof(it.Pad2), int(unsafe.Offsetof(it.Pad2)), 4}, // not read
+	})
+	var rel nstrace.BpfReleaseItem
+	checkLayout[nstrace.BpfReleaseItem](t, ItemSize, []field{
+		// The kind where an ns_item has it tells the two apart.
+		{"Kind", unsafe.Offsetof(rel.Kind), unsafe.Sizeof(rel.Kind), itemKind, 1},
+		{"Pad", unsafe.Offsetof(rel.Pad), unsafe.Sizeof(rel.Pad), int(unsafe.Offsetof(rel.Pad)), 3}, // not read
+		{"Inums", unsafe.Offsetof(rel.Inums), unsafe.Sizeof(rel.Inums), itemInums, 4 * len(Event{}.Namespaces)},
+	})
+}
+
+// commNames are names of every length, for random records.
+var commNames = []string{"unshare", "containerd-shim", "", "exactly16bytes!!", "x"}
+
+// randomRecord is a valid namespace record with random fields: random
+// bytes, but for the kinds, the count and the types, and sometimes with
+// bytes after its items.
 func randomRecord(r *rand.Rand) []byte {
-	raw := make([]byte, RecordSize)
+	n := 1 + r.IntN(MaxPerRecord)
+	raw := make([]byte, HeaderSize+n*ItemSize+8*r.IntN(2))
 	for i := range raw {
 		raw[i] = byte(r.Uint32())
 	}
-	raw[offKind] = byte(Create) + byte(r.IntN(int(Destroy)))
-	raw[offNsType] = byte(r.IntN(int(numTypes)))
+	raw[offKind], raw[offN] = recNs, byte(n)
 	raw[offSyscall] = byte(r.IntN(len(syscallNames) + 2))
-	raw[offHow] = byte(r.IntN(len(howNames) + 2))
-	// Names of every length, with or without junk after the NUL.
+	// Names with or without junk after the NUL.
 	for _, off := range []int{offComm, offParentComm} {
-		names := []string{"unshare", "containerd-shim", "", "exactly16bytes!!", "x"}
 		c := raw[off : off+commLen]
 		if r.IntN(4) > 0 {
 			clear(c)
-			copy(c, names[r.IntN(len(names))])
+			copy(c, commNames[r.IntN(len(commNames))])
+		}
+	}
+	for i := range n {
+		it := raw[HeaderSize+i*ItemSize:]
+		it[itemKind] = byte(Create) + byte(r.IntN(int(Destroy)))
+		if Kind(it[itemKind]) != NsproxyFree {
+			it[itemNsType] = byte(r.IntN(int(numTypes)))
+			it[itemHow] = byte(r.IntN(len(howNames) + 2))
 		}
 	}
 	return raw
@@ -101,14 +137,15 @@ func randomRecord(r *rand.Rand) []byte {
 func TestDecodeMatchesReference(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	dec := &Decoder{bootToWall: testDecoder.bootToWall}
+	var evs [MaxPerRecord]Event
 	for range 20000 {
 		raw := randomRecord(r)
-		got, lost, err := dec.Decode(raw)
+		n, lost, err := dec.DecodeInto(evs[:], raw)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := refDecode(dec, raw); !reflect.DeepEqual(got, want) {
-			t.Fatalf("record % x\ndecoded as %+v\nwant       %+v", raw, got, want)
+		if want := refDecode(dec, raw); !reflect.DeepEqual(evs[:n], want) {
+			t.Fatalf("record % x\ndecoded as %+v\nwant       %+v", raw, evs[:n], want)
 		}
 		if want := binary.NativeEndian.Uint32(raw[offLost:]); lost != want {
 			t.Fatalf("lost %d, want %d", lost, want)
@@ -120,14 +157,61 @@ func TestDecodeMatchesReference(t *testing.T) {
 		name := strings.Repeat(string(rune('a'+i%26)), 1+i%15) + string(rune('A'+i/26%26))
 		clear(raw[offComm : offComm+commLen])
 		copy(raw[offComm:], name)
-		ev, _, err := dec.Decode(raw)
-		if err != nil || ev.Comm != name {
-			t.Fatalf("comm %q, %v; want %q", ev.Comm, err, name)
+		n, _, err := dec.DecodeInto(evs[:], raw)
+		if err != nil || evs[0].Comm != name || evs[n-1].Comm != name {
+			t.Fatalf("comm %q, %v; want %q", evs[0].Comm, err, name)
 		}
 	}
 	if n := len(dec.comms.m); n > memoSize {
 		t.Errorf("%d names interned, more than %d", n, memoSize)
 	}
+}
+
+func TestDecodeAllocs(t *testing.T) {
+	raws := unshareLoop(t, benchRounds)
+	dec := &Decoder{bootToWall: testDecoder.bootToWall}
+	evs := make([]Event, MaxPerRecord)
+	i := 0
+	allocs := testing.AllocsPerRun(len(raws), func() {
+		if _, _, err := dec.DecodeInto(evs, raws[i%len(raws)]); err != nil {
+			t.Fatal(err)
+		}
+		i++
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per record, want none", allocs)
+	}
+}
+
+// FuzzDecode feeds DecodeInto any bytes: it must not panic, must not
+// return more events than a record holds or any with an error, and what
+// it accepts must decode as the reference decoder has it.
+func FuzzDecode(f *testing.F) {
+	for _, r := range append(records(), unshareRecord()) {
+		f.Add(encode(f, r))
+	}
+	for _, raw := range unshareLoop(f, 2) {
+		f.Add(raw)
+	}
+	f.Add(randomRecord(rand.New(rand.NewPCG(10, 11))))
+	f.Add([]byte{})
+	dec := &Decoder{bootToWall: testDecoder.bootToWall}
+	var evs [MaxPerRecord]Event
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		n, lost, err := dec.DecodeInto(evs[:], raw)
+		if n < 0 || n > MaxPerRecord || err != nil && n != 0 || err == nil && n == 0 {
+			t.Fatalf("%d events, %v", n, err)
+		}
+		if len(raw) >= HeaderSize && lost != binary.NativeEndian.Uint32(raw[offLost:]) {
+			t.Fatalf("lost %d, not the header's", lost)
+		}
+		if err != nil {
+			return
+		}
+		if want := refDecode(dec, raw); !reflect.DeepEqual(evs[:n], want) {
+			t.Fatalf("decoded as %+v\nwant %+v", evs[:n], want)
+		}
+	})
 }
 
 // jsonStringPieces are what random strings are made of: all that
@@ -491,24 +575,24 @@ func TestWriteAllocs(t *testing.T) {
 	}
 }
 
-// The stream loop's work for one event allocates at most once (it does
+// The stream loop's work for one record allocates at most once (it does
 // not at all now, but for a rare map growth), once its caches are warm.
 func TestPipelineAllocs(t *testing.T) {
 	raws := unshareLoop(t, benchRounds)
 	for _, format := range Formats {
 		p := newPipeline(t, format, io.Discard)
 		for _, raw := range raws {
-			if err := p.event(raw); err != nil {
+			if err := p.record(raw); err != nil {
 				t.Fatal(err)
 			}
 		}
 		i := 0
 		allocs := testing.AllocsPerRun(len(raws), func() {
-			p.event(raws[i%len(raws)])
+			p.record(raws[i%len(raws)])
 			i++
 		})
 		if allocs > 1 {
-			t.Errorf("%s: %v allocations per event, want at most 1", format, allocs)
+			t.Errorf("%s: %v allocations per record, want at most 1", format, allocs)
 		}
 	}
 }

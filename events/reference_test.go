@@ -253,48 +253,56 @@ func refDetails(ev *Event) string {
 	return strings.TrimPrefix(b.String(), " ")
 }
 
-// refDecode is Decoder.Decode with reflection, but for the validation.
-func refDecode(d *Decoder, raw []byte) Event {
-	var r nstrace.BpfEvent
-	if _, err := binary.Decode(raw, binary.NativeEndian, &r); err != nil {
+// refDecode is Decoder.Decode with reflection, but for the validation:
+// the header and then each item with binary.Decode.
+func refDecode(d *Decoder, raw []byte) []Event {
+	var h nstrace.BpfNsRec
+	n, err := binary.Decode(raw, binary.NativeEndian, &h)
+	if err != nil {
 		panic(err)
 	}
-	kind := Kind(r.Kind)
-	ev := Event{
-		Time:     time.Unix(0, int64(time.Duration(r.TsNs)+d.bootToWall)),
-		Kind:     kind,
-		Type:     NsType(r.NsType),
-		Inum:     r.Inum,
-		NsID:     r.NsId,
-		OldInum:  r.OldInum,
-		Pid:      r.Pid,
-		Tid:      r.Tid,
-		Ppid:     r.Ppid,
-		Uid:      r.Uid,
-		Comm:     refCommString(r.Comm[:]),
-		Flags:    r.Flags,
-		Children: r.ForChildren != 0,
-
-		ParentComm:    refCommString(r.ParentComm[:]),
-		cgroupID:      r.CgroupId,
-		exeID:         r.ExeId,
-		ownerCgroupID: r.OwnerCgroupId,
-		ownerPid:      r.OwnerPid,
-		ownerKnown:    r.OwnerKnown != 0,
-	}
-	if kind == Create || kind == Join {
-		ev.Syscall = syscallNames[0]
-		if int(r.Syscall) < len(syscallNames) {
-			ev.Syscall = syscallNames[r.Syscall]
+	raw = raw[n:]
+	var evs []Event
+	for range h.N {
+		ev := Event{
+			Time:       time.Unix(0, int64(time.Duration(h.TsNs)+d.bootToWall)),
+			Kind:       Kind(raw[0]),
+			Pid:        h.Pid,
+			Tid:        h.Tid,
+			Ppid:       h.Ppid,
+			Uid:        h.Uid,
+			Comm:       refCommString(h.Comm[:]),
+			ParentComm: refCommString(h.ParentComm[:]),
+			cgroupID:   h.CgroupId,
+			exeID:      h.ExeId,
 		}
+		if ev.Kind == NsproxyFree {
+			var it nstrace.BpfReleaseItem
+			n, err = binary.Decode(raw, binary.NativeEndian, &it)
+			ev.Namespaces = it.Inums
+		} else {
+			var it nstrace.BpfNsItem
+			n, err = binary.Decode(raw, binary.NativeEndian, &it)
+			ev.Type, ev.Inum, ev.NsID, ev.OldInum = NsType(it.NsType), it.Inum, it.NsId, it.OldInum
+			ev.Children = it.ForChildren != 0
+			ev.ownerCgroupID, ev.ownerPid, ev.ownerKnown = it.OwnerCgroupId, it.OwnerPid, it.OwnerKnown != 0
+			if ev.Kind == Create || ev.Kind == Join {
+				ev.Syscall, ev.Flags = syscallNames[0], h.Flags
+				if int(h.Syscall) < len(syscallNames) {
+					ev.Syscall = syscallNames[h.Syscall]
+				}
+			}
+			if ev.Kind == Destroy && int(it.How) < len(howNames) {
+				ev.How = howNames[it.How]
+			}
+		}
+		if err != nil {
+			panic(err)
+		}
+		raw = raw[n:]
+		evs = append(evs, ev)
 	}
-	if kind == Destroy && int(r.How) < len(howNames) {
-		ev.How = howNames[r.How]
-	}
-	if kind == NsproxyFree {
-		ev.Namespaces = r.Inums
-	}
-	return ev
+	return evs
 }
 
 func refCommString(c []int8) string {

@@ -63,8 +63,11 @@ func TestPollOnlyWhileWatched(t *testing.T) {
 			if _, _, ok, _ := events.DecodeString(rec.RawSample); ok || err != nil {
 				continue
 			}
-			if ev, _, err := dec.Decode(rec.RawSample); err == nil && ev.Kind == events.Destroy && ev.How == events.Polled {
-				destroyed <- ev.Inum
+			evs, _, _ := dec.Decode(rec.RawSample)
+			for _, ev := range evs {
+				if ev.Kind == events.Destroy && ev.How == events.Polled {
+					destroyed <- ev.Inum
+				}
 			}
 		}
 	}()

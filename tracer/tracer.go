@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"maps"
 	"os"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -80,11 +81,12 @@ type Options struct {
 	Cgroups *CgroupHierarchy
 }
 
-// DefaultRingBufferSize holds about 200k events (168 bytes each there): a
-// burst of 100k unshare(CLONE_NEWUTS), 300k events at 2.3M/s, goes through
-// without loss while nstrace writes JSON to a file at about 1.9M/s on a
-// 2-CPU machine; 16 MiB lost 2-17% of it (BENCHMARKS.md).
-const DefaultRingBufferSize = 32 << 20
+// DefaultRingBufferSize holds about 77k unshares' records (216 bytes for
+// the 3 events of one): a burst of 100k unshare(CLONE_NEWUTS), 300k events
+// at 2.3-2.5M/s, goes through without loss while nstrace writes JSON to a
+// file on a 2-CPU machine; 8 MiB lost up to 1% of it (BENCHMARKS.md). The
+// reader maps it twice, which RSS counts twice.
+const DefaultRingBufferSize = 16 << 20
 
 // Tracer is a loaded and attached backend.
 type Tracer struct {
@@ -92,9 +94,12 @@ type Tracer struct {
 	coll    *ebpf.Collection
 	links   []link.Link
 	reader  *ringbuf.Reader
-	// lastRecord: when Read last returned a record; asleep is
-	// reader_state[0] in readerState, the BPF map's memory-mapped page.
+	// lastRecord: when Read last was about to wait after records
+	// (gotRecords: it returned some since; a clock read per wait, not per
+	// record); asleep is reader_state[0] in readerState, the BPF map's
+	// memory-mapped page.
 	lastRecord  time.Time
+	gotRecords  bool
 	pending     bool // records were waiting after the last one Read returned
 	beforeWait  func() error
 	asleep      *uint64
@@ -248,6 +253,10 @@ func open(b Backend, opts Options) (_ *Tracer, err error) {
 	}
 	// After the iterators: every cgroup they learnt is in it.
 	t.initialCgroups = walkCgroups(t.hierarchy)
+	// The load's garbage (BTF, ELF, verifier logs: most of nstrace's heap)
+	// goes back to the kernel before the ring buffer is mapped, so that
+	// the peak RSS is the larger of the two, not their sum.
+	debug.FreeOSMemory()
 	t.reader, err = ringbuf.NewReader(coll.Maps["events"])
 	if err != nil {
 		return nil, fmt.Errorf("open ring buffer: %w", err)
@@ -610,7 +619,11 @@ func (t *Tracer) Read(rec *ringbuf.Record) error {
 					return err
 				}
 			}
-			if now := time.Now(); now.Sub(t.lastRecord) < stayAwake {
+			now := time.Now()
+			if t.gotRecords {
+				t.lastRecord, t.gotRecords = now, false
+			}
+			if now.Sub(t.lastRecord) < stayAwake {
 				t.reader.SetDeadline(now.Add(pollTick))
 			} else {
 				t.sleep()
@@ -623,12 +636,17 @@ func (t *Tracer) Read(rec *ringbuf.Record) error {
 		if err != nil {
 			return err
 		}
-		t.lastRecord = time.Now()
+		t.gotRecords = true
 		t.pending = t.reader.AvailableBytes() > 0
 		raw := rec.RawSample
-		if len(raw) > recKindOffset && raw[recKindOffset] == recWatch {
-			t.kickPoll()
-			continue
+		if len(raw) > recKindOffset {
+			switch raw[recKindOffset] {
+			case recWatch:
+				t.kickPoll()
+				continue
+			case recWake:
+				continue
+			}
 		}
 		// A drop may have been a REC_WATCH.
 		if len(raw) >= recLostOffset+4 && binary.NativeEndian.Uint32(raw[recLostOffset:]) != 0 {
@@ -666,11 +684,13 @@ const (
 func (t *Tracer) BeforeWait(f func() error) { t.beforeWait = f }
 
 // Every record starts with ts_ns (u64), lost (u32) and kind (u8); a
-// REC_WATCH (enum rec_kind in bpf/context.h) has nothing else.
+// REC_WATCH or a REC_WAKE (enum rec_kind in bpf/context.h) has nothing
+// else, and a REC_WAKE is there only to wake the reader.
 const (
 	recLostOffset = 8
 	recKindOffset = 12
 	recWatch      = 18
+	recWake       = 20
 )
 
 // Detach removes every hook, so no new records arrive, and wakes Read so

@@ -225,13 +225,15 @@ func TestOverflowIsCounted(t *testing.T) {
 			lost += uint64(l)
 			continue
 		}
-		ev, l, err := dec.Decode(rec.RawSample)
+		evs, l, err := dec.Decode(rec.RawSample)
 		if err != nil {
 			t.Fatal(err)
 		}
 		lost += uint64(l)
-		if pids[ev.Pid] && ev.Type == events.UTS || pids[ev.Pid] && ev.Kind == events.NsproxyFree {
-			ours++
+		for _, ev := range evs {
+			if pids[ev.Pid] && ev.Type == events.UTS || pids[ev.Pid] && ev.Kind == events.NsproxyFree {
+				ours++
+			}
 		}
 	}
 	rest, err := tr.Lost()
@@ -331,15 +333,17 @@ func TestPreexistingNetsFollowed(t *testing.T) {
 		if err := tr.Read(&rec); err != nil {
 			t.Fatalf("no destroy for network namespaces %v (created before Open) within 10 s: %v", want, err)
 		}
-		ev, _, err := dec.Decode(rec.RawSample)
+		evs, _, err := dec.Decode(rec.RawSample)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ev.Kind == events.Destroy && ev.Type == events.Net && want[ev.Inum] {
-			if ev.HasLifetime || ev.How != "freed" {
-				t.Errorf("destroy of a pre-existing net namespace: %+v", ev)
+		for _, ev := range evs {
+			if ev.Kind == events.Destroy && ev.Type == events.Net && want[ev.Inum] {
+				if ev.HasLifetime || ev.How != "freed" {
+					t.Errorf("destroy of a pre-existing net namespace: %+v", ev)
+				}
+				delete(want, ev.Inum)
 			}
-			delete(want, ev.Inum)
 		}
 	}
 }
@@ -354,3 +358,69 @@ func netInum(t *testing.T, pid int) uint32 {
 }
 
 func selfNetInum(t *testing.T) uint32 { return netInum(t, os.Getpid()) }
+
+// The namespaces one operation creates travel in one record (with the
+// nsproxy it freed, where the same hook sees that), not a record each:
+// every backend sees unshare(CLONE_NEWUTS|CLONE_NEWIPC) in one hook.
+func TestOneRecordPerOperation(t *testing.T) {
+	needRoot(t)
+	tr, err := openForTest(t, testBackend(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+
+	cmd := exec.Command("unshare", "--uts", "--ipc", "true")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("unshare: %v: %s", err, out)
+	}
+	pid := uint32(cmd.Process.Pid)
+	time.Sleep(100 * time.Millisecond)
+	if err := tr.Detach(); err != nil {
+		t.Fatal(err)
+	}
+	dec, err := events.NewDecoder()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var records [][]events.Event // those with a create by pid
+	var rec ringbuf.Record
+	for {
+		err := tr.Read(&rec)
+		if errors.Is(err, ringbuf.ErrFlushed) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, ok, _ := events.DecodeString(rec.RawSample); ok {
+			continue
+		}
+		evs, _, err := dec.Decode(rec.RawSample)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range evs {
+			if ev.Pid != evs[0].Pid || ev.Tid != evs[0].Tid || !ev.Time.Equal(evs[0].Time) {
+				t.Errorf("events of one record with different tasks or times: %+v and %+v", evs[0], ev)
+			}
+		}
+		if evs[0].Pid == pid && slices.ContainsFunc(evs, func(ev events.Event) bool { return ev.Kind == events.Create }) {
+			records = append(records, evs)
+		}
+	}
+	if len(records) != 1 {
+		t.Fatalf("the creates of one unshare came in %d records, want 1: %+v", len(records), records)
+	}
+	var types []events.NsType
+	for _, ev := range records[0] {
+		if ev.Kind == events.Create {
+			types = append(types, ev.Type)
+		}
+	}
+	slices.Sort(types)
+	if want := []events.NsType{events.UTS, events.IPC}; !slices.Equal(types, slices.Sorted(slices.Values(want))) {
+		t.Errorf("the unshare's record creates %v, want %v", types, want)
+	}
+	t.Logf("backend %s: the unshare's record: %d events (%v)", tr.Backend(), len(records[0]), types)
+}

@@ -41,9 +41,9 @@ func (s *stream) loop(stop context.CancelFunc) error {
 		return nil
 	})
 	var rec ringbuf.Record
-	// One Event for all records: Write(&ev) moves it to the heap, and a
-	// new one for each would be an allocation per event.
-	var ev events.Event
+	// One set of Events for all records: Write(&ev) moves them to the
+	// heap, and new ones for each record would be allocations per event.
+	var evs [events.MaxPerRecord]events.Event
 	for {
 		err := s.t.Read(&rec)
 		if errors.Is(err, ringbuf.ErrFlushed) || errors.Is(err, ringbuf.ErrClosed) {
@@ -58,15 +58,20 @@ func (s *stream) loop(stop context.CancelFunc) error {
 			}
 			continue
 		}
-		lost, err := s.dec.DecodeInto(&ev, rec.RawSample)
-		if s.stopped(&ev) {
+		// A record is one operation: its events share the task and the time.
+		n, lost, err := s.dec.DecodeInto(evs[:], rec.RawSample)
+		at := &evs[0]
+		if n == 0 {
+			at = &events.Event{Time: time.Now()}
+		}
+		if s.stopped(at) {
 			// Detaching takes a while and not all hooks go at once: what
 			// they report after the stop request is a partial picture.
 			s.lost += uint64(lost)
 			continue
 		}
 		if lost > 0 {
-			if err := s.reportLost(uint64(lost), ev); err != nil {
+			if err := s.reportLost(uint64(lost), *at); err != nil {
 				return err
 			}
 		}
@@ -74,16 +79,29 @@ func (s *stream) loop(stop context.CancelFunc) error {
 			slog.Warn("skipping record", "err", err)
 			continue
 		}
-		s.life.Annotate(&ev)
-		s.attr.Annotate(&ev)
-		if err := s.out.Write(&ev); err != nil {
-			return fmt.Errorf("write: %w", err)
-		}
-		s.printed++
-		if s.limit > 0 && s.printed == s.limit {
-			stop()
+		for i := range evs[:n] {
+			if err := s.write(&evs[i], stop); err != nil {
+				return err
+			}
 		}
 	}
+}
+
+// write puts out one event, unless the count limit was reached.
+func (s *stream) write(ev *events.Event, stop context.CancelFunc) error {
+	if s.limit > 0 && s.printed >= s.limit {
+		return nil
+	}
+	s.life.Annotate(ev)
+	s.attr.Annotate(ev)
+	if err := s.out.Write(ev); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	s.printed++
+	if s.limit > 0 && s.printed == s.limit {
+		stop()
+	}
+	return nil
 }
 
 // learn keeps a string record; the events dropped before it are reported
