@@ -64,7 +64,8 @@ type BpfNsInfo struct {
 	OwnerPid  uint32
 	OwnerPass uint8
 	Watched   uint8
-	Pad       [6]uint8
+	Live      uint8
+	Pad       [5]uint8
 }
 
 type BpfNsItem struct {
@@ -164,6 +165,7 @@ const (
 	BpfMapKprobeArgs                    = "kprobe_args"
 	BpfMapLiveNets                      = "live_nets"
 	BpfMapLiveNs                        = "live_ns"
+	BpfMapLiveNsSparse                  = "live_ns_sparse"
 	BpfMapLost                          = "lost"
 	BpfMapProcs                         = "procs"
 	BpfMapReaderState                   = "reader_state"
@@ -326,6 +328,7 @@ type BpfMapSpecs struct {
 	KprobeArgs   *ebpf.MapSpec `ebpf:"kprobe_args"`
 	LiveNets     *ebpf.MapSpec `ebpf:"live_nets"`
 	LiveNs       *ebpf.MapSpec `ebpf:"live_ns"`
+	LiveNsSparse *ebpf.MapSpec `ebpf:"live_ns_sparse"`
 	Lost         *ebpf.MapSpec `ebpf:"lost"`
 	Procs        *ebpf.MapSpec `ebpf:"procs"`
 	ReaderState  *ebpf.MapSpec `ebpf:"reader_state"`
@@ -406,6 +409,7 @@ type BpfMaps struct {
 	KprobeArgs   *ebpf.Map `ebpf:"kprobe_args"`
 	LiveNets     *ebpf.Map `ebpf:"live_nets"`
 	LiveNs       *ebpf.Map `ebpf:"live_ns"`
+	LiveNsSparse *ebpf.Map `ebpf:"live_ns_sparse"`
 	Lost         *ebpf.Map `ebpf:"lost"`
 	Procs        *ebpf.Map `ebpf:"procs"`
 	ReaderState  *ebpf.Map `ebpf:"reader_state"`
@@ -428,6 +432,7 @@ func (m *BpfMaps) Close() error {
 		m.KprobeArgs,
 		m.LiveNets,
 		m.LiveNs,
+		m.LiveNsSparse,
 		m.Lost,
 		m.Procs,
 		m.ReaderState,

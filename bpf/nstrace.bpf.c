@@ -207,6 +207,15 @@ struct {
 // start-up iterators, and leave at the destroy; a create replaces the entry
 // of an inum whose destroy went unseen. The bound is on namespaces alive at
 // once; overflow counts as lost.
+//
+// The kernel hands out namespace inode numbers (proc_alloc_inum) from one
+// IDA above PROC_DYNAMIC_FIRST, lowest free first, shared with /proc's own
+// entries: they are dense, a few thousand on a busy host. So live_ns is
+// direct-mapped by inum - PROC_DYNAMIC_FIRST, and a create or a destroy is a
+// store into its slot: a hash update and delete (a bucket lock and the
+// element free list each) were a third of an unshare's BPF time. The rest
+// (the initial namespaces' fixed inums below it, any beyond the array) go to
+// live_ns_sparse.
 // The owner is the task that created the namespace or, for one older than
 // nstrace, the first process the start-up iterators found in it (the
 // lowest pid); owner_pass says whether it passed the filters then.
@@ -217,14 +226,59 @@ struct ns_info {
 	__u32 owner_pid;
 	__u8 owner_pass;
 	__u8 watched; // also in watched (tracepoint backend)
-	__u8 _pad[6];
+	__u8 live;    // live_ns: the slot holds a namespace
+	__u8 _pad[5];
 };
+#define PROC_DYNAMIC_FIRST 0xF0000000U
+#define LIVE_DENSE 65536
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, LIVE_DENSE);
 	__type(key, __u32);
 	__type(value, struct ns_info);
 } live_ns SEC(".maps");
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct ns_info);
+} live_ns_sparse SEC(".maps");
+
+// live_get returns what live_ns holds for inum, or NULL.
+static __always_inline struct ns_info *live_get(__u32 inum)
+{
+	__u32 slot = inum - PROC_DYNAMIC_FIRST;
+	struct ns_info *info;
+
+	if (slot >= LIVE_DENSE)
+		return bpf_map_lookup_elem(&live_ns_sparse, &inum);
+	info = bpf_map_lookup_elem(&live_ns, &slot);
+	return info && info->live ? info : NULL;
+}
+
+// live_put remembers info (whose live byte is set) under inum.
+static __always_inline int live_put(__u32 inum, struct ns_info *info)
+{
+	__u32 slot = inum - PROC_DYNAMIC_FIRST;
+	struct ns_info *at;
+
+	if (slot >= LIVE_DENSE)
+		return bpf_map_update_elem(&live_ns_sparse, &inum, info, BPF_ANY);
+	at = bpf_map_lookup_elem(&live_ns, &slot);
+	if (!at)
+		return -1;
+	*at = *info;
+	return 0;
+}
+
+// live_del forgets inum, whose entry live_get returned as info.
+static __always_inline void live_del(__u32 inum, struct ns_info *info)
+{
+	if (inum - PROC_DYNAMIC_FIRST >= LIVE_DENSE)
+		bpf_map_delete_elem(&live_ns_sparse, &inum);
+	else
+		info->live = 0;
+}
 
 // Tracepoint backend: namespaces that outlived the nsproxy that held them
 // (a bind mount, an open nsfs or cgroup file, another process keeps them)
@@ -688,13 +742,13 @@ static __always_inline bool for_children(__u32 type, __u32 sc)
 
 __noinline __u64 track_ns(__u32 what, __u32 inum, __u64 kid, __u64 cgid, __u32 pid)
 {
-	struct ns_info info = { .id = kid, .type = what & 0xff };
+	struct ns_info info = { .id = kid, .type = what & 0xff, .live = 1 };
 	struct ns_info *old;
 
 	if (!inum)
 		return kid;
 	if (what & TRACK_KEEP) {
-		old = bpf_map_lookup_elem(&live_ns, &inum);
+		old = live_get(inum);
 		if (old && old->type == info.type)
 			return old->id;
 	}
@@ -703,23 +757,28 @@ __noinline __u64 track_ns(__u32 what, __u32 inum, __u64 kid, __u64 cgid, __u32 p
 	info.owner_cgid = cgid;
 	info.owner_pid = pid;
 	info.owner_pass = !!(what & TRACK_PASS);
-	if (bpf_map_update_elem(&live_ns, &inum, &info, BPF_ANY))
+	if (live_put(inum, &info))
 		count_lost();
 	return info.id;
+}
+
+// owner_from fills o with the owner of live_ns entry info.
+static __always_inline void owner_from(struct ns_info *info, struct owner *o)
+{
+	o->cgid = info->owner_cgid;
+	o->pid = info->owner_pid;
+	o->pass = info->owner_pass;
+	o->known = info->owner_pid != 0;
 }
 
 // owner_of fills o with the owner live_ns has for namespace inum of type
 // type, if it has one.
 static __always_inline void owner_of(__u32 type, __u32 inum, struct owner *o)
 {
-	struct ns_info *info = bpf_map_lookup_elem(&live_ns, &inum);
+	struct ns_info *info = live_get(inum);
 
-	if (info && info->type == type) {
-		o->cgid = info->owner_cgid;
-		o->pid = info->owner_pid;
-		o->pass = info->owner_pass;
-		o->known = info->owner_pid != 0;
-	}
+	if (info && info->type == type)
+		owner_from(info, o);
 }
 
 // track_net remembers a network namespace (struct net *) for the cleanup
@@ -783,7 +842,7 @@ __noinline int watch_ns(__u64 nsp, __u32 type)
 		return 0;
 	}
 	// So that a destroy knows whether there is a watch to end.
-	info = bpf_map_lookup_elem(&live_ns, &inum);
+	info = live_get(inum);
 	if (info && info->type == type)
 		info->watched = 1;
 	return 0;
@@ -861,7 +920,7 @@ static __always_inline void emit_diff(struct snap *old, struct snap *new, __u8 k
 
 __noinline int emit_destroy(__u32 type, __u32 inum, __u32 how, __u64 kid, struct actx *a)
 {
-	struct ns_info *info = bpf_map_lookup_elem(&live_ns, &inum);
+	struct ns_info *info = live_get(inum);
 	struct owner o = {};
 	bool watched_too = true;
 	struct ns_item *e;
@@ -874,8 +933,8 @@ __noinline int emit_destroy(__u32 type, __u32 inum, __u32 how, __u64 kid, struct
 	if (info && info->type == type) {
 		kid = info->id;
 		watched_too = info->watched;
-		owner_of(type, inum, &o);
-		bpf_map_delete_elem(&live_ns, &inum);
+		owner_from(info, &o);
+		live_del(inum, info);
 	}
 	if (watch_survivors && watched_too)
 		unwatch(inum);
@@ -925,7 +984,7 @@ static __always_inline bool release_wanted(struct snap *s, struct actx *a)
 
 		if (i == NS_USER || !s->inum[i])
 			continue;
-		info = bpf_map_lookup_elem(&live_ns, &s->inum[i]);
+		info = live_get(s->inum[i]);
 		if (info && info->owner_pass)
 			return true;
 	}
@@ -1547,7 +1606,7 @@ int common_iter_task_file(struct bpf_iter__task_file *ctx)
 // a child namespace. /proc entries use it too: live_ns tells them apart.
 static __always_inline int on_free_inum(__u32 inum)
 {
-	struct ns_info *info = bpf_map_lookup_elem(&live_ns, &inum);
+	struct ns_info *info = live_get(inum);
 
 	if (info)
 		emit_destroy_self(info->type, inum, HOW_FREED, 0);
@@ -1594,7 +1653,7 @@ static __always_inline int pid_ns_rcu_freed(struct callback_head *rcu)
 	struct pid_namespace *ns = container_of(rcu, struct pid_namespace, rcu);
 	__u32 inum = ns_inum(&ns->ns, VIA_PROBE);
 
-	if (destroy_at_free_inum && !bpf_map_lookup_elem(&live_ns, &inum))
+	if (destroy_at_free_inum && !live_get(inum))
 		return 0;
 	emit_destroy_self(NS_PID, inum, HOW_FREED, 0);
 	return 0;

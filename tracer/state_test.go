@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -68,18 +69,29 @@ func churn(n int, flag int, nsFile string) ([]uint32, error) {
 }
 
 // trackedInums returns the inode numbers a tracking map holds: its keys
-// (live_ns) or its values (live_nets, keyed by kernel pointer).
+// (live_ns_sparse, watched), its values (live_nets, keyed by kernel
+// pointer) or, for the array live_ns, procDynamicFirst + the index of each
+// live slot.
 func trackedInums(t *testing.T, m *ebpf.Map) map[uint32]bool {
 	t.Helper()
 	got := map[uint32]bool{}
 	var k, v []byte
 	it := m.Iterate()
 	for it.Next(&k, &v) {
-		inum := v
-		if m.KeySize() == 4 {
-			inum = k
+		switch {
+		case m.Type() == ebpf.Array:
+			var info nsInfo
+			if err := binary.Read(bytes.NewReader(v), binary.NativeEndian, &info); err != nil {
+				t.Fatal(err)
+			}
+			if info.Live != 0 {
+				got[procDynamicFirst+binary.NativeEndian.Uint32(k)] = true
+			}
+		case m.KeySize() == 4:
+			got[binary.NativeEndian.Uint32(k)] = true
+		default:
+			got[binary.NativeEndian.Uint32(v)] = true
 		}
-		got[binary.NativeEndian.Uint32(inum)] = true
 	}
 	if err := it.Err(); err != nil {
 		t.Fatal(err)
@@ -142,7 +154,7 @@ func TestStateBoundedAfterChurn(t *testing.T) {
 	var leaked []string
 	for {
 		leaked = leaked[:0]
-		for _, name := range []string{"live_ns", "live_nets", "watched"} {
+		for _, name := range []string{"live_ns", "live_ns_sparse", "live_nets", "watched"} {
 			held := trackedInums(t, tr.coll.Maps[name])
 			for _, list := range [][]uint32{uts, nets} {
 				for _, inum := range list {
@@ -161,9 +173,13 @@ func TestStateBoundedAfterChurn(t *testing.T) {
 		t.Errorf("%d tracking entries outlived their namespace, e.g. %v", len(leaked), leaked[:min(len(leaked), 5)])
 	}
 	// syscall_snaps is task storage, freed with each task (and not iterable).
-	for _, name := range []string{"live_ns", "live_nets", "watched", "exit_releases", "kprobe_args"} {
+	for _, name := range []string{"live_ns", "live_ns_sparse", "live_nets", "watched", "exit_releases", "kprobe_args"} {
 		m := tr.coll.Maps[name]
-		t.Logf("%s: %d entries of %d", name, mapLen(t, m), m.MaxEntries())
+		n := mapLen(t, m)
+		if m.Type() == ebpf.Array {
+			n = len(trackedInums(t, m))
+		}
+		t.Logf("%s: %d entries of %d", name, n, m.MaxEntries())
 	}
 
 	if err := tr.Detach(); err != nil {

@@ -81,12 +81,13 @@ type Options struct {
 	Cgroups *CgroupHierarchy
 }
 
-// DefaultRingBufferSize holds about 77k unshares' records (216 bytes for
-// the 3 events of one): a burst of 100k unshare(CLONE_NEWUTS), 300k events
-// at 2.3-2.5M/s, goes through without loss while nstrace writes JSON to a
-// file on a 2-CPU machine; 8 MiB lost up to 1% of it (BENCHMARKS.md). The
-// reader maps it twice, which RSS counts twice.
-const DefaultRingBufferSize = 16 << 20
+// DefaultRingBufferSize holds about 38k unshares' records (216 bytes for
+// the 3 events of one): a burst of 100k unshare(CLONE_NEWUTS), 300k events,
+// goes through without loss while nstrace writes JSON to a file on a 2-CPU
+// machine, and so do two such bursts at once with nstrace at its default
+// nice value (BENCHMARKS.md). The reader maps it twice, which RSS counts
+// twice: 16 MiB of nstrace's RSS.
+const DefaultRingBufferSize = 8 << 20
 
 // Tracer is a loaded and attached backend.
 type Tracer struct {
@@ -491,7 +492,34 @@ type nsInfo struct {
 	OwnerPid  uint32
 	OwnerPass uint8
 	Watched   uint8
-	_         [6]uint8
+	Live      uint8
+	_         [5]uint8
+}
+
+// live_ns is direct-mapped by inum - procDynamicFirst for the first
+// liveDense inode numbers the kernel hands out (they are dense: see
+// live_ns in bpf/nstrace.bpf.c); live_ns_sparse holds the others.
+const (
+	procDynamicFirst = 0xF0000000
+	liveDense        = 65536
+)
+
+// liveSlot returns the map that holds inum's entry and its key there.
+func (t *Tracer) liveSlot(inum uint32) (*ebpf.Map, uint32) {
+	if slot := inum - procDynamicFirst; slot < liveDense {
+		return t.coll.Maps["live_ns"], slot
+	}
+	return t.coll.Maps["live_ns_sparse"], inum
+}
+
+// liveInfo returns what live_ns holds for inum, if anything.
+func (t *Tracer) liveInfo(inum uint32) (nsInfo, bool) {
+	m, key := t.liveSlot(inum)
+	var info nsInfo
+	if err := m.Lookup(key, &info); err != nil || info.Live == 0 {
+		return nsInfo{}, false
+	}
+	return info, true
 }
 
 // Owner is the process a namespace found outside the BPF programs is
@@ -508,12 +536,10 @@ type Owner struct {
 // NS_GET_ID, 0 if the kernel has none) or a new one. It is remembered, so
 // that the namespace's destroy carries the same id. 0 if it cannot be.
 func (t *Tracer) NamespaceID(typ uint8, inum uint32, kernelID uint64, owner Owner) uint64 {
-	m := t.coll.Maps["live_ns"]
-	var info nsInfo
-	if err := m.Lookup(inum, &info); err == nil && info.Type == uint32(typ) {
+	if info, ok := t.liveInfo(inum); ok && info.Type == uint32(typ) {
 		return info.ID
 	}
-	info = nsInfo{ID: kernelID, Type: uint32(typ), OwnerPid: owner.Pid, OwnerCgid: owner.CgroupID}
+	info := nsInfo{ID: kernelID, Type: uint32(typ), OwnerPid: owner.Pid, OwnerCgid: owner.CgroupID, Live: 1}
 	if owner.Pass {
 		info.OwnerPass = 1
 	}
@@ -524,9 +550,17 @@ func (t *Tracer) NamespaceID(typ uint8, inum uint32, kernelID uint64, owner Owne
 		info.ID = t.nextID
 		t.nextID++
 	}
-	// NoExist: a hook that saw the namespace meanwhile knows better.
-	if err := m.Update(inum, &info, ebpf.UpdateNoExist); err != nil {
-		if err := m.Lookup(inum, &info); err == nil && info.Type == uint32(typ) {
+	m, key := t.liveSlot(inum)
+	flags := ebpf.UpdateNoExist
+	if m.Type() == ebpf.Array {
+		// An array has no NoExist. The slot was free a moment ago; a
+		// hook that met the namespace since then (a join) loses its
+		// entry to this one: the same id on 6.18, before it the id this
+		// snapshot reports, which the destroy will carry too.
+		flags = ebpf.UpdateAny
+	}
+	if err := m.Update(key, &info, flags); err != nil {
+		if info, ok := t.liveInfo(inum); ok && info.Type == uint32(typ) {
 			return info.ID
 		}
 		return 0

@@ -306,7 +306,7 @@ func TestFilterTypeAndEvent(t *testing.T) {
 	}
 }
 
-// 26. Bad filter (and --ring-size) values: one line naming what is valid, exit 2.
+// 26. Bad filter (and --ring-size, --nice) values: one line naming what is valid, exit 2.
 func TestFilterUsageErrors(t *testing.T) {
 	needRoot(t, "nstrace checks filters before loading, but runs as root in CI")
 	for _, c := range []struct {
@@ -328,6 +328,9 @@ func TestFilterUsageErrors(t *testing.T) {
 		{[]string{"--ring-size", "12k"}, []string{"--ring-size", "12k", "pages"}},
 		{[]string{"--ring-size", "lots"}, []string{"--ring-size", "lots", "16M"}},
 		{[]string{"--ring-size", "2G"}, []string{"--ring-size", "2G", "1G"}},
+		{[]string{"--nice", "20"}, []string{"--nice", "20", "-20", "19"}},
+		{[]string{"--nice", "-21"}, []string{"--nice", "-21", "-20", "19"}},
+		{[]string{"--nice", "high"}, []string{"--nice", "high"}},
 	} {
 		code, stdout, stderr := runCLI(t, itCfg.bin, nil, c.args...)
 		if code != exitUsage || stdout != "" {

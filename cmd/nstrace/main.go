@@ -36,6 +36,7 @@ type options struct {
 	snapshot bool
 	verbose  bool
 	ringSize int // bytes
+	nice     int
 
 	filters      filterArgs
 	hierarchy    string
@@ -104,6 +105,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&opts.snapshot, "snapshot", false, "first print every namespace alive now as an exist event (not counted by --count)")
 	fs.BoolVarP(&opts.verbose, "verbose", "v", false, "log diagnostics (backend probing, blind spots) on stderr")
 	fs.StringVar(&ringSize, "ring-size", fmt.Sprintf("%dM", tracer.DefaultRingBufferSize>>20), "kernel ring buffer for events: a power-of-two number of pages (e.g. 16M, 64M); bigger absorbs longer bursts without loss")
+	fs.IntVar(&opts.nice, "nice", defaultNice, "nice value nstrace runs at (-20 to 19): above the traced tasks' priority, it keeps up with bursts that keep every CPU busy")
 	f := &opts.filters
 	fs.StringSliceVarP(&f.types, "type", "t", nil, "only these namespace types (comma-separated): mnt, uts, ipc, pid, net, user, cgroup, time")
 	fs.StringSliceVarP(&f.events, "event", "e", nil, "only these events (comma-separated): create, join, nsproxy_free, destroy, exist")
@@ -142,6 +144,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if opts.ringSize, err = parseRingSize(ringSize); err != nil {
 		return opts, err
 	}
+	if err := checkNice(opts.nice); err != nil {
+		return opts, err
+	}
 	if opts.duration < 0 {
 		return opts, fmt.Errorf("invalid duration %s: must not be negative", opts.duration)
 	}
@@ -174,6 +179,8 @@ func run(ctx context.Context, opts options, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer t.Close()
+	// Once tracing is possible (a user who may not trace hears only that).
+	setNice(opts.nice)
 	slog.Debug("cgroup hierarchy", "name", t.Hierarchy().Name, "mount", t.Hierarchy().Mount)
 	namesCtx, stopNames := context.WithCancel(context.Background())
 	defer stopNames()
