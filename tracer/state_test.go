@@ -99,8 +99,12 @@ func trackedInums(t *testing.T, m *ebpf.Map) map[uint32]bool {
 	return got
 }
 
+// mapLen counts a map's entries; for an array, the live slots.
 func mapLen(t *testing.T, m *ebpf.Map) int {
 	t.Helper()
+	if m.Type() == ebpf.Array {
+		return len(trackedInums(t, m))
+	}
 	n := 0
 	var k, v []byte
 	it := m.Iterate()
@@ -175,11 +179,7 @@ func TestStateBoundedAfterChurn(t *testing.T) {
 	// syscall_snaps is task storage, freed with each task (and not iterable).
 	for _, name := range []string{"live_ns", "live_ns_sparse", "live_nets", "watched", "exit_releases", "kprobe_args"} {
 		m := tr.coll.Maps[name]
-		n := mapLen(t, m)
-		if m.Type() == ebpf.Array {
-			n = len(trackedInums(t, m))
-		}
-		t.Logf("%s: %d entries of %d", name, n, m.MaxEntries())
+		t.Logf("%s: %d entries of %d", name, mapLen(t, m), m.MaxEntries())
 	}
 
 	if err := tr.Detach(); err != nil {
