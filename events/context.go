@@ -39,7 +39,7 @@ type NameSource interface {
 	Lookup(id string) (Names, bool)
 }
 
-// Record kinds; values match enum rec_kind in bpf/context.h.
+// Record kinds; values match enum rec_kind in bpf/lib/context.h.
 const (
 	recCgroup = 16 // string records
 	recExe    = 17

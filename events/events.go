@@ -12,7 +12,7 @@ import (
 // Kind is what happened to a namespace.
 type Kind uint8
 
-// Values match enum event_kind in bpf/nstrace.bpf.c.
+// Values match enum event_kind in bpf/lib/common.h.
 const (
 	Create Kind = iota + 1
 	Join
@@ -37,7 +37,7 @@ func (k Kind) String() string {
 // NsType is a namespace type; names are those of lsns and /proc/PID/ns.
 type NsType uint8
 
-// Values match enum ns_slot in bpf/nstrace.bpf.c.
+// Values match enum ns_slot in bpf/lib/common.h.
 const (
 	Mnt NsType = iota
 	UTS
@@ -155,12 +155,12 @@ func NewDecoder() (*Decoder, error) {
 }
 
 // MaxPerRecord is the most events one record carries (MAX_ITEMS in
-// bpf/nstrace.bpf.c: an unshare of every type that freed the old nsproxy
+// bpf/lib/common.h: an unshare of every type that freed the old nsproxy
 // and the namespaces only it held).
 const MaxPerRecord = 17
 
 // A namespace record is a header, nstrace.BpfNsRec (struct ns_rec in
-// bpf/nstrace.bpf.c), and then its events, one item each: an
+// bpf/lib/common.h), and then its events, one item each: an
 // nstrace.BpfNsItem (create, join, destroy) or an nstrace.BpfReleaseItem
 // (nsproxy_free), the two of the same size and told apart by their first
 // byte, the kind.

@@ -320,19 +320,6 @@ static __always_inline int cg_path(struct scratch *s, __u32 slot, struct kernfs_
 	return depth;
 }
 
-// take_lost returns, and resets, this CPU's count of dropped records.
-static __always_inline __u32 take_lost(void)
-{
-	__u32 zero = 0, n = 0;
-	__u64 *l = bpf_map_lookup_elem(&lost, &zero);
-
-	if (l) {
-		n = *l;
-		*l = 0;
-	}
-	return n;
-}
-
 static __always_inline bool emit_str(__u8 kind, __u64 key, const char *src, __u32 len, __u8 truncated)
 {
 	struct str_rec *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
@@ -472,48 +459,6 @@ static __always_inline void announce(struct actx *a, bool with_cgroup)
 	}
 	if (!x->sent)
 		x->sent = emit_str(REC_EXE, exe_id, x->path, x->len, x->truncated);
-}
-
-/* ---- executables: learnt at exec, inherited at fork ---- */
-
-SEC("tp_btf/sched_process_exec")
-int BPF_PROG(common_sched_process_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
-{
-	struct scratch *s = get_scratch(0);
-	__u64 id = __sync_fetch_and_add(&next_exe_id, 1);
-	__u32 tgid = p->tgid;
-	long n;
-
-	if (!s)
-		return 0;
-	// The name exec was given (execsnoop's): resolved by the shell's PATH
-	// search, "/proc/self/exe" for a self re-exec like runc init's.
-	n = bpf_probe_read_kernel_str(s->exe.path, sizeof(s->exe.path), BPF_CORE_READ(bprm, filename));
-	if (n < 1)
-		n = 1;
-	s->exe.len = n - 1;
-	s->exe.truncated = n == sizeof(s->exe.path);
-	s->exe.sent = 0;
-	bpf_map_update_elem(&exes, &id, &s->exe, BPF_ANY);
-	bpf_map_update_elem(&procs, &tgid, &id, BPF_ANY);
-	return 0;
-}
-
-SEC("tp_btf/sched_process_fork")
-int BPF_PROG(common_sched_process_fork, struct task_struct *parent, struct task_struct *child)
-{
-	__u32 ptgid = parent->tgid, ctgid = child->tgid;
-	__u64 *exe;
-
-	if (ptgid == ctgid)
-		return 0; // a new thread
-	exe = bpf_map_lookup_elem(&procs, &ptgid);
-	if (exe)
-		bpf_map_update_elem(&procs, &ctgid, exe, BPF_ANY);
-	else
-		bpf_map_delete_elem(&procs, &ctgid); // the pid's previous owner's
-	follow_child(ptgid, ctgid);
-	return 0;
 }
 
 #endif

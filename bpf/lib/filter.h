@@ -166,15 +166,4 @@ static __always_inline void follow_child(__u32 ptgid, __u32 ctgid)
 		count_lost();
 }
 
-// A --pid process is gone for good (reaped): its pid may be reused.
-SEC("tp_btf/sched_process_free")
-int BPF_PROG(common_sched_process_free, struct task_struct *p)
-{
-	__u32 tgid = p->tgid;
-
-	if (p->pid == tgid)
-		bpf_map_delete_elem(&filter_pids, &tgid);
-	return 0;
-}
-
 #endif

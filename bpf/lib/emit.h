@@ -1,0 +1,337 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+// Turning what a hook saw into events: the staging of one record per
+// hook, and the emitters that decide, with the filters, which events it
+// holds. Hooks only say what happened; whether and how it is reported is
+// decided here, the same for every backend.
+#ifndef NSTRACE_EMIT_H
+#define NSTRACE_EMIT_H
+
+// A hook's record is built in a staging slot, an item per event, and goes
+// out in one bpf_ringbuf_output at the end (flush): a reservation needs
+// its size up front, and how many events a hook makes is known only once
+// the filters have had their say. Two slots per CPU, each claimed with an
+// atomic exchange: a hook in an interrupt (a pid namespace freed from an
+// RCU callback) or, on a preemptible kernel, another task's hook can run
+// while one is being built.
+struct batch {
+	__u64 busy;
+	struct ns_rec hdr;
+	struct ns_item items[MAX_ITEMS];
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct batch);
+} batch_buf SEC(".maps");
+
+// claim takes staging slot slot for a, if it is free.
+static __always_inline struct batch *claim(struct actx *a, __u32 slot)
+{
+	struct batch *b = bpf_map_lookup_elem(&batch_buf, &slot);
+
+	if (!b || __sync_lock_test_and_set(&b->busy, 1))
+		return NULL;
+	a->batch = slot + 1;
+	// One clock read for all the events of a hook: they are one operation
+	// (and a clock read costs as much as the rest of an event in a VM).
+	if (!a->ts)
+		a->ts = bpf_ktime_get_boot_ns();
+	b->hdr.ts_ns = a->ts;
+	b->hdr.lost = 0;
+	b->hdr.kind = REC_NS;
+	b->hdr.n = 0;
+	b->hdr.syscall = 0;
+	b->hdr._pad = 0;
+	b->hdr.flags = 0;
+	b->hdr.cgroup_id = a->cgid;
+	b->hdr.exe_id = a->exe_id;
+	b->hdr.pid = a->pid;
+	b->hdr.tid = a->tid;
+	b->hdr.ppid = a->ppid;
+	b->hdr.uid = a->uid;
+	__builtin_memcpy(b->hdr.comm, a->comm, sizeof(b->hdr.comm));
+	__builtin_memcpy(b->hdr.parent_comm, a->parent_comm, sizeof(b->hdr.parent_comm));
+	return b;
+}
+
+// batch_of is the staging slot of a's record, claimed at its first event.
+static __always_inline struct batch *batch_of(struct actx *a)
+{
+	struct batch *b;
+	__u32 slot;
+
+	if (a->batch) {
+		slot = a->batch - 1;
+		return bpf_map_lookup_elem(&batch_buf, &slot);
+	}
+	b = claim(a, 0);
+	return b ? b : claim(a, 1);
+}
+
+// item_new adds an event done by the task a (all zero: none, a poll) to
+// its record; the strings the record refers to go out first. A create or a
+// join says by which syscall and flags (the same for all of one hook's).
+static __always_inline struct ns_item *item_new(__u8 kind, __u8 ns_type, struct actx *a,
+						__u8 sc, __u64 flags)
+{
+	struct ns_item *it;
+	struct batch *b;
+	__u32 n;
+
+	// A destroy's context is its owner's: the actor's cgroup path need not
+	// go out for it (and cg_learn stays out of the programs that only
+	// destroy: quicker to verify, and within 6.1's stack limit).
+	announce(a, kind != EV_DESTROY);
+	b = batch_of(a);
+	if (!b) {
+		count_lost();
+		return NULL;
+	}
+	n = b->hdr.n;
+	if (n >= MAX_ITEMS) {
+		count_lost();
+		return NULL;
+	}
+	b->hdr.n = n + 1;
+	if (kind == EV_CREATE || kind == EV_JOIN) {
+		b->hdr.syscall = sc;
+		b->hdr.flags = flags;
+	}
+	it = &b->items[n];
+	__builtin_memset(it, 0, sizeof(*it));
+	it->kind = kind;
+	it->ns_type = ns_type;
+	return it;
+}
+
+// flush sends a's record, if it has one, and frees its slot.
+static __always_inline void flush(struct actx *a)
+{
+	struct batch *b;
+	__u32 slot, n;
+	__u64 size;
+
+	if (!a->batch)
+		return;
+	slot = a->batch - 1;
+	a->batch = 0;
+	b = bpf_map_lookup_elem(&batch_buf, &slot);
+	if (!b)
+		return;
+	n = b->hdr.n;
+	size = sizeof(b->hdr) + n * sizeof(struct ns_item);
+	// One test on the very register passed: a range test the compiler
+	// folds (n - 1 < MAX_ITEMS) on a copy leaves the verifier unsure.
+	barrier_var(size);
+	if (n > 0 && size <= sizeof(struct batch) - offsetof(struct batch, hdr)) {
+		b->hdr.lost = take_lost();
+		// bpf_ringbuf_output reserves inside: the reader's flag can
+		// only be looked at after it (see submit), and a record to wake
+		// it follows if it went to sleep meanwhile.
+		if (bpf_ringbuf_output(&events, &b->hdr, size, BPF_RB_NO_WAKEUP))
+			count_lost_n(n + b->hdr.lost);
+		else if (reader_asleep())
+			send_bare(REC_WAKE);
+	}
+	b->busy = 0;
+}
+
+// emit_ns and emit_destroy are global functions: the verifier checks each
+// once, instead of once per path through every caller. BPF functions take
+// at most five arguments: kind, type and syscall travel packed in one, the
+// new and old inode numbers in another. The caller works out who acts (a,
+// actor_of) once for all the events of one hook.
+#define NS_WHAT(kind, type, sc) ((kind) | (type) << 8 | (sc) << 16)
+#define NS_INUMS(inum, old) ((__u64)(old) << 32 | (inum))
+
+__noinline int emit_ns(__u32 what, __u64 inums, __u64 flags, __u64 kid, struct actx *a)
+{
+	__u32 kind = what & 0xff, type = (what >> 8) & 0xff, sc = what >> 16;
+	__u32 inum = (__u32)inums, old_inum = inums >> 32;
+	struct owner o = {};
+	struct ns_item *e;
+	__u64 id;
+
+	if (!a)
+		return 0;
+	owner_is(&o, a);
+	// A create replaces whatever had the inum before (its free was missed);
+	// a join only fills in a namespace nstrace did not know.
+	id = track_ns(TRACK(type, kind != EV_CREATE, &o), inum, kid, o.cgid, o.pid);
+	if (kind != EV_CREATE)
+		owner_of(type, inum, &o); // a join: whoever it was first seen with
+	if (!event_wanted(kind, type) || !(a->pass || o.pass))
+		return 0;
+	e = item_new(kind, type, a, sc, flags);
+	if (!e)
+		return 0;
+	e->owner_cgroup_id = o.cgid;
+	e->owner_pid = o.pid;
+	e->owner_known = o.known;
+	e->ns_id = id;
+	e->inum = inum;
+	e->old_inum = old_inum;
+	e->for_children = for_children(type, sc);
+	return 0;
+}
+
+// One event per namespace type whose inum differs between two snapshots.
+static __always_inline void emit_diff(struct snap *old, struct snap *new, __u8 kind,
+				      __u64 flags, __u8 sc, bool with_user, struct actx *a)
+{
+#pragma unroll
+	for (int i = 0; i < NS_TYPES; i++) {
+		if (i == NS_USER && !with_user)
+			continue;
+		if (!new->inum[i] || new->inum[i] == old->inum[i])
+			continue;
+		emit_ns(NS_WHAT(kind, i, sc), NS_INUMS(new->inum[i], old->inum[i]), flags, new->id[i], a);
+		if (i == NS_NET && kind == EV_CREATE)
+			track_net(new->net, new->inum[i], false);
+	}
+}
+
+// The destroy takes the namespace's entry out of live_ns, and its id with
+// it; kid is the kernel's id, for a namespace nstrace did not know. a is
+// who released the last reference (emit_destroy_self works it out). With
+// UNLESS_WATCHED in how, a namespace under watch is left to the poll.
+#define UNLESS_WATCHED 0x100
+
+__noinline int emit_destroy(__u32 type, __u32 inum, __u32 how, __u64 kid, struct actx *a)
+{
+	struct ns_info *info = live_get(inum);
+	struct owner o = {};
+	bool watched_too = true;
+	struct ns_item *e;
+
+	if (!a)
+		return 0;
+	if (info && info->type == type && info->watched && (how & UNLESS_WATCHED))
+		return 0;
+	how &= 0xff;
+	if (info && info->type == type) {
+		kid = info->id;
+		watched_too = info->watched;
+		owner_from(info, &o);
+		live_del(inum, info);
+	}
+	if (watch_survivors && watched_too)
+		unwatch(inum);
+	if (!event_wanted(EV_DESTROY, type) || !(o.pass || a->pass))
+		return 0;
+	e = item_new(EV_DESTROY, type, a, 0, 0);
+	if (!e)
+		return 0;
+	e->owner_cgroup_id = o.cgid;
+	e->owner_pid = o.pid;
+	e->owner_known = o.known;
+	e->ns_id = kid;
+	e->inum = inum;
+	e->how = how;
+	return 0;
+}
+
+// emit_destroy_self reports a destroy in whatever context the free runs
+// (often a kworker's): its cgroup is not learnt, the destroy's context is
+// the owner's anyway. No task did a polled one: the poll runs in nstrace's
+// own context. A separate global function, so that its actor is not on
+// the stack of the releases that call emit_destroy (6.1's 512 bytes).
+__noinline int emit_destroy_self(__u32 type, __u32 inum, __u32 how, __u64 kid)
+{
+	struct actx a = {};
+
+	if (how != HOW_POLLED && event_wanted(EV_DESTROY, type))
+		actor_of(bpf_get_current_task_btf(), &a, CG_CACHED, VIA_PROBE);
+	emit_destroy(type, inum, how, kid, &a);
+	flush(&a);
+	return 0;
+}
+
+// An nsproxy is going away; s was read before it dropped its references.
+// A namespace dies with it when the nsproxy held every reference to it.
+// after, if set, is what replaced it (unshare/setns): namespaces carried
+// over got a reference from the new nsproxy.
+// An nsproxy_free passes the filters when the releasing task does, or when
+// one of the namespaces it held belongs to an owner that did.
+static __always_inline bool release_wanted(struct snap *s, struct actx *a)
+{
+	if (a->pass)
+		return true;
+#pragma unroll
+	for (int i = 0; i < NS_SLOTS; i++) {
+		struct ns_info *info;
+
+		if (i == NS_USER || !s->inum[i])
+			continue;
+		info = live_get(s->inum[i]);
+		if (info && info->owner_pass)
+			return true;
+	}
+	return false;
+}
+
+// The namespaces that die with an nsproxy (see emit_release).
+static __always_inline void release_destroys(struct snap *s, struct snap *after, struct actx *a)
+{
+#pragma unroll
+	for (int i = 0; i < NS_SLOTS; i++) {
+		__u32 holds = 1;
+
+		if (i == NS_USER || !s->inum[i])
+			continue;
+		if (i == NS_PID && pid_ns_free_hooked)
+			continue;
+		if (i == NS_NET && net_cleanup_hooked)
+			continue;
+		if (i == NS_TIME_ACTIVE && s->inum[i] == s->inum[NS_TIME])
+			continue;
+		if (i == NS_TIME && s->inum[i] == s->inum[NS_TIME_ACTIVE])
+			holds = 2;
+		if (after && after->inum[i] == s->inum[i])
+			continue;
+		if (s->ref[i] != holds) {
+			// Someone else holds it too. Only at exit (no after) is
+			// the nsproxy still there to read its pointer from: it is
+			// the exiting task's.
+			if (!after && watch_survivors)
+				watch_slot(i);
+			continue;
+		}
+		// unshare/setns: the put happened before sys_exit, so a watched
+		// namespace may have been polled gone already; the poll reports it.
+		emit_destroy(i == NS_TIME_ACTIVE ? NS_TIME : i, s->inum[i],
+			     HOW_LAST_REF | (after ? UNLESS_WATCHED : 0), s->id[i], a);
+	}
+}
+
+// a is the releasing task, if the caller worked it out already (and then
+// sends the record); else the release is a record of its own.
+static __always_inline void emit_release(struct snap *s, struct snap *after, struct actx *a)
+{
+	struct actx own = {};
+	struct release_item *e = NULL;
+	bool mine = !a;
+
+	// The exit path: nothing to learn about the task if the event is
+	// filtered out anyway.
+	if (mine) {
+		actor_of(bpf_get_current_task_btf(), &own,
+			 event_wanted(EV_NSPROXY_FREE, -1) ? CG_LEARN : CG_CACHED, VIA_BTF);
+		a = &own;
+	}
+	if (event_wanted(EV_NSPROXY_FREE, -1) && release_wanted(s, a))
+		e = (struct release_item *)item_new(EV_NSPROXY_FREE, 0, a, 0, 0);
+	if (e) {
+#pragma unroll
+		for (int i = 0; i < NS_SLOTS; i++)
+			e->inums[i] = s->inum[i];
+		e->inums[NS_USER] = 0;
+	}
+	if (!destroy_at_free_inum)
+		release_destroys(s, after, a);
+	if (mine)
+		flush(a);
+}
+
+#endif

@@ -1,0 +1,151 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+// Reading namespaces out of kernel structures, whatever the kernel
+// version: the CO-RE flavours of the types that changed, and one reader
+// per field. Kept apart so that a kernel's renaming is dealt with once,
+// here, and not in every hook that looks at a namespace.
+#ifndef NSTRACE_NS_H
+#define NSTRACE_NS_H
+
+// ns_common's refcount was renamed in 6.18, which also moved the type
+// (a CLONE_NEW* flag) from the proc_ns_operations into ns_common.
+struct ns_common___new {
+	refcount_t __ns_ref;
+	u32 ns_type;
+	u64 ns_id;
+	struct list_head ns_list_node;
+} __attribute__((preserve_access_index));
+struct proc_ns_operations___old {
+	int type;
+} __attribute__((preserve_access_index));
+struct ns_common___old {
+	refcount_t count;
+} __attribute__((preserve_access_index));
+
+// Two ways to read kernel memory. Through a pointer whose type the verifier
+// knows from BTF (the current task, fentry and tp_btf arguments, an
+// iterator's task, pointers loaded through those) a read is a plain load
+// that yields 0 if it faults; through a raw address (kprobe arguments,
+// pointers kept in maps or made by container_of) it takes a probe-read
+// helper call, an order of magnitude slower. The readers below take `btf`,
+// always a literal: each inlined copy keeps one of the two.
+#define VIA_BTF true
+#define VIA_PROBE false
+#define RD(btf, p, f) ((btf) ? (p)->f : BPF_CORE_READ(p, f))
+#define RD2(btf, p, f, g) ((btf) ? (p)->f->g : BPF_CORE_READ(p, f, g))
+
+// Reads here are deliberately branch-free: a NULL namespace pointer makes
+// the read fail, which yields 0. Every branch multiplies the paths the
+// verifier walks, and older verifiers (6.1) give up on the unrolled loops.
+static __always_inline __u32 ns_inum(struct ns_common *ns, bool btf)
+{
+	return RD(btf, ns, inum);
+}
+
+// The kernel's own 64-bit namespace id (6.18+), 0 where it has none.
+static __always_inline __u64 ns_kernel_id(struct ns_common *ns, bool btf)
+{
+	if (bpf_core_field_exists(struct ns_common___new, ns_id))
+		return RD(btf, (struct ns_common___new *)ns, ns_id);
+	return 0;
+}
+
+static __always_inline __u32 ns_refs(struct ns_common *ns, bool btf)
+{
+	if (bpf_core_field_exists(struct ns_common___new, __ns_ref))
+		return RD(btf, (struct ns_common___new *)ns, __ns_ref.refs.counter);
+	return RD(btf, (struct ns_common___old *)ns, count.refs.counter);
+}
+
+// nsproxy.count is atomic_t up to 6.5 and refcount_t after; both are one
+// 32-bit counter at the same field, so read the raw word.
+static __always_inline __u32 nsproxy_count(struct nsproxy *p, bool btf)
+{
+	__u32 v = 0;
+
+	if (btf)
+		return *(__u32 *)&p->count;
+	bpf_core_read(&v, sizeof(v), &p->count);
+	return v;
+}
+
+static __always_inline struct ns_common *nsproxy_slot(struct nsproxy *p, int slot, bool btf)
+{
+	switch (slot) {
+	case NS_MNT:
+		return &RD(btf, p, mnt_ns)->ns;
+	case NS_UTS:
+		return &RD(btf, p, uts_ns)->ns;
+	case NS_IPC:
+		return &RD(btf, p, ipc_ns)->ns;
+	case NS_PID:
+		return &RD(btf, p, pid_ns_for_children)->ns;
+	case NS_NET:
+		return &RD(btf, p, net_ns)->ns;
+	case NS_CGROUP:
+		return &RD(btf, p, cgroup_ns)->ns;
+	case NS_TIME:
+		return &RD(btf, p, time_ns_for_children)->ns;
+	case NS_TIME_ACTIVE:
+		return &RD(btf, p, time_ns)->ns;
+	}
+	return NULL;
+}
+
+static __always_inline __u32 ns_clone_type(struct ns_common *ns)
+{
+	struct proc_ns_operations___old *ops;
+
+	if (bpf_core_field_exists(struct ns_common___new, ns_type))
+		return BPF_CORE_READ((struct ns_common___new *)ns, ns_type);
+	ops = (void *)BPF_CORE_READ(ns, ops);
+	return BPF_CORE_READ(ops, type);
+}
+
+static __always_inline int ns_slot_of_clone_flag(__u32 flag)
+{
+	switch (flag) {
+	case CLONE_NEWNS:
+		return NS_MNT;
+	case CLONE_NEWUTS:
+		return NS_UTS;
+	case CLONE_NEWIPC:
+		return NS_IPC;
+	case CLONE_NEWPID:
+		return NS_PID;
+	case CLONE_NEWNET:
+		return NS_NET;
+	case CLONE_NEWUSER:
+		return NS_USER;
+	case CLONE_NEWCGROUP:
+		return NS_CGROUP;
+	case CLONE_NEWTIME:
+		return NS_TIME;
+	}
+	return -1;
+}
+
+// ns_owner is the user namespace that owns ns (of type slot type).
+static __always_inline struct user_namespace *ns_owner(struct ns_common *ns, int type)
+{
+	switch (type) {
+	case NS_MNT:
+		return BPF_CORE_READ(container_of(ns, struct mnt_namespace, ns), user_ns);
+	case NS_UTS:
+		return BPF_CORE_READ(container_of(ns, struct uts_namespace, ns), user_ns);
+	case NS_IPC:
+		return BPF_CORE_READ(container_of(ns, struct ipc_namespace, ns), user_ns);
+	case NS_PID:
+		return BPF_CORE_READ(container_of(ns, struct pid_namespace, ns), user_ns);
+	case NS_NET:
+		return BPF_CORE_READ(container_of(ns, struct net, ns), user_ns);
+	case NS_CGROUP:
+		return BPF_CORE_READ(container_of(ns, struct cgroup_namespace, ns), user_ns);
+	case NS_TIME:
+		return BPF_CORE_READ(container_of(ns, struct time_namespace, ns), user_ns);
+	case NS_USER:
+		return container_of(ns, struct user_namespace, ns);
+	}
+	return NULL;
+}
+
+#endif

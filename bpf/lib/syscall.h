@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+// The syscall behind a hook and the flags its caller passed. Apart from
+// the hooks because create and syscall hooks of every backend read them,
+// and must agree on them for one call.
+#ifndef NSTRACE_SYSCALL_H
+#define NSTRACE_SYSCALL_H
+
+// The syscall the current task is in, from its saved user registers: this
+// is the same in every backend, whatever kernel function we are hooked on.
+static __always_inline struct pt_regs *user_regs(void)
+{
+	return (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+}
+
+static __always_inline __u8 cur_syscall(void)
+{
+	long nr = user_regs()->orig_ax;
+
+	switch (nr) {
+	case 56:
+		return SC_CLONE;
+	case 57:
+		return SC_FORK;
+	case 58:
+		return SC_VFORK;
+	case 59:
+		return SC_EXECVE;
+	case 272:
+		return SC_UNSHARE;
+	case 308:
+		return SC_SETNS;
+	case 322:
+		return SC_EXECVEAT;
+	case 435:
+		return SC_CLONE3;
+	}
+	return SC_UNKNOWN;
+}
+
+// The flags the caller passed, as the kernel interprets them, so every
+// backend reports the same value for the same call.
+static __always_inline __u64 syscall_flags(__u8 sc)
+{
+	struct pt_regs *r = user_regs();
+	__u64 flags = 0;
+
+	switch (sc) {
+	case SC_CLONE:
+		return (__u32)r->di & ~CSIGNAL;
+	case SC_CLONE3:
+		// struct clone_args starts with the u64 flags
+		bpf_probe_read_user(&flags, sizeof(flags), (void *)r->di);
+		return flags;
+	case SC_UNSHARE:
+		return r->di;
+	case SC_SETNS:
+		return r->si;
+	}
+	return 0;
+}
+
+static __always_inline bool for_children(__u32 type, __u32 sc)
+{
+	// unshare/setns of pid and time only affect children; after a clone
+	// the child itself is in the new namespace.
+	return (type == NS_PID || type == NS_TIME) && (sc == SC_UNSHARE || sc == SC_SETNS);
+}
+
+#endif

@@ -1,0 +1,66 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+// When the reader is woken: the flag it sets before it sleeps and the
+// commits that look at it. Apart from ring.h because the order of a
+// reservation and that look is what keeps a record from going unseen:
+// every commit looks at the flag through here.
+#ifndef NSTRACE_WAKEUP_H
+#define NSTRACE_WAKEUP_H
+
+// Wakeups. The kernel wakes a ring buffer's reader (an interrupt, then a
+// cross-CPU wakeup, on the traced task's time: several microseconds in a
+// VM) at the first record after the reader has caught up, which a fast
+// reader always has: a wakeup per operation. Instead, nstrace's reader
+// polls while records come, and only before it waits sets reader_state[0]
+// (memory-mapped, with an atomic swap); the first record after that wakes
+// it and clears it, the others ask for no wakeup. Both sides' atomics are
+// full barriers: the record's reservation (the producer position) is
+// visible before the swap here, and the reader looks at the position again
+// after its own, so a record is never left unseen. That needs the flag
+// looked at after the reservation (submit; flush sends a REC_WAKE).
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, __u64);
+} reader_state SEC(".maps");
+
+// reader_asleep says whether the reader waits for a wakeup, and clears it.
+static __always_inline bool reader_asleep(void)
+{
+	__u32 zero = 0;
+	__u64 *asleep = bpf_map_lookup_elem(&reader_state, &zero);
+
+	return asleep && __sync_fetch_and_and(asleep, 0);
+}
+
+// submit commits a reserved record: the reservation came first, as above.
+static __always_inline void submit(void *rec)
+{
+	bpf_ringbuf_submit(rec, reader_asleep() ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+}
+
+// A record with nothing but the common header: REC_WATCH, REC_WAKE.
+struct bare_rec {
+	__u64 ts_ns;
+	__u32 lost; // always 0: userspace need not report it
+	__u8 kind;
+	__u8 _pad[3];
+};
+
+// send_bare sends a header-only record that wakes the reader.
+static __always_inline bool send_bare(__u8 kind)
+{
+	struct bare_rec *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+
+	if (!r)
+		return false;
+	r->ts_ns = bpf_ktime_get_boot_ns();
+	r->lost = 0;
+	r->kind = kind;
+	r->_pad[0] = r->_pad[1] = r->_pad[2] = 0;
+	bpf_ringbuf_submit(r, BPF_RB_FORCE_WAKEUP);
+	return true;
+}
+
+#endif
