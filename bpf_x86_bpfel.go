@@ -199,10 +199,8 @@ const (
 	BpfProgKretprobeSysSetns            = "kretprobe_sys_setns"
 	BpfProgTpPollWatched                = "tp_poll_watched"
 	BpfProgTpSchedProcessExit           = "tp_sched_process_exit"
-	BpfProgTpSysEnterSetns              = "tp_sys_enter_setns"
-	BpfProgTpSysEnterUnshare            = "tp_sys_enter_unshare"
-	BpfProgTpSysExitSetns               = "tp_sys_exit_setns"
-	BpfProgTpSysExitUnshare             = "tp_sys_exit_unshare"
+	BpfProgTpSysEnter                   = "tp_sys_enter"
+	BpfProgTpSysExit                    = "tp_sys_exit"
 	BpfProgTpTaskNewtask                = "tp_task_newtask"
 	BpfVarCgroupSubsys                  = "cgroup_subsys"
 	BpfVarCgroupsWalked                 = "cgroups_walked"
@@ -307,10 +305,8 @@ type BpfProgramSpecs struct {
 	KretprobeSysSetns            *ebpf.ProgramSpec `ebpf:"kretprobe_sys_setns"`
 	TpPollWatched                *ebpf.ProgramSpec `ebpf:"tp_poll_watched"`
 	TpSchedProcessExit           *ebpf.ProgramSpec `ebpf:"tp_sched_process_exit"`
-	TpSysEnterSetns              *ebpf.ProgramSpec `ebpf:"tp_sys_enter_setns"`
-	TpSysEnterUnshare            *ebpf.ProgramSpec `ebpf:"tp_sys_enter_unshare"`
-	TpSysExitSetns               *ebpf.ProgramSpec `ebpf:"tp_sys_exit_setns"`
-	TpSysExitUnshare             *ebpf.ProgramSpec `ebpf:"tp_sys_exit_unshare"`
+	TpSysEnter                   *ebpf.ProgramSpec `ebpf:"tp_sys_enter"`
+	TpSysExit                    *ebpf.ProgramSpec `ebpf:"tp_sys_exit"`
 	TpTaskNewtask                *ebpf.ProgramSpec `ebpf:"tp_task_newtask"`
 }
 
@@ -513,10 +509,8 @@ type BpfPrograms struct {
 	KretprobeSysSetns            *ebpf.Program `ebpf:"kretprobe_sys_setns"`
 	TpPollWatched                *ebpf.Program `ebpf:"tp_poll_watched"`
 	TpSchedProcessExit           *ebpf.Program `ebpf:"tp_sched_process_exit"`
-	TpSysEnterSetns              *ebpf.Program `ebpf:"tp_sys_enter_setns"`
-	TpSysEnterUnshare            *ebpf.Program `ebpf:"tp_sys_enter_unshare"`
-	TpSysExitSetns               *ebpf.Program `ebpf:"tp_sys_exit_setns"`
-	TpSysExitUnshare             *ebpf.Program `ebpf:"tp_sys_exit_unshare"`
+	TpSysEnter                   *ebpf.Program `ebpf:"tp_sys_enter"`
+	TpSysExit                    *ebpf.Program `ebpf:"tp_sys_exit"`
 	TpTaskNewtask                *ebpf.Program `ebpf:"tp_task_newtask"`
 }
 
@@ -547,10 +541,8 @@ func (p *BpfPrograms) Close() error {
 		p.KretprobeSysSetns,
 		p.TpPollWatched,
 		p.TpSchedProcessExit,
-		p.TpSysEnterSetns,
-		p.TpSysEnterUnshare,
-		p.TpSysExitSetns,
-		p.TpSysExitUnshare,
+		p.TpSysEnter,
+		p.TpSysExit,
 		p.TpTaskNewtask,
 	)
 }

@@ -8,7 +8,6 @@ import (
 	"sync"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/btf"
 )
 
 // loadParallel creates spec's maps, then loads its programs in two halves
@@ -40,25 +39,27 @@ func loadParallel(spec *ebpf.CollectionSpec) (*ebpf.Collection, error) {
 		size[i] += len(spec.Programs[n].Instructions)
 	}
 
-	// The CO-RE relocations need the kernel's types: each load gets its own
-	// copy, made in parallel too (a load would otherwise make one, and
-	// serially, before it starts).
-	var types [2]*btf.Spec
+	// Both loads share the kernel's types (CO-RE) and the cache in which
+	// they look up their attach targets; without it each load decodes the
+	// kernel's BTF again.
+	kt, err := kernelTypes()
+	if err != nil {
+		coll.Close()
+		return nil, fmt.Errorf("kernel BTF: %w", err)
+	}
+	opts := ebpf.CollectionOptions{MapReplacements: coll.Maps, Programs: ebpf.ProgramOptions{KernelTypes: kt}, Cache: btfCache}
 	var wg sync.WaitGroup
 	var errs [2]error
 	var progs [2]map[string]*ebpf.Program
 	for i, half := range halves {
 		wg.Go(func() {
-			if kt, err := kernelTypes(); err == nil {
-				types[i] = kt.Copy() // only read here, at once by both
-			}
 			s := spec.Copy()
 			s.Programs = make(map[string]*ebpf.ProgramSpec, len(half))
 			for _, n := range half {
 				s.Programs[n] = spec.Programs[n].Copy()
 			}
 			// The maps are the ones made above; only the programs are new.
-			c, err := ebpf.NewCollectionWithOptions(s, ebpf.CollectionOptions{MapReplacements: coll.Maps, Programs: ebpf.ProgramOptions{KernelTypes: types[i]}})
+			c, err := ebpf.NewCollectionWithOptions(s, opts)
 			if err != nil {
 				errs[i] = err
 				return

@@ -38,9 +38,13 @@ func checkPrivileges() error {
 	return ErrPrivileges
 }
 
-// kernelTypes is the kernel's BTF, read once: each btf.LoadKernelSpec is
-// a copy of it (about 10 ms). Read-only: the feature checks share it.
-var kernelTypes = sync.OnceValues(btf.LoadKernelSpec)
+// btfCache holds the kernel's BTF, decoded once (each btf.LoadKernelSpec
+// decodes it anew, 10-20 ms): the feature checks, the CO-RE relocations and
+// the attach-target lookups of every load share it. Its types are decoded
+// lazily under a lock, so concurrent loads may read it.
+var btfCache = btf.NewCache()
+
+func kernelTypes() (*btf.Spec, error) { return btfCache.Kernel() }
 
 // checkKernel explains, in words a user can act on, a kernel nstrace cannot
 // run on at all, whatever the backend.
@@ -73,7 +77,8 @@ var haveKprobes = sync.OnceValue(func() error {
 // an empty one on free_nsproxy: cheaper than finding out by loading the
 // whole backend (some kernels refuse every fentry program with EPERM).
 var haveFentry = sync.OnceValue(func() error {
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+	// Loaded as a collection so that the target lookup uses btfCache.
+	coll, err := ebpf.NewCollectionWithOptions(&ebpf.CollectionSpec{Programs: map[string]*ebpf.ProgramSpec{"free_nsproxy": {
 		Type:       ebpf.Tracing,
 		AttachType: ebpf.AttachTraceFEntry,
 		AttachTo:   "free_nsproxy",
@@ -82,11 +87,12 @@ var haveFentry = sync.OnceValue(func() error {
 			asm.Mov.Imm(asm.R0, 0),
 			asm.Return(),
 		},
-	})
+	}}}, ebpf.CollectionOptions{Cache: btfCache})
 	if err != nil {
 		return fmt.Errorf("fentry programs cannot be loaded: %w", explainLoad(err))
 	}
-	return prog.Close()
+	coll.Close()
+	return nil
 })
 
 // cilium/ebpf's hint for EPERM; on the kernels where BPF memory is charged to

@@ -14,6 +14,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -125,6 +126,7 @@ type Tracer struct {
 // backend. With Auto it tries fentry, kprobe and tracepoint in turn and logs
 // why each one it passed over could not be used.
 func Open(opts Options) (*Tracer, error) {
+	go parsedSpec()
 	if err := checkPrivileges(); err != nil {
 		return nil, err
 	}
@@ -166,6 +168,7 @@ func Open(opts Options) (*Tracer, error) {
 }
 
 func open(b Backend, opts Options) (_ *Tracer, err error) {
+	ph := startPhases()
 	switch b {
 	case Kprobe:
 		if err := haveKprobes(); err != nil {
@@ -202,10 +205,12 @@ func open(b Backend, opts Options) (_ *Tracer, err error) {
 	if err := setFilter(spec, opts.Filter, *opts.Cgroups); err != nil {
 		return nil, err
 	}
+	ph.done("prepare")
 	coll, err := loadParallel(spec)
 	if err != nil {
 		return nil, fmt.Errorf("load: %w", explainLoad(err))
 	}
+	ph.done("load")
 	t := &Tracer{backend: b, coll: coll, nextID: firstID, lastID: firstID + userIDs - 1, hierarchy: *opts.Cgroups}
 	defer func() {
 		if err != nil {
@@ -230,7 +235,16 @@ func open(b Backend, opts Options) (_ *Tracer, err error) {
 			return nil, fmt.Errorf("attach %s: %w", name, err)
 		}
 		t.links = append(t.links, l)
+		for _, tp := range moreTracepoints[name] {
+			group, event, _ := strings.Cut(tp, "/")
+			l, err := link.Tracepoint(group, event, coll.Programs[name], nil)
+			if err != nil {
+				return nil, fmt.Errorf("attach %s to %s: %w", name, tp, err)
+			}
+			t.links = append(t.links, l)
+		}
 	}
+	ph.done("attach")
 	// With every hook in place, learn what already exists: anything created
 	// from now on is seen by the hooks, so nothing falls in between. The
 	// namespaces bind-mounted anywhere are held open meanwhile, so that the
@@ -258,6 +272,7 @@ func open(b Backend, opts Options) (_ *Tracer, err error) {
 	// goes back to the kernel before the ring buffer is mapped, so that
 	// the peak RSS is the larger of the two, not their sum.
 	debug.FreeOSMemory()
+	ph.done("snapshot")
 	t.reader, err = ringbuf.NewReader(coll.Maps["events"])
 	if err != nil {
 		return nil, fmt.Errorf("open ring buffer: %w", err)
@@ -277,7 +292,20 @@ func open(b Backend, opts Options) (_ *Tracer, err error) {
 			go t.poll(coll.Programs[name])
 		}
 	}
+	ph.done("ring buffer")
 	return t, nil
+}
+
+// phases times the steps of a start-up, for -v: where the time to the
+// ready line goes.
+type phases struct{ last time.Time }
+
+func startPhases() *phases { return &phases{last: time.Now()} }
+
+func (p *phases) done(name string) {
+	now := time.Now()
+	slog.Debug("start-up", "phase", name, "took", now.Sub(p.last).Round(100*time.Microsecond))
+	p.last = now
 }
 
 // isPoll tells the programs userspace runs itself (raw_tp without a
@@ -342,16 +370,21 @@ func (t *Tracer) kickPoll() {
 	}
 }
 
+// parsedSpec is the BPF object, parsed once (10-20 ms): Open starts it
+// while it checks the kernel, and each backend it tries takes a copy.
+var parsedSpec = sync.OnceValues(nstrace.LoadBpf)
+
 // LoadSpec returns the BPF collection with only backend b's programs in it.
 func LoadSpec(b Backend) (*ebpf.CollectionSpec, error) {
 	prefixes, ok := programPrefixes[b]
 	if !ok {
 		return nil, fmt.Errorf("unknown backend %q", b)
 	}
-	spec, err := nstrace.LoadBpf()
+	all, err := parsedSpec()
 	if err != nil {
 		return nil, fmt.Errorf("parse BPF object: %w", err)
 	}
+	spec := all.Copy()
 	for name := range spec.Programs {
 		if !hasAnyPrefix(name, prefixes) {
 			delete(spec.Programs, name)
@@ -498,7 +531,7 @@ type nsInfo struct {
 
 // live_ns is direct-mapped by inum - procDynamicFirst for the first
 // liveDense inode numbers the kernel hands out (they are dense: see
-// live_ns in bpf/nstrace.bpf.c); live_ns_sparse holds the others.
+// live_ns in bpf/lib/maps.h); live_ns_sparse holds the others.
 const (
 	procDynamicFirst = 0xF0000000
 	liveDense        = 65536
@@ -596,6 +629,14 @@ func blindSpots(b Backend, hooks map[string]bool) []string {
 	return blind
 }
 
+// moreTracepoints are the tracepoints a program serves beside the one its
+// section names: one program for several syscalls' tracepoints is verified
+// once at start-up (bpf/hooks/syscalls.h).
+var moreTracepoints = map[string][]string{
+	"tp_sys_enter": {"syscalls/sys_enter_setns"},
+	"tp_sys_exit":  {"syscalls/sys_exit_setns"},
+}
+
 func attach(spec *ebpf.ProgramSpec, prog *ebpf.Program) (link.Link, error) {
 	switch spec.Type {
 	case ebpf.Tracing:
@@ -642,7 +683,7 @@ func (t *Tracer) Backend() Backend { return t.backend }
 // While records come, and for stayAwake after the last, Read polls the
 // ring buffer every pollTick and the BPF programs ask for no wakeups; then
 // it sets reader_state and waits, and the next record wakes it (see
-// submit in bpf/nstrace.bpf.c). So a traced task pays for a wakeup only
+// submit in bpf/lib/wakeup.h). So a traced task pays for a wakeup only
 // when nstrace has been idle, and an idle nstrace runs no timer.
 func (t *Tracer) Read(rec *ringbuf.Record) error {
 	for {
@@ -718,7 +759,7 @@ const (
 func (t *Tracer) BeforeWait(f func() error) { t.beforeWait = f }
 
 // Every record starts with ts_ns (u64), lost (u32) and kind (u8); a
-// REC_WATCH or a REC_WAKE (enum rec_kind in bpf/context.h) has nothing
+// REC_WATCH or a REC_WAKE (enum rec_kind in bpf/lib/context.h) has nothing
 // else, and a REC_WAKE is there only to wake the reader.
 const (
 	recLostOffset = 8

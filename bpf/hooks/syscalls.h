@@ -71,28 +71,24 @@ int BPF_KRETPROBE(kretprobe_sys_setns, long ret)
 	return on_sys_exit(ret, EV_JOIN, SC_SETNS);
 }
 
-SEC("tracepoint/syscalls/sys_enter_setns")
-int tp_sys_enter_setns(void *ctx)
-{
-	return on_sys_enter();
-}
-
-SEC("tracepoint/syscalls/sys_exit_setns")
-int tp_sys_exit_setns(struct trace_event_raw_sys_exit *ctx)
-{
-	return on_sys_exit(ctx->ret, EV_JOIN, SC_SETNS);
-}
-
+// The tracepoint backend has one entry and one exit program for both
+// syscalls, attached to each one's tracepoints (tracer.go, moreTracepoints):
+// every program costs its verification at start-up, and these are among the
+// largest. The exit tells them apart by the syscall number the tracepoint
+// carries, which both share with raw_syscalls' sys_exit: an int at the
+// offset of its id.
 SEC("tracepoint/syscalls/sys_enter_unshare")
-int tp_sys_enter_unshare(void *ctx)
+int tp_sys_enter(void *ctx)
 {
 	return on_sys_enter();
 }
 
 SEC("tracepoint/syscalls/sys_exit_unshare")
-int tp_sys_exit_unshare(struct trace_event_raw_sys_exit *ctx)
+int tp_sys_exit(struct trace_event_raw_sys_exit *ctx)
 {
-	return on_sys_exit(ctx->ret, EV_CREATE, SC_UNSHARE);
+	bool join = (int)ctx->id == NR_SETNS;
+
+	return on_sys_exit(ctx->ret, join ? EV_JOIN : EV_CREATE, join ? SC_SETNS : SC_UNSHARE);
 }
 
 #endif

@@ -5,6 +5,16 @@
 #ifndef NSTRACE_SYSCALL_H
 #define NSTRACE_SYSCALL_H
 
+// x86-64 syscall numbers of the calls nstrace tells apart.
+#define NR_CLONE    56
+#define NR_FORK     57
+#define NR_VFORK    58
+#define NR_EXECVE   59
+#define NR_UNSHARE  272
+#define NR_SETNS    308
+#define NR_EXECVEAT 322
+#define NR_CLONE3   435
+
 // The syscall the current task is in, from its saved user registers: this
 // is the same in every backend, whatever kernel function we are hooked on.
 static __always_inline struct pt_regs *user_regs(void)
@@ -17,21 +27,21 @@ static __always_inline __u8 cur_syscall(void)
 	long nr = user_regs()->orig_ax;
 
 	switch (nr) {
-	case 56:
+	case NR_CLONE:
 		return SC_CLONE;
-	case 57:
+	case NR_FORK:
 		return SC_FORK;
-	case 58:
+	case NR_VFORK:
 		return SC_VFORK;
-	case 59:
+	case NR_EXECVE:
 		return SC_EXECVE;
-	case 272:
+	case NR_UNSHARE:
 		return SC_UNSHARE;
-	case 308:
+	case NR_SETNS:
 		return SC_SETNS;
-	case 322:
+	case NR_EXECVEAT:
 		return SC_EXECVEAT;
-	case 435:
+	case NR_CLONE3:
 		return SC_CLONE3;
 	}
 	return SC_UNKNOWN;

@@ -60,8 +60,13 @@ const (
 	btScriptAt = "/tmp/nstrace-bench.bt"
 )
 
-// oneProbe is one enabled syscall tracepoint whose program does nothing.
-const oneProbe = "tracepoint:syscalls:sys_enter_unshare {}"
+// oneProbe is one enabled syscall tracepoint whose program does nothing;
+// twoProbes are the two the tracepoint backend needs per syscall, the
+// entry and the exit, each doing nothing: the floor of that design.
+const (
+	oneProbe  = "tracepoint:syscalls:sys_enter_unshare {}"
+	twoProbes = "tracepoint:syscalls:sys_enter_unshare {} tracepoint:syscalls:sys_exit_unshare {}"
+)
 
 var allSections = []string{"ratios", "loss", "idle", "ready", "rss", "bpf"}
 
@@ -102,7 +107,7 @@ func parseFlags() (*config, error) {
 	flag.Float64Var(&cfg.scale, "scale", 1, "multiplies the number of operations of every workload")
 	flag.DurationVar(&cfg.idle, "idle", 30*time.Second, "how long the idle measurement lasts")
 	flag.IntVar(&cfg.readyRuns, "ready", 11, "starts timed for the ready time (median)")
-	modes := flag.String("modes", "", "columns of the ratio table, comma-separated (default all: json-file,json-null,text-null,bpftrace,bt-1probe,old-null)")
+	modes := flag.String("modes", "", "columns of the ratio table, comma-separated (default all: json-file,json-null,text-null,bpftrace,bt-1probe,bt-2probe,old-null)")
 	only := flag.String("only", "", "sections to run, comma-separated: "+strings.Join(allSections, ",")+" (default all)")
 	flag.BoolVar(&cfg.verbose, "v", false, "print every run's numbers on stderr")
 	flag.BoolVar(&cfg.quick, "quick", false, "smoke run: 1 round, small workloads, short idle and loss steps (flags given win)")
@@ -252,7 +257,9 @@ func buildModes(cfg *config) []mode {
 			mode{name: btScriptMode, kind: bpftraceKind, bin: cfg.bpftrace, args: []string{btScriptAt}, out: btFile, probes: 8,
 				desc: "bpftrace scripts/bench/nstrace.bt > " + btFile},
 			mode{name: "bt-1probe", kind: bpftraceKind, bin: cfg.bpftrace, args: []string{"-e", oneProbe}, out: btFile, probes: 1,
-				desc: fmt.Sprintf("bpftrace -e '%s': one syscall tracepoint enabled, nothing done", oneProbe)})
+				desc: fmt.Sprintf("bpftrace -e '%s': one syscall tracepoint enabled, nothing done", oneProbe)},
+			mode{name: "bt-2probe", kind: bpftraceKind, bin: cfg.bpftrace, args: []string{"-e", twoProbes}, out: btFile, probes: 2,
+				desc: fmt.Sprintf("bpftrace -e '%s': the entry and exit tracepoints, nothing done", twoProbes)})
 	}
 	if cfg.compare != "" {
 		// Only flags every build knows.
@@ -315,7 +322,7 @@ func header(cfg *config, modes, columns []mode) error {
 	if cfg.bpftrace != "" {
 		fmt.Printf("bpftrace: %s (%s)\n", cfg.bpftrace, bpftraceVersion(cfg.bpftrace))
 	} else {
-		msg := "*** bpftrace not found: the bpftrace and bt-1probe columns are SKIPPED (scripts/deps.sh installs it) ***"
+		msg := "*** bpftrace not found: the bpftrace, bt-1probe and bt-2probe columns are SKIPPED (scripts/deps.sh installs it) ***"
 		fmt.Println(msg)
 		fmt.Fprintln(os.Stderr, "bench:", msg)
 	}

@@ -146,28 +146,31 @@ func (t *ratioTable) ratioCell(wi, mi int) string {
 	return s
 }
 
-// printFloor sets the unrelated-load rows against bpftrace with one empty
-// syscall tracepoint program: what enabling any syscall tracepoint costs
-// every system call, before a tracer does anything.
+// printFloor sets the unrelated-load rows against bpftrace with empty
+// syscall tracepoint programs: what enabling one (bt-1probe) or an entry and
+// an exit (bt-2probe, what the tracepoint backend enables) costs every
+// system call, before a tracer does anything.
 func (t *ratioTable) printFloor() {
-	floor := slices.IndexFunc(t.ms, func(m mode) bool { return m.name == "bt-1probe" })
-	if floor < 0 {
-		return
-	}
-	fmt.Println("\nUnrelated load over the floor (traced time / bt-1probe time, same rounds):")
-	for wi, w := range t.ws {
-		f := t.runs[wi][floor]
-		if !w.unrelated || len(f) == 0 {
+	for _, name := range []string{"bt-1probe", "bt-2probe"} {
+		floor := slices.IndexFunc(t.ms, func(m mode) bool { return m.name == name })
+		if floor < 0 {
 			continue
 		}
-		var cells []string
-		for mi, m := range t.ms {
-			if m.kind == nstraceKind && len(t.runs[wi][mi]) > 0 {
-				r := float64(median(durations(t.runs[wi][mi]))) / float64(median(durations(f)))
-				cells = append(cells, fmt.Sprintf("%s %.3f", m.name, r))
+		fmt.Printf("\nUnrelated load over the floor (traced time / %s time, same rounds):\n", name)
+		for wi, w := range t.ws {
+			f := t.runs[wi][floor]
+			if !w.unrelated || len(f) == 0 {
+				continue
 			}
+			var cells []string
+			for mi, m := range t.ms {
+				if m.kind == nstraceKind && len(t.runs[wi][mi]) > 0 {
+					r := float64(median(durations(t.runs[wi][mi]))) / float64(median(durations(f)))
+					cells = append(cells, fmt.Sprintf("%s %.3f", m.name, r))
+				}
+			}
+			fmt.Printf("  %-*s %s\n", nameW-2, w.name, strings.Join(cells, ", "))
 		}
-		fmt.Printf("  %-*s %s\n", nameW-2, w.name, strings.Join(cells, ", "))
 	}
 }
 
