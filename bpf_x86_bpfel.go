@@ -75,12 +75,17 @@ type BpfNsItem struct {
 	How           uint8
 	ForChildren   uint8
 	OwnerKnown    uint8
-	Pad           [3]uint8
+	Reason        uint8
+	Error         uint16
 	Inum          uint32
 	OldInum       uint32
 	NsId          uint64
 	OwnerCgroupId uint64
 	OwnerPid      uint32
+	UserCount     uint32
+	UserLimit     uint32
+	UserNs        uint32
+	UserUid       uint32
 	Pad2          uint32
 }
 
@@ -101,6 +106,8 @@ type BpfNsRec struct {
 	Uid        uint32
 	Comm       [16]int8
 	ParentComm [16]int8
+	Stack      uint32
+	Pad2       uint32
 }
 
 type BpfReleaseItem struct {
@@ -108,6 +115,7 @@ type BpfReleaseItem struct {
 	Kind  uint8
 	Pad   [3]uint8
 	Inums [9]uint32
+	Pad2  [4]uint32
 }
 
 type BpfScratch struct {
@@ -172,6 +180,7 @@ const (
 	BpfMapScratchBuf                    = "scratch_buf"
 	BpfMapScratchDepth                  = "scratch_depth"
 	BpfMapSnapBuf                       = "snap_buf"
+	BpfMapStacks                        = "stacks"
 	BpfMapSyscallSnaps                  = "syscall_snaps"
 	BpfMapWatched                       = "watched"
 	BpfProgCommonIterTask               = "common_iter_task"
@@ -187,7 +196,9 @@ const (
 	BpfProgFentrySysSetns               = "fentry_sys_setns"
 	BpfProgFexitCreateNewNamespaces     = "fexit_create_new_namespaces"
 	BpfProgFexitCreateUserNs            = "fexit_create_user_ns"
+	BpfProgFexitKernelClone             = "fexit_kernel_clone"
 	BpfProgFexitSysSetns                = "fexit_sys_setns"
+	BpfProgFexitSysUnshare              = "fexit_sys_unshare"
 	BpfProgKprobeCreateNewNamespaces    = "kprobe_create_new_namespaces"
 	BpfProgKprobeCreateUserNs           = "kprobe_create_user_ns"
 	BpfProgKprobeDelayedFreePidns       = "kprobe_delayed_free_pidns"
@@ -196,7 +207,9 @@ const (
 	BpfProgKprobeSysSetns               = "kprobe_sys_setns"
 	BpfProgKretprobeCreateNewNamespaces = "kretprobe_create_new_namespaces"
 	BpfProgKretprobeCreateUserNs        = "kretprobe_create_user_ns"
+	BpfProgKretprobeKernelClone         = "kretprobe_kernel_clone"
 	BpfProgKretprobeSysSetns            = "kretprobe_sys_setns"
+	BpfProgKretprobeSysUnshare          = "kretprobe_sys_unshare"
 	BpfProgTpPollWatched                = "tp_poll_watched"
 	BpfProgTpSchedProcessExit           = "tp_sched_process_exit"
 	BpfProgTpSysEnter                   = "tp_sys_enter"
@@ -230,10 +243,12 @@ const (
 	BpfVarNextNsId                      = "next_ns_id"
 	BpfVarPidNsFreeHooked               = "pid_ns_free_hooked"
 	BpfVarReleaseAtSyscallExit          = "release_at_syscall_exit"
+	BpfVarStackless                     = "stackless"
 	BpfVarUnusedNsItem                  = "unused_ns_item"
 	BpfVarUnusedNsRec                   = "unused_ns_rec"
 	BpfVarUnusedReleaseItem             = "unused_release_item"
 	BpfVarUnusedStrRec                  = "unused_str_rec"
+	BpfVarWantStacks                    = "want_stacks"
 	BpfVarWatchSurvivors                = "watch_survivors"
 	BpfVarWatchedCount                  = "watched_count"
 )
@@ -293,7 +308,9 @@ type BpfProgramSpecs struct {
 	FentrySysSetns               *ebpf.ProgramSpec `ebpf:"fentry_sys_setns"`
 	FexitCreateNewNamespaces     *ebpf.ProgramSpec `ebpf:"fexit_create_new_namespaces"`
 	FexitCreateUserNs            *ebpf.ProgramSpec `ebpf:"fexit_create_user_ns"`
+	FexitKernelClone             *ebpf.ProgramSpec `ebpf:"fexit_kernel_clone"`
 	FexitSysSetns                *ebpf.ProgramSpec `ebpf:"fexit_sys_setns"`
+	FexitSysUnshare              *ebpf.ProgramSpec `ebpf:"fexit_sys_unshare"`
 	KprobeCreateNewNamespaces    *ebpf.ProgramSpec `ebpf:"kprobe_create_new_namespaces"`
 	KprobeCreateUserNs           *ebpf.ProgramSpec `ebpf:"kprobe_create_user_ns"`
 	KprobeDelayedFreePidns       *ebpf.ProgramSpec `ebpf:"kprobe_delayed_free_pidns"`
@@ -302,7 +319,9 @@ type BpfProgramSpecs struct {
 	KprobeSysSetns               *ebpf.ProgramSpec `ebpf:"kprobe_sys_setns"`
 	KretprobeCreateNewNamespaces *ebpf.ProgramSpec `ebpf:"kretprobe_create_new_namespaces"`
 	KretprobeCreateUserNs        *ebpf.ProgramSpec `ebpf:"kretprobe_create_user_ns"`
+	KretprobeKernelClone         *ebpf.ProgramSpec `ebpf:"kretprobe_kernel_clone"`
 	KretprobeSysSetns            *ebpf.ProgramSpec `ebpf:"kretprobe_sys_setns"`
+	KretprobeSysUnshare          *ebpf.ProgramSpec `ebpf:"kretprobe_sys_unshare"`
 	TpPollWatched                *ebpf.ProgramSpec `ebpf:"tp_poll_watched"`
 	TpSchedProcessExit           *ebpf.ProgramSpec `ebpf:"tp_sched_process_exit"`
 	TpSysEnter                   *ebpf.ProgramSpec `ebpf:"tp_sys_enter"`
@@ -331,6 +350,7 @@ type BpfMapSpecs struct {
 	ScratchBuf   *ebpf.MapSpec `ebpf:"scratch_buf"`
 	ScratchDepth *ebpf.MapSpec `ebpf:"scratch_depth"`
 	SnapBuf      *ebpf.MapSpec `ebpf:"snap_buf"`
+	Stacks       *ebpf.MapSpec `ebpf:"stacks"`
 	SyscallSnaps *ebpf.MapSpec `ebpf:"syscall_snaps"`
 	Watched      *ebpf.MapSpec `ebpf:"watched"`
 }
@@ -367,10 +387,12 @@ type BpfVariableSpecs struct {
 	NextNsId             *ebpf.VariableSpec `ebpf:"next_ns_id"`
 	PidNsFreeHooked      *ebpf.VariableSpec `ebpf:"pid_ns_free_hooked"`
 	ReleaseAtSyscallExit *ebpf.VariableSpec `ebpf:"release_at_syscall_exit"`
+	Stackless            *ebpf.VariableSpec `ebpf:"stackless"`
 	UnusedNsItem         *ebpf.VariableSpec `ebpf:"unused_ns_item"`
 	UnusedNsRec          *ebpf.VariableSpec `ebpf:"unused_ns_rec"`
 	UnusedReleaseItem    *ebpf.VariableSpec `ebpf:"unused_release_item"`
 	UnusedStrRec         *ebpf.VariableSpec `ebpf:"unused_str_rec"`
+	WantStacks           *ebpf.VariableSpec `ebpf:"want_stacks"`
 	WatchSurvivors       *ebpf.VariableSpec `ebpf:"watch_survivors"`
 	WatchedCount         *ebpf.VariableSpec `ebpf:"watched_count"`
 }
@@ -412,6 +434,7 @@ type BpfMaps struct {
 	ScratchBuf   *ebpf.Map `ebpf:"scratch_buf"`
 	ScratchDepth *ebpf.Map `ebpf:"scratch_depth"`
 	SnapBuf      *ebpf.Map `ebpf:"snap_buf"`
+	Stacks       *ebpf.Map `ebpf:"stacks"`
 	SyscallSnaps *ebpf.Map `ebpf:"syscall_snaps"`
 	Watched      *ebpf.Map `ebpf:"watched"`
 }
@@ -435,6 +458,7 @@ func (m *BpfMaps) Close() error {
 		m.ScratchBuf,
 		m.ScratchDepth,
 		m.SnapBuf,
+		m.Stacks,
 		m.SyscallSnaps,
 		m.Watched,
 	)
@@ -472,10 +496,12 @@ type BpfVariables struct {
 	NextNsId             *ebpf.Variable `ebpf:"next_ns_id"`
 	PidNsFreeHooked      *ebpf.Variable `ebpf:"pid_ns_free_hooked"`
 	ReleaseAtSyscallExit *ebpf.Variable `ebpf:"release_at_syscall_exit"`
+	Stackless            *ebpf.Variable `ebpf:"stackless"`
 	UnusedNsItem         *ebpf.Variable `ebpf:"unused_ns_item"`
 	UnusedNsRec          *ebpf.Variable `ebpf:"unused_ns_rec"`
 	UnusedReleaseItem    *ebpf.Variable `ebpf:"unused_release_item"`
 	UnusedStrRec         *ebpf.Variable `ebpf:"unused_str_rec"`
+	WantStacks           *ebpf.Variable `ebpf:"want_stacks"`
 	WatchSurvivors       *ebpf.Variable `ebpf:"watch_survivors"`
 	WatchedCount         *ebpf.Variable `ebpf:"watched_count"`
 }
@@ -497,7 +523,9 @@ type BpfPrograms struct {
 	FentrySysSetns               *ebpf.Program `ebpf:"fentry_sys_setns"`
 	FexitCreateNewNamespaces     *ebpf.Program `ebpf:"fexit_create_new_namespaces"`
 	FexitCreateUserNs            *ebpf.Program `ebpf:"fexit_create_user_ns"`
+	FexitKernelClone             *ebpf.Program `ebpf:"fexit_kernel_clone"`
 	FexitSysSetns                *ebpf.Program `ebpf:"fexit_sys_setns"`
+	FexitSysUnshare              *ebpf.Program `ebpf:"fexit_sys_unshare"`
 	KprobeCreateNewNamespaces    *ebpf.Program `ebpf:"kprobe_create_new_namespaces"`
 	KprobeCreateUserNs           *ebpf.Program `ebpf:"kprobe_create_user_ns"`
 	KprobeDelayedFreePidns       *ebpf.Program `ebpf:"kprobe_delayed_free_pidns"`
@@ -506,7 +534,9 @@ type BpfPrograms struct {
 	KprobeSysSetns               *ebpf.Program `ebpf:"kprobe_sys_setns"`
 	KretprobeCreateNewNamespaces *ebpf.Program `ebpf:"kretprobe_create_new_namespaces"`
 	KretprobeCreateUserNs        *ebpf.Program `ebpf:"kretprobe_create_user_ns"`
+	KretprobeKernelClone         *ebpf.Program `ebpf:"kretprobe_kernel_clone"`
 	KretprobeSysSetns            *ebpf.Program `ebpf:"kretprobe_sys_setns"`
+	KretprobeSysUnshare          *ebpf.Program `ebpf:"kretprobe_sys_unshare"`
 	TpPollWatched                *ebpf.Program `ebpf:"tp_poll_watched"`
 	TpSchedProcessExit           *ebpf.Program `ebpf:"tp_sched_process_exit"`
 	TpSysEnter                   *ebpf.Program `ebpf:"tp_sys_enter"`
@@ -529,7 +559,9 @@ func (p *BpfPrograms) Close() error {
 		p.FentrySysSetns,
 		p.FexitCreateNewNamespaces,
 		p.FexitCreateUserNs,
+		p.FexitKernelClone,
 		p.FexitSysSetns,
+		p.FexitSysUnshare,
 		p.KprobeCreateNewNamespaces,
 		p.KprobeCreateUserNs,
 		p.KprobeDelayedFreePidns,
@@ -538,7 +570,9 @@ func (p *BpfPrograms) Close() error {
 		p.KprobeSysSetns,
 		p.KretprobeCreateNewNamespaces,
 		p.KretprobeCreateUserNs,
+		p.KretprobeKernelClone,
 		p.KretprobeSysSetns,
+		p.KretprobeSysUnshare,
 		p.TpPollWatched,
 		p.TpSchedProcessExit,
 		p.TpSysEnter,

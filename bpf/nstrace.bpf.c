@@ -28,6 +28,7 @@ char LICENSE[] SEC("license") = "GPL";
 #include "lib/context.h" // and lib/filter.h, which needs its struct actx
 #include "lib/syscall.h"
 #include "lib/track.h"
+#include "lib/limits.h"
 #include "lib/emit.h"
 #include "lib/snap.h"
 

@@ -6,7 +6,11 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"strconv"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Kind is what happened to a namespace.
@@ -23,9 +27,18 @@ const (
 	// Exist is a namespace alive at startup (--snapshot), found in
 	// userspace by package snapshot.
 	Exist
+	// Fail is a clone, clone3, unshare or setns that asked for a
+	// namespace and failed.
+	Fail
+	// Limit is a user crossing a share of a per-user namespace limit
+	// (--warn-limit), found in userspace by LimitWatch from the creates.
+	Limit
+	// Summary is the counts of a run (--summary), made in userspace.
+	Summary
 )
 
-var kindNames = [...]string{Create: "create", Join: "join", NsproxyFree: "nsproxy_free", Destroy: "destroy", Lost: "lost", Exist: "exist"}
+var kindNames = [...]string{Create: "create", Join: "join", NsproxyFree: "nsproxy_free", Destroy: "destroy", Lost: "lost", Exist: "exist",
+	Fail: "fail", Limit: "limit", Summary: "summary"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) && kindNames[k] != "" {
@@ -52,9 +65,18 @@ const (
 
 var typeNames = [...]string{"mnt", "uts", "ipc", "pid", "net", "user", "cgroup", "time"}
 
+// NoType is the type of a fail whose cause names none.
+const NoType NsType = 0xff
+
+// NumTypes is how many namespace types there are.
+const NumTypes = int(numTypes)
+
 func (t NsType) String() string {
 	if t < numTypes {
 		return typeNames[t]
+	}
+	if t == NoType {
+		return ""
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -108,6 +130,28 @@ type Event struct {
 	Namespaces [len(SlotNames)]uint32
 	// Count of lost events, for Kind Lost.
 	Count uint64
+
+	// Fail: the errno and, where the kernel's state says, why: Reason
+	// "limit" (a per-user count was at its limit; Type and the usage
+	// below say which) or "depth" (nesting as deep as it goes: UserCount
+	// is the depth asked for, UserLimit the deepest allowed).
+	Errno  uint16
+	Reason string
+	// Usage, for a create (and a limit event, and a fail for a limit):
+	// UserCount namespaces of Type that user UserUid holds in user
+	// namespace UserNs (inum) as the kernel counts them (ucounts), and
+	// UserLimit, that user namespace's max_<type>_namespaces.
+	UserCount, UserLimit, UserNs, UserUid uint32
+	HasUsage                              bool
+	// WarnPercent is the share of the limit a Limit event is about.
+	WarnPercent uint32
+	// Stats is what a Summary event reports.
+	Stats *Stats
+	// StackID is the kernel stack the record carries (--kernel-stack), as
+	// the BPF side numbers it (0: none); KernelStack is its frames,
+	// innermost first, as the tracer names them.
+	StackID     uint32
+	KernelStack []string
 
 	// For Kind Exist. Pid, Ppid, Uid and Comm are those of the process it
 	// was found through (0 and "" if unknown); Tid is not used.
@@ -165,8 +209,8 @@ const MaxPerRecord = 17
 // (nsproxy_free), the two of the same size and told apart by their first
 // byte, the kind.
 const (
-	HeaderSize = 88
-	ItemSize   = 40
+	HeaderSize = 96
+	ItemSize   = 56
 )
 
 // Where DecodeInto finds the fields: the offsets of the fields of the
@@ -190,6 +234,7 @@ const (
 	offUid        = 52
 	offComm       = 56 // [commLen]byte
 	offParentComm = 72 // [commLen]byte
+	offStack      = 88
 
 	// An item, from its start.
 	itemKind          = 0
@@ -197,11 +242,17 @@ const (
 	itemHow           = 2
 	itemForChildren   = 3
 	itemOwnerKnown    = 4
+	itemReason        = 5
+	itemError         = 6
 	itemInum          = 8
 	itemOldInum       = 12
 	itemNsID          = 16
 	itemOwnerCgroupID = 24
 	itemOwnerPid      = 32
+	itemUserCount     = 36
+	itemUserLimit     = 40
+	itemUserNs        = 44
+	itemUserUid       = 48
 	itemInums         = 4 // release item: [len(SlotNames)]uint32
 
 	commLen = 16 // TASK_COMM_LEN
@@ -267,7 +318,9 @@ func checkRecord(raw []byte, room int) (n int, err error) {
 	for i := range n {
 		it := raw[HeaderSize+i*ItemSize:]
 		kind, typ := Kind(it[itemKind]), NsType(it[itemNsType])
-		if kind < Create || kind > Destroy || kind != NsproxyFree && typ >= numTypes {
+		badKind := (kind < Create || kind > Destroy) && kind != Fail
+		badType := typ >= numTypes && kind != NsproxyFree && !(kind == Fail && typ == NoType)
+		if badKind || badType {
 			return 0, fmt.Errorf("corrupt record: event %d of %d: kind %d, type %d", i+1, n, it[itemKind], it[itemNsType])
 		}
 	}
@@ -298,6 +351,7 @@ func (d *Decoder) header(c *common, h *[HeaderSize]byte) {
 		ParentComm: d.comm(h[offParentComm : offParentComm+commLen]),
 		cgroupID:   ne.Uint64(h[offCgroupID:]),
 		exeID:      ne.Uint64(h[offExeID:]),
+		StackID:    ne.Uint32(h[offStack:]),
 	}
 	c.syscall, c.flags = syscallNames[0], ne.Uint64(h[offFlags:])
 	if s := h[offSyscall]; int(s) < len(syscallNames) {
@@ -329,11 +383,43 @@ func (c *common) decodeItem(ev *Event, it *[ItemSize]byte) {
 		// BPF leaves the header's syscall and flags 0 in a record
 		// without a create or join; a destroy never had any.
 		ev.Syscall, ev.Flags = c.syscall, c.flags
+		if ev.Kind == Create {
+			c.usage(ev, it)
+		}
+	case Fail:
+		ev.Syscall, ev.Flags = c.syscall, c.flags
+		ev.Errno = ne.Uint16(it[itemError:])
+		if r := it[itemReason]; int(r) < len(reasonNames) && reasonNames[r] != "" {
+			ev.Reason = reasonNames[r]
+			c.usage(ev, it)
+		}
 	case Destroy:
 		if h := it[itemHow]; int(h) < len(howNames) {
 			ev.How = howNames[h]
 		}
 	}
+}
+
+// usage decodes a create's or a fail's count and limit. BPF leaves them
+// all 0 where it could not read them; a user namespace's inum never is.
+func (c *common) usage(ev *Event, it *[ItemSize]byte) {
+	ne := binary.NativeEndian
+	ev.UserLimit = ne.Uint32(it[itemUserLimit:])
+	ev.UserCount = ne.Uint32(it[itemUserCount:])
+	ev.UserNs = ne.Uint32(it[itemUserNs:])
+	ev.UserUid = ne.Uint32(it[itemUserUid:])
+	ev.HasUsage = ev.UserNs != 0
+}
+
+// Values match enum fail_reason in bpf/lib/common.h.
+var reasonNames = [...]string{1: "limit", 2: "depth"}
+
+// ErrnoName is the name of errno n ("ENOSPC"), or its number.
+func ErrnoName(n uint16) string {
+	if s := unix.ErrnoName(syscall.Errno(n)); s != "" {
+		return s
+	}
+	return "errno " + strconv.Itoa(int(n))
 }
 
 // comm is the NUL-terminated name in c, interned.

@@ -109,6 +109,16 @@ func records() []record {
 		one(unshareProc(2_500_000_200, 0, 0), owned(nstrace.BpfNsItem{Kind: 4, NsType: 5, Inum: 4026532999, How: 2})),
 		// A poll: no task acted.
 		one(nstrace.BpfNsRec{TsNs: 2_600_000_000}, nstrace.BpfNsItem{Kind: 4, NsType: 1, Inum: 4026532190, NsId: 4099, How: 3}),
+		// A create with its user's count (90% of the limit: a limit event
+		// at the default 80%), the failure at the limit, one for depth and
+		// one the kernel's state does not explain.
+		one(unshareProc(2_700_000_000, 5, 0x04000000), nstrace.BpfNsItem{Kind: 1, NsType: 1, Inum: 4026532200, NsId: 4104, OldInum: 4026531838,
+			UserCount: 9, UserLimit: 10, UserNs: 4026531837}),
+		one(unshareProc(2_700_000_100, 5, 0x04000000), nstrace.BpfNsItem{Kind: 7, NsType: 1, Error: 28, Reason: 1,
+			UserCount: 10, UserLimit: 10, UserNs: 4026531837}),
+		one(unshareProc(2_700_000_200, 5, 0x10000000), nstrace.BpfNsItem{Kind: 7, NsType: 5, Error: 28, Reason: 2,
+			UserCount: 34, UserLimit: 33, UserNs: 4026532999}),
+		one(unshareProc(2_700_000_300, 1, 0x40000000), nstrace.BpfNsItem{Kind: 7, NsType: 0xff, Error: 1}),
 	}
 }
 
@@ -144,6 +154,7 @@ func decodeAll(t *testing.T) []Event {
 	t.Helper()
 	life := NewLifetimes()
 	attr := NewAttributor(nil, nil, testNames{})
+	limits := NewLimitWatch(80)
 	for _, raw := range [][]byte{
 		strRec(t, recCgroup, testCgroupID, "/kubepods/besteffort/pod1a2b3c4d-5e6f-7a8b-9c0d-1e2f3a4b5c6d/"+testID),
 		strRec(t, recExe, testExeID, "/usr/bin/unshare"),
@@ -167,8 +178,15 @@ func decodeAll(t *testing.T) []Event {
 		for i := range got {
 			life.Annotate(&got[i])
 			attr.Annotate(&got[i])
+			if got[i].Kind == Fail && got[i].Reason == "limit" {
+				// What the tracer names the stack of the record's hook.
+				got[i].KernelStack = []string{"bpf_prog_6deef7357e7b4530_fexit_sys_unshare+0x1a4", "bpf_trampoline_6442509812+0x6b", "__x64_sys_unshare+0x9", "do_syscall_64+0x82", "entry_SYSCALL_64_after_hwframe+0x76"}
+			}
+			evs = append(evs, got[i])
+			if lim, ok := limits.Check(&got[i]); ok {
+				evs = append(evs, lim)
+			}
 		}
-		evs = append(evs, got...)
 	}
 	return append(evs, Event{Kind: Lost, Time: evs[len(evs)-1].Time, Count: 7})
 }
@@ -336,19 +354,20 @@ func TestDecodeRejectsBadRecords(t *testing.T) {
 		err  string
 	}{
 		{"empty", nil, 0, "short record: 0 bytes"},
-		{"short header", raw[:HeaderSize-1], 0, "short record: 87 bytes, want at least 88"},
+		{"short header", raw[:HeaderSize-1], 0, "short record: 95 bytes, want at least 96"},
 		{"string record", with(offKind, recCgroup), 3, "not a namespace record: kind 16"},
 		{"unknown kind", with(offKind, 99), 3, "not a namespace record: kind 99"},
 		{"no events", with(offN, 0), 3, "corrupt record: 0 events"},
 		{"too many events", with(offN, MaxPerRecord+1), 3, "corrupt record: 18 events"},
-		{"header only", raw[:HeaderSize], 3, "short record: 88 bytes for 4 events, want 248"},
-		{"truncated item", raw[:len(raw)-1], 3, "short record: 247 bytes for 4 events"},
-		{"more items than sent", with(offN, 5), 3, "short record: 248 bytes for 5 events, want 288"},
+		{"header only", raw[:HeaderSize], 3, "short record: 96 bytes for 4 events, want 320"},
+		{"truncated item", raw[:len(raw)-1], 3, "short record: 319 bytes for 4 events"},
+		{"more items than sent", with(offN, 5), 3, "short record: 320 bytes for 5 events, want 376"},
 		{"item kind 0", with(item(1, itemKind), 0), 3, "event 2 of 4: kind 0"},
 		{"item kind lost", with(item(3, itemKind), byte(Lost)), 3, "event 4 of 4: kind 5"},
 		{"item kind 255", with(item(0, itemKind), 255), 3, "event 1 of 4: kind 255"},
 		{"item type 8", with(item(3, itemNsType), byte(numTypes)), 3, "event 4 of 4: kind 4, type 8"},
 		{"item type 255", with(item(0, itemNsType), 255), 3, "event 1 of 4: kind 1, type 255"},
+		{"item kind limit", with(item(0, itemKind), byte(Limit)), 3, "event 1 of 4: kind 8"},
 	} {
 		evs := make([]Event, MaxPerRecord)
 		evs[0].Comm = "untouched"

@@ -73,6 +73,8 @@ func TestRecordLayout(t *testing.T) {
 		{"Uid", unsafe.Offsetof(h.Uid), unsafe.Sizeof(h.Uid), offUid, 4},
 		{"Comm", unsafe.Offsetof(h.Comm), unsafe.Sizeof(h.Comm), offComm, commLen},
 		{"ParentComm", unsafe.Offsetof(h.ParentComm), unsafe.Sizeof(h.ParentComm), offParentComm, commLen},
+		{"Stack", unsafe.Offsetof(h.Stack), unsafe.Sizeof(h.Stack), offStack, 4},
+		{"Pad2", unsafe.Offsetof(h.Pad2), unsafe.Sizeof(h.Pad2), int(unsafe.Offsetof(h.Pad2)), 4}, // not read
 	})
 	if offKind != kindOffset {
 		t.Errorf("a namespace record has its kind at %d, DecodeString looks at %d", offKind, kindOffset)
@@ -84,12 +86,17 @@ func TestRecordLayout(t *testing.T) {
 		{"How", unsafe.Offsetof(it.How), unsafe.Sizeof(it.How), itemHow, 1},
 		{"ForChildren", unsafe.Offsetof(it.ForChildren), unsafe.Sizeof(it.ForChildren), itemForChildren, 1},
 		{"OwnerKnown", unsafe.Offsetof(it.OwnerKnown), unsafe.Sizeof(it.OwnerKnown), itemOwnerKnown, 1},
-		{"Pad", unsafe.Offsetof(it.Pad), unsafe.Sizeof(it.Pad), int(unsafe.Offsetof(it.Pad)), 3}, // not read
+		{"Reason", unsafe.Offsetof(it.Reason), unsafe.Sizeof(it.Reason), itemReason, 1},
+		{"Error", unsafe.Offsetof(it.Error), unsafe.Sizeof(it.Error), itemError, 2},
 		{"Inum", unsafe.Offsetof(it.Inum), unsafe.Sizeof(it.Inum), itemInum, 4},
 		{"OldInum", unsafe.Offsetof(it.OldInum), unsafe.Sizeof(it.OldInum), itemOldInum, 4},
 		{"NsId", unsafe.Offsetof(it.NsId), unsafe.Sizeof(it.NsId), itemNsID, 8},
 		{"OwnerCgroupId", unsafe.Offsetof(it.OwnerCgroupId), unsafe.Sizeof(it.OwnerCgroupId), itemOwnerCgroupID, 8},
 		{"OwnerPid", unsafe.Offsetof(it.OwnerPid), unsafe.Sizeof(it.OwnerPid), itemOwnerPid, 4},
+		{"UserCount", unsafe.Offsetof(it.UserCount), unsafe.Sizeof(it.UserCount), itemUserCount, 4},
+		{"UserLimit", unsafe.Offsetof(it.UserLimit), unsafe.Sizeof(it.UserLimit), itemUserLimit, 4},
+		{"UserNs", unsafe.Offsetof(it.UserNs), unsafe.Sizeof(it.UserNs), itemUserNs, 4},
+		{"UserUid", unsafe.Offsetof(it.UserUid), unsafe.Sizeof(it.UserUid), itemUserUid, 4},
 		{"Pad2", unsafe.Offsetof(it.Pad2), unsafe.Sizeof(it.Pad2), int(unsafe.Offsetof(it.Pad2)), 4}, // not read
 	})
 	var rel nstrace.BpfReleaseItem
@@ -98,6 +105,7 @@ func TestRecordLayout(t *testing.T) {
 		{"Kind", unsafe.Offsetof(rel.Kind), unsafe.Sizeof(rel.Kind), itemKind, 1},
 		{"Pad", unsafe.Offsetof(rel.Pad), unsafe.Sizeof(rel.Pad), int(unsafe.Offsetof(rel.Pad)), 3}, // not read
 		{"Inums", unsafe.Offsetof(rel.Inums), unsafe.Sizeof(rel.Inums), itemInums, 4 * len(Event{}.Namespaces)},
+		{"Pad2", unsafe.Offsetof(rel.Pad2), unsafe.Sizeof(rel.Pad2), int(unsafe.Offsetof(rel.Pad2)), 16}, // not read
 	})
 }
 
@@ -125,10 +133,17 @@ func randomRecord(r *rand.Rand) []byte {
 	}
 	for i := range n {
 		it := raw[HeaderSize+i*ItemSize:]
-		it[itemKind] = byte(Create) + byte(r.IntN(int(Destroy)))
+		it[itemKind] = byte(Create) + byte(r.IntN(int(Destroy)+1))
+		if it[itemKind] > byte(Destroy) {
+			it[itemKind] = byte(Fail)
+		}
 		if Kind(it[itemKind]) != NsproxyFree {
 			it[itemNsType] = byte(r.IntN(int(numTypes)))
 			it[itemHow] = byte(r.IntN(len(howNames) + 2))
+			it[itemReason] = byte(r.IntN(len(reasonNames) + 1))
+		}
+		if Kind(it[itemKind]) == Fail && r.IntN(2) == 0 {
+			it[itemNsType] = byte(NoType)
 		}
 	}
 	return raw

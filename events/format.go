@@ -170,12 +170,17 @@ type textWriter struct {
 
 func (t *textWriter) Write(ev *Event) error {
 	b := t.out.buf
+	if ev.Kind == Summary {
+		t.out.buf = appendSummaryText(b, ev)
+		return t.out.lineDone()
+	}
 	if !t.headerDone {
 		b = append(b, textHeader...)
 		t.headerDone = true
 	}
 	hasProc := ev.Kind != Lost && (ev.Kind != Exist || ev.Pid != 0) && ev.How != Polled
-	hasNs := ev.Kind != Lost && ev.Kind != NsproxyFree
+	hasNs := ev.Kind != Lost && ev.Kind != NsproxyFree && ev.Type != NoType
+	hasInum := hasNs && ev.Kind != Fail
 	typ, comm := "-", "-"
 	if hasProc {
 		comm = ev.Comm
@@ -187,16 +192,34 @@ func (t *textWriter) Write(ev *Event) error {
 	b = column(t.clock.append(b, ev.Time), start, widthTime)
 	b = stringColumn(b, ev.Kind.String(), widthEvent)
 	b = stringColumn(b, typ, widthType)
-	b = uintColumn(b, uint64(ev.Inum), hasNs, widthInum)
+	b = uintColumn(b, uint64(ev.Inum), hasInum, widthInum)
 	b = uintColumn(b, uint64(ev.Pid), hasProc, widthPid)
 	b = stringColumn(b, comm, widthComm)
 	b = stringColumn(b, containerColumn(&ev.Ctx), widthContainer)
 	b = t.appendDetails(b, ev)
-	t.out.buf = append(b, '\n')
+	b = append(b, '\n')
+	// The kernel stack as perf script prints one: a frame a line, indented.
+	for _, f := range ev.KernelStack {
+		b = append(append(b, "        "...), f...)
+		b = append(b, '\n')
+	}
+	t.out.buf = b
 	return t.out.lineDone()
 }
 
 func (t *textWriter) Flush() error { return t.out.Flush() }
+
+// appendUsage appends a per-user count against its limit, and whose it is:
+// " ucount=3/1000 user_ns=4026531837 user_uid=0".
+func appendUsage(b []byte, ev *Event) []byte {
+	if !ev.HasUsage {
+		return b
+	}
+	b = appendKeyUint(b, " ucount=", uint64(ev.UserCount))
+	b = appendKeyUint(b, "/", uint64(ev.UserLimit))
+	b = appendKeyUint(b, " user_ns=", uint64(ev.UserNs))
+	return appendKeyUint(b, " user_uid=", uint64(ev.UserUid))
+}
 
 // containerColumn is the container's name, else its short id, else "-".
 func containerColumn(c *Context) string {
@@ -227,6 +250,27 @@ func (t *textWriter) appendDetails(b []byte, ev *Event) []byte {
 		if ev.Children {
 			b = append(b, " for_children"...)
 		}
+		b = appendUsage(b, ev)
+	case Fail:
+		b = append(b, "syscall="...)
+		b = append(b, ev.Syscall...)
+		b = append(b, " flags="...)
+		b = append(b, t.flags.get(ev.Flags, FormatCloneFlags)...)
+		b = append(b, " error="...)
+		b = append(b, ErrnoName(ev.Errno)...)
+		if ev.Reason != "" {
+			b = append(b, " reason="...)
+			b = append(b, ev.Reason...)
+		}
+		if ev.Reason == "depth" {
+			b = appendKeyUint(b, " depth=", uint64(ev.UserCount))
+			b = appendKeyUint(b, "/", uint64(ev.UserLimit))
+		} else {
+			b = appendUsage(b, ev)
+		}
+	case Limit:
+		b = appendKeyUint(b, "warn_percent=", uint64(ev.WarnPercent))
+		b = appendUsage(b, ev)
 	case Destroy:
 		b = append(b, "how="...)
 		b = append(b, ev.How...)

@@ -33,7 +33,10 @@ func (j *jsonWriter) appendEvent(b []byte, ev *Event) []byte {
 	o.b = append(j.clock.append(append(o.b, '"'), ev.Time), '"') // nothing in it to escape
 	o.string("event", k.String())
 
-	if k == Create || k == Join || k == Destroy || k == Exist {
+	if k == Summary {
+		return j.appendSummary(o, ev)
+	}
+	if k == Create || k == Join || k == Destroy || k == Exist || k == Fail || k == Limit {
 		o.stringOmit("type", ev.Type.String())
 		o.uintOmit("inum", uint64(ev.Inum))
 		o.uintOmit("ns_id", ev.NsID)
@@ -79,6 +82,25 @@ func (j *jsonWriter) appendEvent(b []byte, ev *Event) []byte {
 		o.key("clone_flags")
 		o.b = append(o.b, j.flags.get(ev.Flags, jsonCloneFlags)...)
 		o.uint("clone_flags_raw", ev.Flags)
+		o.usage(ev)
+	case Fail:
+		o.stringOmit("syscall", ev.Syscall)
+		o.key("clone_flags")
+		o.b = append(o.b, j.flags.get(ev.Flags, jsonCloneFlags)...)
+		o.uint("clone_flags_raw", ev.Flags)
+		o.string("error", ErrnoName(ev.Errno))
+		o.uint("errno", uint64(ev.Errno))
+		o.stringOmit("reason", ev.Reason)
+		if ev.Reason == "depth" {
+			o.uint("depth", uint64(ev.UserCount))
+			o.uint("max_depth", uint64(ev.UserLimit))
+			o.uintOmit("user_ns", uint64(ev.UserNs))
+		} else {
+			o.usage(ev)
+		}
+	case Limit:
+		o.usage(ev)
+		o.uint("warn_percent", uint64(ev.WarnPercent))
 	case Destroy:
 		o.stringOmit("how", ev.How)
 		if ev.HasLifetime {
@@ -101,7 +123,29 @@ func (j *jsonWriter) appendEvent(b []byte, ev *Event) []byte {
 	case Lost:
 		o.uint("count", ev.Count)
 	}
+	if len(ev.KernelStack) > 0 {
+		o.key("kernel_stack")
+		o.b = append(o.b, '[')
+		for i, f := range ev.KernelStack {
+			if i > 0 {
+				o.b = append(o.b, ',')
+			}
+			o.b = appendJSONString(o.b, f)
+		}
+		o.b = append(o.b, ']')
+	}
 	return o.end()
+}
+
+// usage appends a create's (or limit's) per-user count and limit.
+func (o *object) usage(ev *Event) {
+	if !ev.HasUsage {
+		return
+	}
+	o.uint("user_count", uint64(ev.UserCount))
+	o.uint("user_limit", uint64(ev.UserLimit))
+	o.uint("user_ns", uint64(ev.UserNs))
+	o.uint("user_uid", uint64(ev.UserUid))
 }
 
 // jsonCloneFlags is CloneFlagNames as a JSON array.

@@ -50,10 +50,21 @@ type jsonEvent struct {
 	Syscall       string       `json:"syscall,omitempty"`
 	CloneFlags    *[]string    `json:"clone_flags,omitempty"`
 	CloneFlagsRaw *uint64      `json:"clone_flags_raw,omitempty"`
+	Error         string       `json:"error,omitempty"`
+	Errno         *uint16      `json:"errno,omitempty"`
+	Reason        string       `json:"reason,omitempty"`
+	Depth         *uint32      `json:"depth,omitempty"`
+	MaxDepth      *uint32      `json:"max_depth,omitempty"`
+	UserCount     *uint32      `json:"user_count,omitempty"`
+	UserLimit     *uint32      `json:"user_limit,omitempty"`
+	UserNs        uint32       `json:"user_ns,omitempty"`
+	UserUid       *uint32      `json:"user_uid,omitempty"`
+	WarnPercent   *uint32      `json:"warn_percent,omitempty"`
 	How           string       `json:"how,omitempty"`
 	LifetimeNs    *int64       `json:"lifetime_ns,omitempty"`
 	Namespaces    *jsonNsproxy `json:"namespaces,omitempty"`
 	Count         *uint64      `json:"count,omitempty"`
+	KernelStack   []string     `json:"kernel_stack,omitempty"`
 }
 
 // jsonContext is whose event it is (events.Context).
@@ -121,12 +132,18 @@ func (j *refJSONWriter) Write(ev *Event) error {
 		out.ParentInum, out.OwnerUserInum, out.Mountpoint = ev.ParentInum, ev.OwnerInum, ev.Mountpoint
 		return j.enc.Encode(&out)
 	}
+	out.KernelStack = ev.KernelStack
 	if ev.How != Polled {
 		out.Pid, out.Tid, out.Ppid, out.Uid, out.Comm = &ev.Pid, &ev.Tid, &ev.Ppid, &ev.Uid, &ev.Comm
 		out.ParentComm = ev.ParentComm
 	}
 	if ev.HasOwner {
 		out.Owner = &jsonOwner{Pid: ev.Owner.Pid, jsonContext: toJSONContext(&ev.Owner.Context)}
+	}
+	usage := func() {
+		if ev.HasUsage {
+			out.UserCount, out.UserLimit, out.UserNs, out.UserUid = &ev.UserCount, &ev.UserLimit, ev.UserNs, &ev.UserUid
+		}
 	}
 	switch ev.Kind {
 	case Create, Join:
@@ -136,6 +153,23 @@ func (j *refJSONWriter) Write(ev *Event) error {
 		names := CloneFlagNames(ev.Flags)
 		out.CloneFlags = &names
 		out.CloneFlagsRaw = &ev.Flags
+		usage()
+	case Fail:
+		out.Type = ev.Type.String()
+		out.Syscall = ev.Syscall
+		names := CloneFlagNames(ev.Flags)
+		out.CloneFlags = &names
+		out.CloneFlagsRaw = &ev.Flags
+		out.Error, out.Errno, out.Reason = ErrnoName(ev.Errno), &ev.Errno, ev.Reason
+		if ev.Reason == "depth" {
+			out.Depth, out.MaxDepth, out.UserNs = &ev.UserCount, &ev.UserLimit, ev.UserNs
+		} else {
+			usage()
+		}
+	case Limit:
+		out.Type, out.Inum, out.NsID = ev.Type.String(), ev.Inum, ev.NsID
+		usage()
+		out.WarnPercent = &ev.WarnPercent
 	case Destroy:
 		out.Type, out.Inum, out.NsID, out.How = ev.Type.String(), ev.Inum, ev.NsID, ev.How
 		if ev.HasLifetime {
@@ -171,10 +205,16 @@ func (t *refTextWriter) Write(ev *Event) error {
 	if ev.Kind != Lost && (ev.Kind != Exist || ev.Pid != 0) && ev.How != Polled {
 		pid, comm = fmt.Sprint(ev.Pid), ev.Comm
 	}
-	if ev.Kind != Lost && ev.Kind != NsproxyFree {
+	if ev.Kind != Lost && ev.Kind != NsproxyFree && ev.Type != NoType {
 		typ, inum = ev.Type.String(), fmt.Sprint(ev.Inum)
+		if ev.Kind == Fail {
+			inum = "-"
+		}
 	}
 	_, err := fmt.Fprintf(t.w, refTextHeader, ev.Time.Format("15:04:05.000000"), ev.Kind, typ, inum, pid, comm, containerColumn(&ev.Ctx), refDetails(ev))
+	for _, f := range ev.KernelStack {
+		fmt.Fprintf(t.w, "        %s\n", f)
+	}
 	return err
 }
 
@@ -220,6 +260,20 @@ func refDetails(ev *Event) string {
 		if ev.Children {
 			b.WriteString(" for_children")
 		}
+		refUsage(&b, ev)
+	case Fail:
+		fmt.Fprintf(&b, "syscall=%s flags=%s error=%s", ev.Syscall, FormatCloneFlags(ev.Flags), ErrnoName(ev.Errno))
+		if ev.Reason != "" {
+			fmt.Fprintf(&b, " reason=%s", ev.Reason)
+		}
+		if ev.Reason == "depth" {
+			fmt.Fprintf(&b, " depth=%d/%d", ev.UserCount, ev.UserLimit)
+		} else {
+			refUsage(&b, ev)
+		}
+	case Limit:
+		fmt.Fprintf(&b, "warn_percent=%d", ev.WarnPercent)
+		refUsage(&b, ev)
 	case Destroy:
 		fmt.Fprintf(&b, "how=%s", ev.How)
 		if ev.HasLifetime {
@@ -253,6 +307,12 @@ func refDetails(ev *Event) string {
 	return strings.TrimPrefix(b.String(), " ")
 }
 
+func refUsage(b *strings.Builder, ev *Event) {
+	if ev.HasUsage {
+		fmt.Fprintf(b, " ucount=%d/%d user_ns=%d user_uid=%d", ev.UserCount, ev.UserLimit, ev.UserNs, ev.UserUid)
+	}
+}
+
 // refDecode is Decoder.Decode with reflection, but for the validation:
 // the header and then each item with binary.Decode.
 func refDecode(d *Decoder, raw []byte) []Event {
@@ -275,6 +335,7 @@ func refDecode(d *Decoder, raw []byte) []Event {
 			ParentComm: refCommString(h.ParentComm[:]),
 			cgroupID:   h.CgroupId,
 			exeID:      h.ExeId,
+			StackID:    h.Stack,
 		}
 		if ev.Kind == NsproxyFree {
 			var it nstrace.BpfReleaseItem
@@ -286,11 +347,21 @@ func refDecode(d *Decoder, raw []byte) []Event {
 			ev.Type, ev.Inum, ev.NsID, ev.OldInum = NsType(it.NsType), it.Inum, it.NsId, it.OldInum
 			ev.Children = it.ForChildren != 0
 			ev.ownerCgroupID, ev.ownerPid, ev.ownerKnown = it.OwnerCgroupId, it.OwnerPid, it.OwnerKnown != 0
-			if ev.Kind == Create || ev.Kind == Join {
+			if ev.Kind == Create || ev.Kind == Join || ev.Kind == Fail {
 				ev.Syscall, ev.Flags = syscallNames[0], h.Flags
 				if int(h.Syscall) < len(syscallNames) {
 					ev.Syscall = syscallNames[h.Syscall]
 				}
+			}
+			if ev.Kind == Fail {
+				ev.Errno = it.Error
+				if int(it.Reason) < len(reasonNames) {
+					ev.Reason = reasonNames[it.Reason]
+				}
+			}
+			if ev.Kind == Create || ev.Kind == Fail && ev.Reason != "" {
+				ev.UserCount, ev.UserLimit, ev.UserNs, ev.UserUid = it.UserCount, it.UserLimit, it.UserNs, it.UserUid
+				ev.HasUsage = it.UserNs != 0
 			}
 			if ev.Kind == Destroy && int(it.How) < len(howNames) {
 				ev.How = howNames[it.How]

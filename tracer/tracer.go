@@ -75,6 +75,9 @@ type Options struct {
 	// RingBufferSize in bytes, a power of two multiple of the page size;
 	// 0 means the default.
 	RingBufferSize int
+	// KernelStacks makes every record carry its hook's kernel stack
+	// (Stack).
+	KernelStacks bool
 	// Filter selects the events, in the kernel.
 	Filter Filter
 	// Cgroups is the hierarchy events are attributed in
@@ -104,6 +107,10 @@ type Tracer struct {
 	gotRecords  bool
 	pending     bool // records were waiting after the last one Read returned
 	beforeWait  func() error
+	stacks      *stackNames   // --kernel-stack; nil without
+	every       time.Duration // Every
+	everyFn     func() error
+	due         time.Time
 	asleep      *uint64
 	readerState []byte
 	// missesReported is the programs' recursion misses already counted.
@@ -198,6 +205,13 @@ func open(b Backend, opts Options) (_ *Tracer, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := spec.Variables["want_stacks"].Set(opts.KernelStacks); err != nil {
+		return nil, fmt.Errorf("set want_stacks: %w", err)
+	}
+	if !opts.KernelStacks {
+		// The map's room for stacks is not made at all.
+		spec.Maps["stacks"].MaxEntries = 1
+	}
 	firstID, err := setIDBase(spec)
 	if err != nil {
 		return nil, err
@@ -218,6 +232,10 @@ func open(b Backend, opts Options) (_ *Tracer, err error) {
 		}
 	}()
 	t.setAddresses(hooks, <-syms)
+	if opts.KernelStacks {
+		t.stacks = newStackNames(coll.Maps["stacks"])
+		go t.stacks.syms() // read kallsyms while the rest starts
+	}
 	t.BlindSpots = blindSpots(b, hooks)
 	if err := t.addPids(opts.Filter.Pids); err != nil {
 		return nil, err
@@ -634,7 +652,7 @@ func blindSpots(b Backend, hooks map[string]bool) []string {
 // once at start-up (bpf/hooks/syscalls.h).
 var moreTracepoints = map[string][]string{
 	"tp_sys_enter": {"syscalls/sys_enter_setns"},
-	"tp_sys_exit":  {"syscalls/sys_exit_setns"},
+	"tp_sys_exit":  {"syscalls/sys_exit_setns", "syscalls/sys_exit_clone", "syscalls/sys_exit_clone3"},
 }
 
 func attach(spec *ebpf.ProgramSpec, prog *ebpf.Program) (link.Link, error) {
@@ -687,6 +705,12 @@ func (t *Tracer) Backend() Backend { return t.backend }
 // when nstrace has been idle, and an idle nstrace runs no timer.
 func (t *Tracer) Read(rec *ringbuf.Record) error {
 	for {
+		if t.every > 0 && !time.Now().Before(t.due) {
+			t.due = t.due.Add(t.every)
+			if err := t.everyFn(); err != nil {
+				return err
+			}
+		}
 		if !t.pending {
 			// About to wait: what the caller buffered goes out first.
 			if t.beforeWait != nil {
@@ -740,7 +764,13 @@ func (t *Tracer) sleep() {
 		t.reader.SetDeadline(time.Now()) // read it, do not wait
 		return
 	}
-	t.reader.SetDeadline(time.Time{})
+	t.reader.SetDeadline(t.due) // zero: no deadline
+}
+
+// Every sets a function Read calls every d (the summaries of --interval),
+// between records and while it waits for them.
+func (t *Tracer) Every(d time.Duration, f func() error) {
+	t.every, t.everyFn, t.due = d, f, time.Now().Add(d)
 }
 
 // pollTick is how often Read looks at the ring buffer while records come:

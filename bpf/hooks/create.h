@@ -9,7 +9,7 @@
 // fentry/kprobe: create_new_namespaces() built a new nsproxy for tsk (the
 // child on clone, current on unshare) that still points at the old one.
 static __always_inline int on_new_nsproxy(struct task_struct *tsk, struct nsproxy *new,
-					  __u64 flags)
+					  __u64 flags, void *ctx)
 {
 	struct actx a = {};
 	struct snap *o, *n;
@@ -27,26 +27,32 @@ static __always_inline int on_new_nsproxy(struct task_struct *tsk, struct nsprox
 	if (sc == SC_UNSHARE || sc == SC_CLONE3 || sc == SC_CLONE)
 		flags = syscall_flags(sc);
 	actor_of(bpf_get_current_task_btf(), &a, CG_LEARN, VIA_BTF);
-	emit_diff(o, n, EV_CREATE, flags, sc, false, &a);
+	a.sc = sc;
+	a.flags = flags;
+	a.stack = stack_of(ctx);
+	emit_diff(o, n, EV_CREATE, false, &a, new, NULL);
 	flush(&a);
 	return 0;
 }
 
 // fentry/kprobe: create_user_ns() succeeded; cred->user_ns is the new one.
-static __always_inline int on_new_user_ns(struct cred *cred)
+static __always_inline int on_new_user_ns(struct cred *cred, void *ctx)
 {
 	struct user_namespace *ns = BPF_CORE_READ(cred, user_ns);
 	struct user_namespace *parent;
+	struct usage u = {};
 	struct actx a = {};
-	__u8 sc;
 
 	if (!ns)
 		return 0;
 	parent = BPF_CORE_READ(ns, parent);
-	sc = cur_syscall();
 	actor_of(bpf_get_current_task_btf(), &a, CG_LEARN, VIA_PROBE);
-	emit_ns(NS_WHAT(EV_CREATE, NS_USER, sc), NS_INUMS(ns_inum(&ns->ns, VIA_PROBE), ns_inum(&parent->ns, VIA_PROBE)),
-		syscall_flags(sc), ns_kernel_id(&ns->ns, VIA_PROBE), &a);
+	a.sc = cur_syscall();
+	a.flags = syscall_flags(a.sc);
+	a.stack = stack_of(ctx);
+	usage_of((__u64)ns_ucounts(NULL, ns, NS_USER, VIA_PROBE), NS_USER, 0, &u);
+	emit_ns(NS_WHAT(EV_CREATE, NS_USER), NS_INUMS(ns_inum(&ns->ns, VIA_PROBE), ns_inum(&parent->ns, VIA_PROBE)),
+		ns_kernel_id(&ns->ns, VIA_PROBE), &u, &a);
 	flush(&a);
 	return 0;
 }
@@ -55,13 +61,13 @@ SEC("fexit/create_new_namespaces")
 int BPF_PROG(fexit_create_new_namespaces, u64 flags, struct task_struct *tsk,
 	     struct user_namespace *user_ns, struct fs_struct *new_fs, struct nsproxy *ret)
 {
-	return on_new_nsproxy(tsk, ret, flags);
+	return on_new_nsproxy(tsk, ret, flags, ctx);
 }
 
 SEC("fexit/create_user_ns")
 int BPF_PROG(fexit_create_user_ns, struct cred *new, int ret)
 {
-	return ret ? 0 : on_new_user_ns(new);
+	return ret ? 0 : on_new_user_ns(new, ctx);
 }
 
 // A kretprobe sees only the return value: its kprobe hands the arguments
@@ -105,7 +111,7 @@ int BPF_KRETPROBE(kretprobe_create_new_namespaces, struct nsproxy *ret)
 
 	if (!take_args(&a, !IS_ERR_OR_NULL(ret)))
 		return 0;
-	return on_new_nsproxy((struct task_struct *)a.arg1, ret, a.arg0);
+	return on_new_nsproxy((struct task_struct *)a.arg1, ret, a.arg0, ctx);
 }
 
 SEC("kprobe/create_user_ns")
@@ -122,7 +128,7 @@ int BPF_KRETPROBE(kretprobe_create_user_ns, int ret)
 
 	if (!take_args(&a, ret == 0) || ret)
 		return 0;
-	return on_new_user_ns((struct cred *)a.arg0);
+	return on_new_user_ns((struct cred *)a.arg0, ctx);
 }
 
 // tracepoint: task_newtask fires in the parent once the child has its
@@ -142,7 +148,10 @@ int BPF_PROG(tp_task_newtask, struct task_struct *task, u64 clone_flags)
 	snap_task(bpf_get_current_task_btf(), o);
 	snap_task(task, n);
 	actor_of(bpf_get_current_task_btf(), &a, CG_LEARN, VIA_BTF);
-	emit_diff(o, n, EV_CREATE, clone_flags, cur_syscall(), true, &a);
+	a.sc = cur_syscall();
+	a.flags = clone_flags;
+	a.stack = stack_of(ctx);
+	emit_diff(o, n, EV_CREATE, true, &a, task->nsproxy, task->real_cred->user_ns);
 	flush(&a);
 	return 0;
 }

@@ -8,58 +8,58 @@
 // User namespaces (always) and pid namespaces (6.14+) are freed from a work
 // item; the work function frees the namespace, then each ancestor whose
 // last reference was the child's.
-static __always_inline void user_ns_freed(struct work_struct *work)
+static __always_inline void user_ns_freed(struct work_struct *work, __u32 stack)
 {
 	struct user_namespace *ns;
 
 	ns = container_of(work, struct user_namespace, work);
-	emit_destroy_self(NS_USER, ns_inum(&ns->ns, VIA_PROBE), HOW_FREED, ns_kernel_id(&ns->ns, VIA_PROBE));
+	emit_destroy_self(NS_USER, ns_inum(&ns->ns, VIA_PROBE), HOW_FREED, ns_kernel_id(&ns->ns, VIA_PROBE), stack);
 	for (int i = 0; i < MAX_NS_LEVEL; i++) {
 		ns = BPF_CORE_READ(ns, parent);
 		if (!ns || ns_refs(&ns->ns, VIA_PROBE) != 1)
 			break;
-		emit_destroy_self(NS_USER, ns_inum(&ns->ns, VIA_PROBE), HOW_LAST_REF, ns_kernel_id(&ns->ns, VIA_PROBE));
+		emit_destroy_self(NS_USER, ns_inum(&ns->ns, VIA_PROBE), HOW_LAST_REF, ns_kernel_id(&ns->ns, VIA_PROBE), stack);
 	}
 }
 
-static __always_inline void pid_ns_freed(struct work_struct *work)
+static __always_inline void pid_ns_freed(struct work_struct *work, __u32 stack)
 {
 	struct pid_namespace *ns;
 
 	if (!bpf_core_field_exists(struct pid_namespace, work))
 		return;
 	ns = container_of(work, struct pid_namespace, work);
-	emit_destroy_self(NS_PID, ns_inum(&ns->ns, VIA_PROBE), HOW_FREED, ns_kernel_id(&ns->ns, VIA_PROBE));
+	emit_destroy_self(NS_PID, ns_inum(&ns->ns, VIA_PROBE), HOW_FREED, ns_kernel_id(&ns->ns, VIA_PROBE), stack);
 	for (int i = 0; i < MAX_NS_LEVEL; i++) {
 		ns = BPF_CORE_READ(ns, parent);
 		if (!ns || ns_refs(&ns->ns, VIA_PROBE) != 1)
 			break;
-		emit_destroy_self(NS_PID, ns_inum(&ns->ns, VIA_PROBE), HOW_LAST_REF, ns_kernel_id(&ns->ns, VIA_PROBE));
+		emit_destroy_self(NS_PID, ns_inum(&ns->ns, VIA_PROBE), HOW_LAST_REF, ns_kernel_id(&ns->ns, VIA_PROBE), stack);
 	}
 }
 
 // Every namespace type's destructor gives its inode number back here,
 // whatever held the namespace last: an nsproxy, a bind mount, an open file,
 // a child namespace. /proc entries use it too: live_ns tells them apart.
-static __always_inline int on_free_inum(__u32 inum)
+static __always_inline int on_free_inum(__u32 inum, __u32 stack)
 {
 	struct ns_info *info = live_get(inum);
 
 	if (info)
-		emit_destroy_self(info->type, inum, HOW_FREED, 0);
+		emit_destroy_self(info->type, inum, HOW_FREED, 0, stack);
 	return 0;
 }
 
 SEC("fentry/proc_free_inum")
 int BPF_PROG(fentry_proc_free_inum, unsigned int inum)
 {
-	return on_free_inum(inum);
+	return on_free_inum(inum, stack_of(ctx));
 }
 
 SEC("kprobe/proc_free_inum")
 int BPF_KPROBE(kprobe_proc_free_inum, unsigned int inum)
 {
-	return on_free_inum(inum);
+	return on_free_inum(inum, stack_of(ctx));
 }
 
 // cleanup_net() tears down, in one batch, every network namespace whose
@@ -68,12 +68,12 @@ int BPF_KPROBE(kprobe_proc_free_inum, unsigned int inum)
 // and the taking of the list is caught when the work ends (its memory is
 // freed then, but slab memory stays readable and keeps the zero unless
 // reused at once).
-static long sweep_net(struct bpf_map *map, __u64 *key, __u32 *inum, void *ctx)
+static long sweep_net(struct bpf_map *map, __u64 *key, __u32 *inum, __u32 *stack)
 {
 	struct net *net = (struct net *)*key;
 
 	if (ns_refs(&net->ns, VIA_PROBE) == 0) {
-		emit_destroy_self(NS_NET, *inum, HOW_FREED, 0);
+		emit_destroy_self(NS_NET, *inum, HOW_FREED, 0, *stack);
 		bpf_map_delete_elem(map, key);
 	}
 	return 0;
@@ -85,27 +85,27 @@ static long sweep_net(struct bpf_map *map, __u64 *key, __u32 *inum, void *ctx)
 // RCU callback that frees their last struct pid, in softirq, where a kprobe
 // program can be skipped (one of ours was interrupted on that CPU); the
 // destroy is then reported here, if live_ns still has it.
-static __always_inline int pid_ns_rcu_freed(struct callback_head *rcu)
+static __always_inline int pid_ns_rcu_freed(struct callback_head *rcu, __u32 stack)
 {
 	struct pid_namespace *ns = container_of(rcu, struct pid_namespace, rcu);
 	__u32 inum = ns_inum(&ns->ns, VIA_PROBE);
 
 	if (destroy_at_free_inum && !live_get(inum))
 		return 0;
-	emit_destroy_self(NS_PID, inum, HOW_FREED, 0);
+	emit_destroy_self(NS_PID, inum, HOW_FREED, 0, stack);
 	return 0;
 }
 
 SEC("fentry/delayed_free_pidns")
 int BPF_PROG(fentry_delayed_free_pidns, struct callback_head *rcu)
 {
-	return pid_ns_rcu_freed(rcu);
+	return pid_ns_rcu_freed(rcu, stack_of(ctx));
 }
 
 SEC("kprobe/delayed_free_pidns")
 int BPF_KPROBE(kprobe_delayed_free_pidns, struct callback_head *rcu)
 {
-	return pid_ns_rcu_freed(rcu);
+	return pid_ns_rcu_freed(rcu, stack_of(ctx));
 }
 
 SEC("tp_btf/workqueue_execute_start")
@@ -113,13 +113,17 @@ int BPF_PROG(common_workqueue_execute_start, struct work_struct *work)
 {
 	// Runs for every work item: one load and three compares.
 	__u64 fn = (__u64)work->func;
+	__u32 stack;
 
+	if (fn != free_user_ns_fn && fn != destroy_pidns_fn && fn != cleanup_net_fn)
+		return 0;
+	stack = stack_of(ctx);
 	if (fn == free_user_ns_fn)
-		user_ns_freed(work);
+		user_ns_freed(work, stack);
 	else if (fn == destroy_pidns_fn)
-		pid_ns_freed(work);
-	else if (fn == cleanup_net_fn)
-		bpf_for_each_map_elem(&live_nets, sweep_net, NULL, 0);
+		pid_ns_freed(work, stack);
+	else
+		bpf_for_each_map_elem(&live_nets, sweep_net, &stack, 0);
 	return 0;
 }
 
@@ -128,8 +132,12 @@ int BPF_PROG(common_workqueue_execute_end, struct work_struct *work)
 {
 	// Runs for every work item: one load and one compare. The work item of
 	// cleanup_net is static, so it is still there to read.
-	if ((__u64)work->func == cleanup_net_fn)
-		bpf_for_each_map_elem(&live_nets, sweep_net, NULL, 0);
+	__u32 stack;
+
+	if ((__u64)work->func != cleanup_net_fn)
+		return 0;
+	stack = stack_of(ctx);
+	bpf_for_each_map_elem(&live_nets, sweep_net, &stack, 0);
 	return 0;
 }
 

@@ -59,7 +59,7 @@ static long check_watched(struct bpf_map *map, __u32 *inum, struct watch *w, str
 	// Whoever deletes the entry reports the destroy (a release on another
 	// CPU may be reporting it as last_ref right now).
 	if (unwatch(*inum))
-		emit_destroy_self(w->type, *inum, HOW_POLLED, w->id);
+		emit_destroy_self(w->type, *inum, HOW_POLLED, w->id, 0);
 	return 0;
 }
 

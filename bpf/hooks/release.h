@@ -6,27 +6,27 @@
 #ifndef NSTRACE_HOOKS_RELEASE_H
 #define NSTRACE_HOOKS_RELEASE_H
 
-static __always_inline int on_nsproxy_free(struct nsproxy *p, bool btf)
+static __always_inline int on_nsproxy_free(struct nsproxy *p, bool btf, void *ctx)
 {
 	struct snap *s = snap_tmp(0);
 
 	if (!s)
 		return 0;
 	snap_nsproxy(p, s, btf);
-	emit_release(s, NULL, NULL);
+	emit_release(s, NULL, NULL, stack_of(ctx));
 	return 0;
 }
 
 SEC("fentry/free_nsproxy")
 int BPF_PROG(fentry_free_nsproxy, struct nsproxy *p)
 {
-	return on_nsproxy_free(p, VIA_BTF);
+	return on_nsproxy_free(p, VIA_BTF, ctx);
 }
 
 SEC("kprobe/free_nsproxy")
 int BPF_KPROBE(kprobe_free_nsproxy, struct nsproxy *p)
 {
-	return on_nsproxy_free(p, VIA_PROBE);
+	return on_nsproxy_free(p, VIA_PROBE, ctx);
 }
 
 // A process has at most this many threads for its exit to be checked.
@@ -91,7 +91,7 @@ int tp_sched_process_exit(void *ctx)
 	// A probe read, for a number: global functions take no typed pointers.
 	if (!first_release((__u64)BPF_CORE_READ(t, nsproxy), t->tgid))
 		return 0;
-	return on_nsproxy_free(p, VIA_BTF);
+	return on_nsproxy_free(p, VIA_BTF, ctx);
 }
 
 #endif

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0 */
-// unshare and setns at the syscall boundary: the namespaces read at
-// entry, compared at exit. Apart from create.h because a join creates
-// nothing, and the tracepoint backend sees unshare's creates only here.
+// The syscall boundary: unshare and setns, the namespaces read at entry
+// and compared at exit, and the failures of those and of clone and clone3.
+// Apart from create.h because a join or a failure creates nothing, and the
+// tracepoint backend sees unshare's creates only here.
 #ifndef NSTRACE_HOOKS_SYSCALLS_H
 #define NSTRACE_HOOKS_SYSCALLS_H
 
@@ -20,25 +21,63 @@ static __always_inline int on_sys_enter(void)
 	return 0;
 }
 
-static __always_inline int on_sys_exit(long ret, __u8 kind, __u8 sc)
+// A clone, clone3, unshare or setns returned err: reported if it asked
+// for a namespace (a setns always does). a is the caller's, so that a
+// hook that also diffs keeps one actor on its stack (6.1 allows 512 bytes
+// for a whole call chain).
+static __always_inline int fail_with(struct actx *a, long err, __u8 sc, void *ctx)
 {
-	struct snap *o, *n = snap_tmp(0);
+	__u64 flags;
 
-	o = bpf_task_storage_get(&syscall_snaps, bpf_get_current_task_btf(), 0, 0);
-	if (!o || !o->in_flight || !n)
+	if (sc != SC_UNSHARE && sc != SC_CLONE && sc != SC_CLONE3 && sc != SC_SETNS)
 		return 0;
-	o->in_flight = 0;
-	if (ret == 0) {
-		struct task_struct *cur = bpf_get_current_task_btf();
-		struct actx a = {};
+	flags = syscall_flags(sc);
+	if (sc != SC_SETNS && !(flags & NS_CLONE_FLAGS))
+		return 0;
+	actor_of(bpf_get_current_task_btf(), a, CG_LEARN, VIA_BTF);
+	a->sc = sc;
+	a->flags = flags;
+	a->stack = stack_of(ctx);
+	emit_fail(-err, a);
+	flush(a);
+	return 0;
+}
 
-		snap_task(cur, n);
-		actor_of(cur, &a, CG_LEARN, VIA_BTF);
-		emit_diff(o, n, kind, syscall_flags(sc), sc, true, &a);
-		if (release_at_syscall_exit && o->nsproxy != n->nsproxy && o->nsproxy_count == 1)
-			emit_release(o, n, &a);
-		flush(&a);
-	}
+static __always_inline int on_sys_fail(long err, __u8 sc, void *ctx)
+{
+	struct actx a = {};
+
+	return fail_with(&a, err, sc, ctx);
+}
+
+static __always_inline int on_sys_exit(long ret, __u8 kind, __u8 sc, void *ctx)
+{
+	struct task_struct *cur = bpf_get_current_task_btf();
+	struct snap *o = bpf_task_storage_get(&syscall_snaps, cur, 0, 0);
+	struct actx a = {};
+	struct snap *n;
+
+	// A failure needs no snapshot (nor one from before nstrace started).
+	if (o && o->in_flight)
+		o->in_flight = 0;
+	else
+		o = NULL;
+	if (ret < 0)
+		return fail_with(&a, ret, sc, ctx);
+	if (ret != 0 || !o)
+		return 0;
+	n = snap_tmp(0);
+	if (!n)
+		return 0;
+	snap_task(cur, n);
+	actor_of(cur, &a, CG_LEARN, VIA_BTF);
+	a.sc = sc;
+	a.flags = syscall_flags(sc);
+	a.stack = stack_of(ctx);
+	emit_diff(o, n, kind, true, &a, cur->nsproxy, cur->real_cred->user_ns);
+	if (release_at_syscall_exit && o->nsproxy != n->nsproxy && o->nsproxy_count == 1)
+		emit_release(o, n, &a, 0);
+	flush(&a);
 	return 0;
 }
 
@@ -56,7 +95,7 @@ int BPF_PROG(fentry_sys_setns)
 SEC("fexit/__x64_sys_setns")
 int BPF_PROG(fexit_sys_setns, struct pt_regs *regs, long ret)
 {
-	return on_sys_exit(ret, EV_JOIN, SC_SETNS);
+	return on_sys_exit(ret, EV_JOIN, SC_SETNS, ctx);
 }
 
 SEC("kprobe/__x64_sys_setns")
@@ -68,15 +107,46 @@ int BPF_KPROBE(kprobe_sys_setns)
 SEC("kretprobe/__x64_sys_setns")
 int BPF_KRETPROBE(kretprobe_sys_setns, long ret)
 {
-	return on_sys_exit(ret, EV_JOIN, SC_SETNS);
+	return on_sys_exit(ret, EV_JOIN, SC_SETNS, ctx);
 }
 
-// The tracepoint backend has one entry and one exit program for both
-// syscalls, attached to each one's tracepoints (tracer.go, moreTracepoints):
-// every program costs its verification at start-up, and these are among the
-// largest. The exit tells them apart by the syscall number the tracepoint
-// carries, which both share with raw_syscalls' sys_exit: an int at the
-// offset of its id.
+// unshare, clone and clone3 failures: their creates are seen where the
+// namespaces are made (create.h), a failure only where the call returns.
+// A hook on the syscall function costs only its own calls. clone and
+// clone3 are hooked in kernel_clone(), which both call (as do fork, vfork
+// and kernel threads, which ask for no namespace): some kernels' BTF has
+// two __x64_sys_clone3, which an fexit cannot tell apart.
+SEC("fexit/__x64_sys_unshare")
+int BPF_PROG(fexit_sys_unshare, struct pt_regs *regs, long ret)
+{
+	return ret < 0 ? on_sys_fail(ret, SC_UNSHARE, ctx) : 0;
+}
+
+SEC("fexit/kernel_clone")
+int BPF_PROG(fexit_kernel_clone, struct kernel_clone_args *args, pid_t ret)
+{
+	return ret < 0 ? on_sys_fail(ret, cur_syscall(), ctx) : 0;
+}
+
+SEC("kretprobe/__x64_sys_unshare")
+int BPF_KRETPROBE(kretprobe_sys_unshare, long ret)
+{
+	return ret < 0 ? on_sys_fail(ret, SC_UNSHARE, ctx) : 0;
+}
+
+SEC("kretprobe/kernel_clone")
+int BPF_KRETPROBE(kretprobe_kernel_clone, int ret)
+{
+	return ret < 0 ? on_sys_fail(ret, cur_syscall(), ctx) : 0;
+}
+
+// The tracepoint backend has one entry and one exit program for these
+// syscalls, attached to each one's tracepoints (tracer.go,
+// moreTracepoints): every program costs its verification at start-up, and
+// these are among the largest. The exit tells them apart by the syscall
+// number the tracepoint carries, which all share with raw_syscalls'
+// sys_exit: an int at the offset of its id. clone and clone3 have only an
+// exit: only their failures are seen there (task_newtask sees the rest).
 SEC("tracepoint/syscalls/sys_enter_unshare")
 int tp_sys_enter(void *ctx)
 {
@@ -86,9 +156,13 @@ int tp_sys_enter(void *ctx)
 SEC("tracepoint/syscalls/sys_exit_unshare")
 int tp_sys_exit(struct trace_event_raw_sys_exit *ctx)
 {
-	bool join = (int)ctx->id == NR_SETNS;
+	int nr = (int)ctx->id;
+	long ret = ctx->ret;
+	bool join = nr == NR_SETNS;
 
-	return on_sys_exit(ctx->ret, join ? EV_JOIN : EV_CREATE, join ? SC_SETNS : SC_UNSHARE);
+	if (nr == NR_CLONE || nr == NR_CLONE3)
+		return ret < 0 ? on_sys_fail(ret, nr == NR_CLONE ? SC_CLONE : SC_CLONE3, ctx) : 0;
+	return on_sys_exit(ret, join ? EV_JOIN : EV_CREATE, join ? SC_SETNS : SC_UNSHARE, ctx);
 }
 
 #endif

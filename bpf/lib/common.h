@@ -46,12 +46,23 @@ enum ns_slot {
 	NS_SLOTS,
 };
 
+// 5 and 6 are userspace's own (lost, exist).
 enum event_kind {
 	EV_CREATE = 1,
 	EV_JOIN,
 	EV_NSPROXY_FREE,
 	EV_DESTROY,
+	EV_FAIL = 7,
 };
+
+// Why a namespace operation failed, where the kernel's state says.
+enum fail_reason {
+	FAIL_LIMIT = 1, // a per-user count at max_<type>_namespaces
+	FAIL_DEPTH,     // user or pid namespaces nested as deep as they go
+};
+
+// A fail's type when the kernel's state names none.
+#define NS_NONE 0xff
 
 enum destroy_how {
 	HOW_LAST_REF = 1, // the last reference went away with an nsproxy or a parent
@@ -95,21 +106,32 @@ struct ns_rec {
 	__u32 uid;
 	char comm[16];
 	char parent_comm[16];
+	__u32 stack; // --kernel-stack: the hook's kernel stack in map stacks, + 1; 0: none
+	__u32 _pad2;
 };
 
-// A create, join or destroy.
+// A create, join, destroy or fail.
 struct ns_item {
 	__u8 kind; // enum event_kind
 	__u8 ns_type;
 	__u8 how;
 	__u8 for_children;
 	__u8 owner_known;
-	__u8 _pad[3];
+	__u8 reason;  // fail: enum fail_reason, 0 if none is known
+	__u16 error;  // fail: the errno
 	__u32 inum;
 	__u32 old_inum;
 	__u64 ns_id;           // the kernel's namespace id (6.18+), else one nstrace assigned
 	__u64 owner_cgroup_id; // join, destroy: the namespace owner's cgroup
 	__u32 owner_pid;       // join, destroy: the namespace owner
+	// create, and a fail for a limit: how many namespaces of the type the
+	// user (uid, as the kernel charges it) holds in user namespace user_ns
+	// (its inum), and the limit there. A fail for depth: the depth and its
+	// limit.
+	__u32 user_count;
+	__u32 user_limit;
+	__u32 user_ns;
+	__u32 user_uid;
 	__u32 _pad2;
 };
 
@@ -118,6 +140,7 @@ struct release_item {
 	__u8 kind; // EV_NSPROXY_FREE
 	__u8 _pad[3];
 	__u32 inums[NS_SLOTS];
+	__u32 _pad2[4];
 };
 
 // The most items one hook makes: an unshare of every type (8 creates) that

@@ -32,5 +32,7 @@ volatile const bool destroy_at_free_inum = false;
 volatile const bool release_at_syscall_exit = false;
 // Tracepoint backend only: remember namespaces in watched.
 volatile const bool watch_survivors = false;
+// --kernel-stack: every record carries its hook's kernel stack.
+volatile const bool want_stacks = false;
 
 #endif

@@ -228,6 +228,11 @@ struct actx {
 	__u32 pid, tid, ppid, uid;
 	char comm[16];
 	char parent_comm[16];
+	// What it is doing, for its creates, joins and failures: the syscall
+	// (enum syscall_id) and the flags it passed.
+	__u64 flags;
+	__u32 stack; // the hook's kernel stack (stack_of)
+	__u8 sc;
 	bool pass;
 	bool announced; // the strings went out before an earlier event
 	__u8 batch;     // its record's staging slot + 1, once it has an event

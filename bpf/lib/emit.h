@@ -52,6 +52,8 @@ static __always_inline struct batch *claim(struct actx *a, __u32 slot)
 	b->hdr.uid = a->uid;
 	__builtin_memcpy(b->hdr.comm, a->comm, sizeof(b->hdr.comm));
 	__builtin_memcpy(b->hdr.parent_comm, a->parent_comm, sizeof(b->hdr.parent_comm));
+	b->hdr.stack = a->stack;
+	b->hdr._pad2 = 0;
 	return b;
 }
 
@@ -70,10 +72,10 @@ static __always_inline struct batch *batch_of(struct actx *a)
 }
 
 // item_new adds an event done by the task a (all zero: none, a poll) to
-// its record; the strings the record refers to go out first. A create or a
-// join says by which syscall and flags (the same for all of one hook's).
-static __always_inline struct ns_item *item_new(__u8 kind, __u8 ns_type, struct actx *a,
-						__u8 sc, __u64 flags)
+// its record; the strings the record refers to go out first. A create, a
+// join or a fail says by which syscall and flags (a->sc, a->flags: the
+// same for all of one hook's).
+static __always_inline struct ns_item *item_new(__u8 kind, __u8 ns_type, struct actx *a)
 {
 	struct ns_item *it;
 	struct batch *b;
@@ -94,15 +96,31 @@ static __always_inline struct ns_item *item_new(__u8 kind, __u8 ns_type, struct 
 		return NULL;
 	}
 	b->hdr.n = n + 1;
-	if (kind == EV_CREATE || kind == EV_JOIN) {
-		b->hdr.syscall = sc;
-		b->hdr.flags = flags;
+	if (kind == EV_CREATE || kind == EV_JOIN || kind == EV_FAIL) {
+		b->hdr.syscall = a->sc;
+		b->hdr.flags = a->flags;
 	}
 	it = &b->items[n];
 	__builtin_memset(it, 0, sizeof(*it));
 	it->kind = kind;
 	it->ns_type = ns_type;
 	return it;
+}
+
+// item_of is item_new for an event about namespace inum (id) of owner o.
+static __always_inline struct ns_item *item_of(__u8 kind, __u8 ns_type, struct actx *a, struct owner *o,
+					       __u64 id, __u32 inum)
+{
+	struct ns_item *e = item_new(kind, ns_type, a);
+
+	if (!e)
+		return NULL;
+	e->owner_cgroup_id = o->cgid;
+	e->owner_pid = o->pid;
+	e->owner_known = o->known;
+	e->ns_id = id;
+	e->inum = inum;
+	return e;
 }
 
 // flush sends a's record, if it has one, and frees its slot.
@@ -139,15 +157,16 @@ static __always_inline void flush(struct actx *a)
 
 // emit_ns and emit_destroy are global functions: the verifier checks each
 // once, instead of once per path through every caller. BPF functions take
-// at most five arguments: kind, type and syscall travel packed in one, the
-// new and old inode numbers in another. The caller works out who acts (a,
-// actor_of) once for all the events of one hook.
-#define NS_WHAT(kind, type, sc) ((kind) | (type) << 8 | (sc) << 16)
+// at most five arguments: kind and type travel packed in one, the new and
+// old inode numbers in another. The caller works out who acts (a,
+// actor_of, with the syscall and flags) once for all the events of one
+// hook; a create's usage is its creator's count and limit.
+#define NS_WHAT(kind, type) ((kind) | (type) << 8)
 #define NS_INUMS(inum, old) ((__u64)(old) << 32 | (inum))
 
-__noinline int emit_ns(__u32 what, __u64 inums, __u64 flags, __u64 kid, struct actx *a)
+__noinline int emit_ns(__u32 what, __u64 inums, __u64 kid, struct usage *u, struct actx *a)
 {
-	__u32 kind = what & 0xff, type = (what >> 8) & 0xff, sc = what >> 16;
+	__u32 kind = what & 0xff, type = (what >> 8) & 0xff;
 	__u32 inum = (__u32)inums, old_inum = inums >> 32;
 	struct owner o = {};
 	struct ns_item *e;
@@ -163,33 +182,104 @@ __noinline int emit_ns(__u32 what, __u64 inums, __u64 flags, __u64 kid, struct a
 		owner_of(type, inum, &o); // a join: whoever it was first seen with
 	if (!event_wanted(kind, type) || !(a->pass || o.pass))
 		return 0;
-	e = item_new(kind, type, a, sc, flags);
+	e = item_of(kind, type, a, &o, id, inum);
 	if (!e)
 		return 0;
-	e->owner_cgroup_id = o.cgid;
-	e->owner_pid = o.pid;
-	e->owner_known = o.known;
-	e->ns_id = id;
-	e->inum = inum;
 	e->old_inum = old_inum;
-	e->for_children = for_children(type, sc);
+	e->for_children = for_children(type, a->sc);
+	if (u && u->user_ns) {
+		e->user_count = u->count;
+		e->user_limit = u->limit;
+		e->user_ns = u->user_ns;
+		e->user_uid = u->uid;
+	}
 	return 0;
 }
 
 // One event per namespace type whose inum differs between two snapshots.
-static __always_inline void emit_diff(struct snap *old, struct snap *new, __u8 kind,
-				      __u64 flags, __u8 sc, bool with_user, struct actx *a)
+// new's namespaces are np's and un (the user namespace, with_user), for
+// the creates' usage; read with probe reads, which yield the plain number
+// usage_of takes, where a BTF pointer would not.
+static __always_inline void emit_diff(struct snap *old, struct snap *new, __u8 kind, bool with_user,
+				      struct actx *a, struct nsproxy *np, struct user_namespace *un)
 {
 #pragma unroll
 	for (int i = 0; i < NS_TYPES; i++) {
+		struct usage u = {};
+
 		if (i == NS_USER && !with_user)
 			continue;
 		if (!new->inum[i] || new->inum[i] == old->inum[i])
 			continue;
-		emit_ns(NS_WHAT(kind, i, sc), NS_INUMS(new->inum[i], old->inum[i]), flags, new->id[i], a);
+		if (kind == EV_CREATE)
+			usage_of((__u64)ns_ucounts(np, un, i, VIA_PROBE), i, 0, &u);
+		emit_ns(NS_WHAT(kind, i), NS_INUMS(new->inum[i], old->inum[i]), new->id[i], &u, a);
 		if (i == NS_NET && kind == EV_CREATE)
 			track_net(new->net, new->inum[i], false);
 	}
+}
+
+// A namespace operation that failed with errno err (a->sc and a->flags say
+// which). For ENOSPC the kernel's state says why, read from the caller's
+// credentials and namespaces, which a failed call left as they were:
+// nesting as deep as it goes, or a per-user count at its limit. (Kernels
+// before 4.9 said EUSERS for the user namespaces' depth.) It passes the
+// type filter if it asked for one of the types.
+__noinline int emit_fail(__u32 err, struct actx *a)
+{
+	struct task_struct *t = bpf_get_current_task_btf();
+	struct usage u = {};
+	struct ns_item *e;
+	__u32 types, level;
+	int type = -1;
+	__u8 reason = 0;
+
+	if (!a || !a->pass || !event_wanted(EV_FAIL, -1))
+		return 0;
+	types = types_of(a->flags);
+	if (filter_types && types && !(filter_types & types))
+		return 0;
+	if (err == ENOSPC || err == EUSERS) {
+		struct user_namespace *uns = BPF_CORE_READ(t, cred, user_ns);
+		struct pid_namespace *pns = BPF_CORE_READ(t, nsproxy, pid_ns_for_children);
+
+		// The new namespace's depth against the deepest allowed:
+		// create_user_ns() refuses a parent deeper than 32,
+		// create_pid_namespace() a child deeper than 32.
+		level = BPF_CORE_READ(uns, level) + 1;
+		if ((types & (1 << NS_USER)) && level > MAX_USER_DEPTH) {
+			reason = FAIL_DEPTH;
+			type = NS_USER;
+			u.limit = MAX_USER_DEPTH;
+		} else {
+			level = BPF_CORE_READ(pns, level) + 1;
+			if ((types & (1 << NS_PID)) && level > MAX_PID_DEPTH) {
+				reason = FAIL_DEPTH;
+				type = NS_PID;
+				u.limit = MAX_PID_DEPTH;
+			}
+		}
+		if (reason) {
+			u.count = level;
+			u.user_ns = BPF_CORE_READ(uns, ns.inum);
+		} else {
+			type = full_count(t, types, &u);
+			if (type >= 0)
+				reason = FAIL_LIMIT;
+		}
+	}
+	e = item_new(EV_FAIL, type < 0 ? NS_NONE : type, a);
+	if (!e)
+		return 0;
+	e->error = err;
+	e->reason = reason;
+	if (reason) {
+		e->user_count = u.count;
+		e->user_limit = u.limit;
+		e->user_ns = u.user_ns;
+		e->user_uid = u.uid;
+	}
+	return 0;
 }
 
 // The destroy takes the namespace's entry out of live_ns, and its id with
@@ -220,14 +310,9 @@ __noinline int emit_destroy(__u32 type, __u32 inum, __u32 how, __u64 kid, struct
 		unwatch(inum);
 	if (!event_wanted(EV_DESTROY, type) || !(o.pass || a->pass))
 		return 0;
-	e = item_new(EV_DESTROY, type, a, 0, 0);
+	e = item_of(EV_DESTROY, type, a, &o, kid, inum);
 	if (!e)
 		return 0;
-	e->owner_cgroup_id = o.cgid;
-	e->owner_pid = o.pid;
-	e->owner_known = o.known;
-	e->ns_id = kid;
-	e->inum = inum;
 	e->how = how;
 	return 0;
 }
@@ -237,9 +322,9 @@ __noinline int emit_destroy(__u32 type, __u32 inum, __u32 how, __u64 kid, struct
 // the owner's anyway. No task did a polled one: the poll runs in nstrace's
 // own context. A separate global function, so that its actor is not on
 // the stack of the releases that call emit_destroy (6.1's 512 bytes).
-__noinline int emit_destroy_self(__u32 type, __u32 inum, __u32 how, __u64 kid)
+__noinline int emit_destroy_self(__u32 type, __u32 inum, __u32 how, __u64 kid, __u32 stack)
 {
-	struct actx a = {};
+	struct actx a = { .stack = stack };
 
 	if (how != HOW_POLLED && event_wanted(EV_DESTROY, type))
 		actor_of(bpf_get_current_task_btf(), &a, CG_CACHED, VIA_PROBE);
@@ -306,10 +391,11 @@ static __always_inline void release_destroys(struct snap *s, struct snap *after,
 }
 
 // a is the releasing task, if the caller worked it out already (and then
-// sends the record); else the release is a record of its own.
-static __always_inline void emit_release(struct snap *s, struct snap *after, struct actx *a)
+// sends the record); else the release is a record of its own, with the
+// kernel stack stack.
+static __always_inline void emit_release(struct snap *s, struct snap *after, struct actx *a, __u32 stack)
 {
-	struct actx own = {};
+	struct actx own = { .stack = stack };
 	struct release_item *e = NULL;
 	bool mine = !a;
 
@@ -321,7 +407,7 @@ static __always_inline void emit_release(struct snap *s, struct snap *after, str
 		a = &own;
 	}
 	if (event_wanted(EV_NSPROXY_FREE, -1) && release_wanted(s, a))
-		e = (struct release_item *)item_new(EV_NSPROXY_FREE, 0, a, 0, 0);
+		e = (struct release_item *)item_new(EV_NSPROXY_FREE, 0, a);
 	if (e) {
 #pragma unroll
 		for (int i = 0; i < NS_SLOTS; i++)

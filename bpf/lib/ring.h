@@ -47,4 +47,46 @@ static __always_inline __u32 take_lost(void)
 	return n;
 }
 
+// Kernel stacks (--kernel-stack), by id: a record carries the id of its
+// hook's stack, and userspace reads and symbolises each id once. A stack
+// stays in the map: without BPF_F_REUSE_STACKID an id never changes what
+// it stands for, and a new stack whose hash bucket is taken gets no id
+// (its record says none) instead of another stack's frames.
+#define STACK_DEPTH 32
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__uint(value_size, STACK_DEPTH * sizeof(__u64));
+} stacks SEC(".maps");
+
+// Records that went without their stack because the bucket of their
+// stack's hash was taken by another; userspace reports the count.
+#define EEXIST 17
+__u64 stackless = 0;
+
+static __always_inline void count_stackless(void)
+{
+	__sync_fetch_and_add(&stackless, 1);
+}
+
+// stack_of is the kernel stack of the hook whose context ctx is, as its id
+// + 1; 0 if none is wanted or it could not be kept.
+static __always_inline __u32 stack_of(void *ctx)
+{
+	long id;
+
+	if (!want_stacks)
+		return 0;
+	id = bpf_get_stackid(ctx, &stacks, 0);
+	if (id < 0) {
+		// EFAULT: there is no kernel stack to take (a syscall
+		// tracepoint before 6.x hands the program the user registers).
+		if (id == -EEXIST)
+			count_stackless();
+		return 0;
+	}
+	return id + 1;
+}
+
 #endif

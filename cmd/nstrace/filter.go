@@ -38,7 +38,7 @@ type selection struct {
 }
 
 // filterKinds are the valid --event values.
-var filterKinds = []events.Kind{events.Create, events.Join, events.NsproxyFree, events.Destroy, events.Exist}
+var filterKinds = []events.Kind{events.Create, events.Join, events.NsproxyFree, events.Destroy, events.Exist, events.Fail, events.Limit}
 
 var (
 	hexRE           = regexp.MustCompile(`^[0-9a-f]{1,64}$`)
@@ -65,7 +65,7 @@ func parseSelection(a filterArgs, snapshot bool, h tracer.CgroupHierarchy) (*sel
 		for _, v := range a.events {
 			i := slices.IndexFunc(filterKinds, func(k events.Kind) bool { return k.String() == v })
 			if i < 0 {
-				return nil, fmt.Errorf("invalid --event %q (valid: create, join, nsproxy_free, destroy, exist)", v)
+				return nil, fmt.Errorf("invalid --event %q (valid: create, join, nsproxy_free, destroy, exist, fail, limit)", v)
 			}
 			s.kinds[filterKinds[i]] = true
 		}
@@ -74,11 +74,16 @@ func parseSelection(a filterArgs, snapshot bool, h tracer.CgroupHierarchy) (*sel
 		}
 	} else if s.types != nil {
 		// An nsproxy_free has no type: --type leaves it out unless asked for.
-		s.kinds = map[events.Kind]bool{events.Create: true, events.Join: true, events.Destroy: true, events.Exist: true}
+		s.kinds = map[events.Kind]bool{events.Create: true, events.Join: true, events.Destroy: true, events.Exist: true,
+			events.Fail: true, events.Limit: true}
 	}
 	if s.kinds != nil {
 		for k := range s.kinds {
-			if k != events.Exist {
+			switch k {
+			case events.Exist: // userspace's own
+			case events.Limit: // made from the creates
+				s.kernel.EventMask |= 1 << events.Create
+			default:
 				s.kernel.EventMask |= 1 << k
 			}
 		}
@@ -241,6 +246,12 @@ func (s *selection) actorPasses(pid uint32, comm string, uid uint32, c *events.C
 
 func underCgroup(p, root string) bool {
 	return root == "/" || p == root || strings.HasPrefix(p, root+"/")
+}
+
+// kindPasses applies the event filter to what the kernel sends (which has
+// passed it there, but for the creates a limit event needs).
+func (s *selection) kindPasses(k events.Kind) bool {
+	return s.kinds == nil || s.kinds[k]
 }
 
 // kindAndTypePass applies the event and type filters.

@@ -51,6 +51,22 @@ type jsonEvent struct {
 	Count         uint64            `json:"count"`
 	Exe           string            `json:"exe"`
 	ParentComm    string            `json:"parent_comm"`
+	// fail, limit, and the usage of a create.
+	Error       string   `json:"error"`
+	Errno       int      `json:"errno"`
+	Reason      string   `json:"reason"`
+	Depth       *uint32  `json:"depth"`
+	MaxDepth    *uint32  `json:"max_depth"`
+	UserCount   *uint32  `json:"user_count"`
+	UserLimit   *uint32  `json:"user_limit"`
+	UserNs      uint64   `json:"user_ns"`
+	UserUID     *uint32  `json:"user_uid"`
+	WarnPercent uint32   `json:"warn_percent"`
+	KernelStack []string `json:"kernel_stack"`
+	// summary
+	Since      string                  `json:"since"`
+	IntervalNS int64                   `json:"interval_ns"`
+	Types      map[string]summaryCount `json:"types"`
 	jsonContext
 	Owner *jsonOwner `json:"owner"`
 
@@ -72,6 +88,21 @@ type jsonContext struct {
 	PodUID        string `json:"pod_uid"`
 	PodName       string `json:"pod_name"`
 	PodNamespace  string `json:"pod_namespace"`
+}
+
+// summaryCount is one type's counts in a summary event.
+type summaryCount struct {
+	Created    uint64 `json:"created"`
+	Destroyed  uint64 `json:"destroyed"`
+	Joined     uint64 `json:"joined"`
+	Failed     uint64 `json:"failed"`
+	Alive      uint64 `json:"alive"`
+	PeakAlive  uint64 `json:"peak_alive"`
+	LifetimeUS []struct {
+		From  uint64 `json:"from"`
+		To    uint64 `json:"to"`
+		Count uint64 `json:"count"`
+	} `json:"lifetime_us"`
 }
 
 type jsonOwner struct {
@@ -602,15 +633,22 @@ var (
 	nsTypes       = []string{"mnt", "uts", "ipc", "pid", "net", "user", "cgroup", "time"}
 	knownSyscalls = []string{"clone", "clone3", "fork", "vfork", "unshare", "unknown"}
 	eventKeys     = map[string][]string{
-		"create":       {"time", "event", "pid", "tid", "ppid", "uid", "comm", "type", "inum", "old_inum", "syscall", "clone_flags", "clone_flags_raw", "cgroup", "cgroup_id"},
+		"create":       {"time", "event", "pid", "tid", "ppid", "uid", "comm", "type", "inum", "old_inum", "syscall", "clone_flags", "clone_flags_raw", "cgroup", "cgroup_id", "user_count", "user_limit", "user_ns", "user_uid"},
 		"join":         {"time", "event", "pid", "tid", "ppid", "uid", "comm", "type", "inum", "old_inum", "syscall", "clone_flags", "clone_flags_raw", "cgroup", "cgroup_id"},
 		"nsproxy_free": {"time", "event", "pid", "tid", "ppid", "uid", "comm", "namespaces", "cgroup", "cgroup_id"},
 		"destroy":      {"time", "event", "type", "inum", "how"}, // and the task fields unless polled
 		"lost":         {"time", "event", "count"},
+		"fail":         {"time", "event", "pid", "tid", "ppid", "uid", "comm", "syscall", "clone_flags", "clone_flags_raw", "error", "errno", "cgroup", "cgroup_id"},
+		"limit":        {"time", "event", "pid", "tid", "ppid", "uid", "comm", "type", "inum", "user_count", "user_limit", "user_ns", "user_uid", "warn_percent"},
+		"summary":      {"time", "event", "since", "interval_ns", "types"},
 	}
 	forbiddenKeys = map[string][]string{
 		"nsproxy_free": {"type", "inum"},
 		"lost":         {"type", "inum", "pid", "cgroup", "exe"},
+		"fail":         {"inum", "ns_id", "old_inum"},
+		"join":         {"user_count", "user_limit"},
+		"destroy":      {"user_count", "user_limit"},
+		"summary":      {"pid", "type", "inum"},
 	}
 	timeRE = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}(Z|[+-]\d\d:\d\d)$`)
 )
@@ -739,6 +777,44 @@ func validateEvent(e *jsonEvent, started, recv time.Time) []string {
 		if e.Count == 0 {
 			bad("lost count must be positive")
 		}
+	case "fail":
+		if !slices.Contains([]string{"clone", "clone3", "unshare", "setns"}, e.Syscall) {
+			bad("fail syscall %q is not clone, clone3, unshare or setns", e.Syscall)
+		}
+		if e.Errno <= 0 || !strings.HasPrefix(e.Error, "E") {
+			bad("fail needs a positive errno and its name, not %d %q", e.Errno, e.Error)
+		}
+		switch e.Reason {
+		case "":
+			if e.has("type") || e.has("user_count") {
+				bad("fail without a reason must have neither type nor user_count")
+			}
+		case "limit":
+			if !slices.Contains(nsTypes, e.Type) || e.UserCount == nil || e.UserLimit == nil || e.UserNs == 0 || *e.UserCount < *e.UserLimit {
+				bad("fail for a limit needs its type and a user_count at user_limit, in a user_ns")
+			}
+		case "depth":
+			if (e.Type != "user" && e.Type != "pid") || e.Depth == nil || e.MaxDepth == nil || *e.Depth <= *e.MaxDepth {
+				bad("fail for depth needs type user or pid and a depth beyond max_depth")
+			}
+		default:
+			bad("fail reason %q, want limit or depth", e.Reason)
+		}
+		p = append(p, checkFlagNames(e)...)
+	case "limit":
+		if e.UserCount == nil || e.UserLimit == nil || e.WarnPercent == 0 ||
+			uint64(*e.UserCount)*100 < uint64(e.WarnPercent)*uint64(*e.UserLimit) {
+			bad("limit event's user_count must have reached warn_percent of user_limit")
+		}
+	case "summary":
+		for typ := range e.Types {
+			if !slices.Contains(nsTypes, typ) {
+				bad("summary type %q is not one of %v", typ, nsTypes)
+			}
+		}
+	}
+	if e.Event == "create" && e.UserCount != nil && *e.UserCount == 0 {
+		bad("a create's user_count counts the namespace created: it cannot be 0")
 	}
 	return p
 }

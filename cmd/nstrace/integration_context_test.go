@@ -331,6 +331,12 @@ func TestFilterUsageErrors(t *testing.T) {
 		{[]string{"--nice", "20"}, []string{"--nice", "20", "-20", "19"}},
 		{[]string{"--nice", "-21"}, []string{"--nice", "-21", "-20", "19"}},
 		{[]string{"--nice", "high"}, []string{"--nice", "high"}},
+		{[]string{"--interval", "1s"}, []string{"--interval", "--summary"}},
+		{[]string{"--summary", "--interval", "10ms"}, []string{"--interval", "10ms", "100ms"}},
+		{[]string{"--summary", "--interval", "often"}, []string{"--interval", "often"}},
+		{[]string{"--warn-limit", "101"}, []string{"--warn-limit", "101", "100"}},
+		{[]string{"--warn-limit", "-5"}, []string{"--warn-limit", "-5"}},
+		{[]string{"-e", "limit", "--warn-limit", "0"}, []string{"--event limit", "--warn-limit"}},
 	} {
 		code, stdout, stderr := runCLI(t, itCfg.bin, nil, c.args...)
 		if code != exitUsage || stdout != "" {

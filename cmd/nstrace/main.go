@@ -37,6 +37,10 @@ type options struct {
 	verbose  bool
 	ringSize int // bytes
 	nice     int
+	stacks   bool
+	summary  bool
+	interval time.Duration
+	warnPct  uint32
 
 	filters      filterArgs
 	hierarchy    string
@@ -105,10 +109,14 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&opts.snapshot, "snapshot", false, "first print every namespace alive now as an exist event (not counted by --count)")
 	fs.BoolVarP(&opts.verbose, "verbose", "v", false, "log diagnostics (backend probing, blind spots) on stderr")
 	fs.StringVar(&ringSize, "ring-size", fmt.Sprintf("%dM", tracer.DefaultRingBufferSize>>20), "kernel ring buffer for events: a power-of-two number of pages (e.g. 16M, 64M); bigger absorbs longer bursts without loss")
+	fs.BoolVar(&opts.stacks, "kernel-stack", false, "add the kernel stack of the hook that saw each create, join, release, destroy and fail (kernel_stack)")
+	fs.BoolVar(&opts.summary, "summary", false, "at exit, print per namespace type what was created, destroyed, joined and failed, how many are alive, and a histogram of lifetimes")
+	fs.DurationVar(&opts.interval, "interval", 0, "with --summary: also print one every interval (e.g. 10s), each counting from the one before")
+	fs.Uint32Var(&opts.warnPct, "warn-limit", 80, "print a limit event when a user's count of a namespace type reaches this percentage of its max_<type>_namespaces (again after it fell below); 0 never")
 	fs.IntVar(&opts.nice, "nice", defaultNice, "nice value nstrace runs at (-20 to 19): above the traced tasks' priority, it keeps up with bursts that keep every CPU busy")
 	f := &opts.filters
 	fs.StringSliceVarP(&f.types, "type", "t", nil, "only these namespace types (comma-separated): mnt, uts, ipc, pid, net, user, cgroup, time")
-	fs.StringSliceVarP(&f.events, "event", "e", nil, "only these events (comma-separated): create, join, nsproxy_free, destroy, exist")
+	fs.StringSliceVarP(&f.events, "event", "e", nil, "only these events (comma-separated): create, join, nsproxy_free, destroy, exist, fail, limit")
 	fs.StringSliceVarP(&f.pids, "pid", "p", nil, "only what these processes do (comma-separated pids)")
 	fs.BoolVar(&f.children, "children", false, "with --pid: also the processes they fork from now on")
 	fs.StringSliceVarP(&f.comms, "comm", "c", nil, "only what tasks of these names do (comma-separated, as in /proc/PID/comm)")
@@ -150,6 +158,15 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if opts.duration < 0 {
 		return opts, fmt.Errorf("invalid duration %s: must not be negative", opts.duration)
 	}
+	if opts.interval < 0 || fs.Changed("interval") && opts.interval < 100*time.Millisecond {
+		return opts, fmt.Errorf("invalid --interval %s: at least 100ms", opts.interval)
+	}
+	if opts.interval > 0 && !opts.summary {
+		return opts, errors.New("--interval needs --summary")
+	}
+	if opts.warnPct > 100 {
+		return opts, fmt.Errorf("invalid --warn-limit %d: a percentage, 0 (off) to 100", opts.warnPct)
+	}
 	opts.dockerGiven = fs.Changed("docker-socket")
 	h, err := tracer.ChooseCgroupHierarchy(opts.hierarchy)
 	switch {
@@ -162,6 +179,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		slog.Debug("no cgroup hierarchy chosen yet", "err", err)
 	}
 	opts.sel, err = parseSelection(opts.filters, opts.snapshot, h)
+	if err == nil && opts.warnPct == 0 && opts.sel.kinds[events.Limit] {
+		return opts, errors.New("--event limit needs --warn-limit above 0")
+	}
 	return opts, err
 }
 
@@ -174,7 +194,8 @@ func run(ctx context.Context, opts options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("read clocks: %w", err)
 	}
-	t, err := tracer.Open(tracer.Options{Backend: opts.backend, Filter: opts.sel.kernel, Cgroups: opts.cgroups, RingBufferSize: opts.ringSize})
+	t, err := tracer.Open(tracer.Options{Backend: opts.backend, Filter: opts.sel.kernel, Cgroups: opts.cgroups, RingBufferSize: opts.ringSize,
+		KernelStacks: opts.stacks})
 	if err != nil {
 		return err
 	}
@@ -202,6 +223,15 @@ func run(ctx context.Context, opts options, stdout, stderr io.Writer) error {
 
 	s := &stream{t: t, dec: dec, out: out, life: events.NewLifetimes(), limit: opts.count,
 		attr: events.NewAttributor(cgroups, exes, names), sel: opts.sel}
+	if opts.warnPct > 0 {
+		s.limits = events.NewLimitWatch(opts.warnPct)
+	}
+	if opts.summary {
+		s.stats = events.NewStats(time.Now())
+		if opts.interval > 0 {
+			t.Every(opts.interval, s.writeSummary)
+		}
+	}
 	// With the hooks attached, what exists now: whatever comes into being
 	// from here on is in the ring buffer, printed after the snapshot.
 	if opts.snapshot {
@@ -228,6 +258,12 @@ func run(ctx context.Context, opts options, stdout, stderr io.Writer) error {
 	<-stopped
 	if ferr := s.finish(); err == nil {
 		err = ferr
+	}
+	if s.stats != nil && err == nil {
+		err = s.writeSummary()
+	}
+	if n := t.Stackless(); n > 0 {
+		fmt.Fprintf(stderr, "nstrace: %d records went without their kernel stack (another stack held the bucket of its hash in the stack map)\n", n)
 	}
 	if opts.snapshot {
 		fmt.Fprintf(stderr, "nstrace: %d namespaces in the snapshot, %d events, %d lost\n", s.existing, s.printed, s.lost)

@@ -22,9 +22,12 @@ type stream struct {
 	life     *events.Lifetimes
 	attr     *events.Attributor
 	sel      *selection
-	limit    uint64 // stop after this many events; 0: no limit
-	printed  uint64 // events, but for exist ones
-	existing uint64 // exist events (--snapshot)
+	limits   *events.LimitWatch // nil: no limit events
+	stats    *events.Stats      // nil: no summary
+	stackErr bool               // a kernel stack could not be read (said once)
+	limit    uint64             // stop after this many events; 0: no limit
+	printed  uint64             // events, but for exist ones
+	existing uint64             // exist events (--snapshot)
 	lost     uint64
 	stopAt   atomic.Int64 // wall-clock ns of the stop request, 0 before
 }
@@ -94,13 +97,63 @@ func (s *stream) write(ev *events.Event, stop context.CancelFunc) error {
 	}
 	s.life.Annotate(ev)
 	s.attr.Annotate(ev)
+	if ev.StackID != 0 {
+		frames, err := s.t.Stack(ev.StackID)
+		if err != nil && !s.stackErr {
+			slog.Warn("kernel stacks cannot be read", "err", err)
+			s.stackErr = true
+		}
+		ev.KernelStack = frames
+	}
+	if !s.sel.kindPasses(ev.Kind) {
+		// A create only a limit event was asked for: it counts for the
+		// limits, and no more.
+		s.checkLimit(ev, stop)
+		return nil
+	}
 	if err := s.out.Write(ev); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	s.printed++
+	if s.stats != nil {
+		s.stats.Add(ev)
+	}
+	if s.limit > 0 && s.printed == s.limit {
+		stop()
+	}
+	return s.checkLimit(ev, stop)
+}
+
+// checkLimit prints the limit event a create or destroy brings, if any.
+func (s *stream) checkLimit(ev *events.Event, stop context.CancelFunc) error {
+	if s.limits == nil {
+		return nil
+	}
+	lim, ok := s.limits.Check(ev)
+	if !ok || !s.sel.kindPasses(events.Limit) || s.limit > 0 && s.printed >= s.limit {
+		return nil
+	}
+	if err := s.out.Write(&lim); err != nil {
 		return fmt.Errorf("write: %w", err)
 	}
 	s.printed++
 	if s.limit > 0 && s.printed == s.limit {
 		stop()
 	}
+	return nil
+}
+
+// writeSummary prints the counts so far and starts the next interval.
+func (s *stream) writeSummary() error {
+	now := time.Now()
+	ev := events.Event{Kind: events.Summary, Time: now, Stats: s.stats}
+	if err := s.out.Write(&ev); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	if err := s.out.Flush(); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	s.stats.Next(now)
 	return nil
 }
 
