@@ -3,6 +3,7 @@ package events
 import (
 	"io"
 	"testing"
+	"time"
 
 	"github.com/nstrace/nstrace"
 )
@@ -129,10 +130,12 @@ func BenchmarkText(b *testing.B) { benchmarkWriter(b, "text") }
 
 // pipeline is what the stream loop does with each namespace record.
 type pipeline struct {
-	dec  *Decoder
-	life *Lifetimes
-	attr *Attributor
-	out  Writer
+	dec    *Decoder
+	life   *Lifetimes
+	attr   *Attributor
+	limits *LimitWatch
+	stats  *Stats
+	out    Writer
 	// evs is reused, as in the stream loop: a new one per record would
 	// be some 10 KB to allocate (and Writer.Write(&ev) of a local would
 	// move it to the heap).
@@ -144,7 +147,8 @@ func newPipeline(tb testing.TB, format string, w io.Writer) *pipeline {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return &pipeline{dec: &Decoder{bootToWall: testDecoder.bootToWall}, life: NewLifetimes(), attr: benchAttributor(tb), out: out}
+	return &pipeline{dec: &Decoder{bootToWall: testDecoder.bootToWall}, life: NewLifetimes(), attr: benchAttributor(tb), out: out,
+		limits: NewLimitWatch(80), stats: NewStats(time.Time{})}
 }
 
 func (p *pipeline) record(raw []byte) error {
@@ -158,6 +162,13 @@ func (p *pipeline) record(raw []byte) error {
 		p.attr.Annotate(ev)
 		if err := p.out.Write(ev); err != nil {
 			return err
+		}
+		// As nstrace does by default (--warn-limit 80), and with --summary.
+		p.stats.Add(ev)
+		if lim := p.limits.Check(ev); lim != nil {
+			if err := p.out.Write(lim); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

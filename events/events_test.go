@@ -183,8 +183,8 @@ func decodeAll(t *testing.T) []Event {
 				got[i].KernelStack = []string{"bpf_prog_6deef7357e7b4530_fexit_sys_unshare+0x1a4", "bpf_trampoline_6442509812+0x6b", "__x64_sys_unshare+0x9", "do_syscall_64+0x82", "entry_SYSCALL_64_after_hwframe+0x76"}
 			}
 			evs = append(evs, got[i])
-			if lim, ok := limits.Check(&got[i]); ok {
-				evs = append(evs, lim)
+			if lim := limits.Check(&got[i]); lim != nil {
+				evs = append(evs, *lim)
 			}
 		}
 	}

@@ -9,6 +9,7 @@ type LimitWatch struct {
 	Percent uint32
 	users   map[limitKey]*limitState
 	charged map[nsKey]limitKey // the namespaces it saw created, and whose
+	out     Event              // the limit event Check returns, reused
 }
 
 type limitKey struct {
@@ -27,18 +28,20 @@ func NewLimitWatch(percent uint32) *LimitWatch {
 }
 
 // Check looks at a printed event. For a create that takes its user to the
-// threshold it returns the limit event to print after it.
-func (w *LimitWatch) Check(ev *Event) (Event, bool) {
+// threshold it returns the limit event to print after it, valid until the
+// next call (an Event is some 700 bytes: one per create would be the
+// reader's largest allocation); else nil.
+func (w *LimitWatch) Check(ev *Event) *Event {
 	switch ev.Kind {
 	case Create:
 		if !ev.HasUsage || ev.UserLimit == 0 {
-			return Event{}, false
+			return nil
 		}
 		k := limitKey{ev.Type, ev.UserNs, ev.UserUid}
 		st := w.users[k]
 		if st == nil {
 			if len(w.users) >= MaxTracked {
-				return Event{}, false
+				return nil
 			}
 			st = &limitState{}
 			w.users[k] = st
@@ -49,20 +52,20 @@ func (w *LimitWatch) Check(ev *Event) (Event, bool) {
 		}
 		if !w.over(st) {
 			st.warned = false
-			return Event{}, false
+			return nil
 		}
 		if st.warned {
-			return Event{}, false
+			return nil
 		}
 		st.warned = true
-		lim := *ev
-		lim.Kind, lim.WarnPercent = Limit, w.Percent
-		return lim, true
+		w.out = *ev
+		w.out.Kind, w.out.WarnPercent = Limit, w.Percent
+		return &w.out
 	case Destroy:
 		nk := nsKey{ev.Type, ev.Inum, ev.NsID}
 		k, ok := w.charged[nk]
 		if !ok {
-			return Event{}, false
+			return nil
 		}
 		delete(w.charged, nk)
 		if st := w.users[k]; st != nil {
@@ -74,7 +77,7 @@ func (w *LimitWatch) Check(ev *Event) (Event, bool) {
 			}
 		}
 	}
-	return Event{}, false
+	return nil
 }
 
 func (w *LimitWatch) over(st *limitState) bool {

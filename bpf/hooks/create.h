@@ -30,7 +30,7 @@ static __always_inline int on_new_nsproxy(struct task_struct *tsk, struct nsprox
 	a.sc = sc;
 	a.flags = flags;
 	a.stack = stack_of(ctx);
-	emit_diff(o, n, EV_CREATE, false, &a, new, NULL);
+	emit_diff(o, n, EV_CREATE, false, &a, new, NULL, VIA_PROBE);
 	flush(&a);
 	return 0;
 }
@@ -151,7 +151,7 @@ int BPF_PROG(tp_task_newtask, struct task_struct *task, u64 clone_flags)
 	a.sc = cur_syscall();
 	a.flags = clone_flags;
 	a.stack = stack_of(ctx);
-	emit_diff(o, n, EV_CREATE, true, &a, task->nsproxy, task->real_cred->user_ns);
+	emit_diff(o, n, EV_CREATE, true, &a, task->nsproxy, task->real_cred->user_ns, VIA_BTF);
 	flush(&a);
 	return 0;
 }

@@ -197,11 +197,10 @@ __noinline int emit_ns(__u32 what, __u64 inums, __u64 kid, struct usage *u, stru
 }
 
 // One event per namespace type whose inum differs between two snapshots.
-// new's namespaces are np's and un (the user namespace, with_user), for
-// the creates' usage; read with probe reads, which yield the plain number
-// usage_of takes, where a BTF pointer would not.
+// new's namespaces are np's and un (the user namespace, with_user), read
+// through BTF or not (btf, a literal) for the creates' usage.
 static __always_inline void emit_diff(struct snap *old, struct snap *new, __u8 kind, bool with_user,
-				      struct actx *a, struct nsproxy *np, struct user_namespace *un)
+				      struct actx *a, struct nsproxy *np, struct user_namespace *un, bool btf)
 {
 #pragma unroll
 	for (int i = 0; i < NS_TYPES; i++) {
@@ -212,7 +211,7 @@ static __always_inline void emit_diff(struct snap *old, struct snap *new, __u8 k
 		if (!new->inum[i] || new->inum[i] == old->inum[i])
 			continue;
 		if (kind == EV_CREATE)
-			usage_of((__u64)ns_ucounts(np, un, i, VIA_PROBE), i, 0, &u);
+			usage_in(np, un, i, btf, &u);
 		emit_ns(NS_WHAT(kind, i), NS_INUMS(new->inum[i], old->inum[i]), new->id[i], &u, a);
 		if (i == NS_NET && kind == EV_CREATE)
 			track_net(new->net, new->inum[i], false);

@@ -127,6 +127,31 @@ static __always_inline struct ucounts *ns_ucounts(struct nsproxy *p, struct user
 	return NULL;
 }
 
+// usage_in reads, like usage_of, the usage of the namespace in nsproxy slot
+// (or user namespace u) of type slot: through BTF (btf, a literal) with
+// plain loads, an order of magnitude cheaper than probe reads and
+// branch-free (a NULL pointer on the way reads as 0, which leaves
+// u->user_ns 0: nothing read); on kernels whose counters are not 64-bit
+// (before 5.14), and without BTF, through usage_of.
+static __always_inline void usage_in(struct nsproxy *p, struct user_namespace *un, int slot, bool btf,
+				     struct usage *u)
+{
+	struct ucounts *uc;
+	int idx = ucount_index(slot);
+
+	if (btf && bpf_core_field_size(struct ucounts, ucount) == 8 * bpf_core_enum_value(enum ucount_type, UCOUNT_COUNTS) &&
+	    bpf_core_field_size(struct user_namespace, ucount_max) == 8 * bpf_core_enum_value(enum ucount_type, UCOUNT_COUNTS) &&
+	    idx >= 0 && idx < 16) {
+		uc = ns_ucounts(p, un, slot, VIA_BTF);
+		u->count = uc->ucount[idx].counter;
+		u->limit = uc->ns->ucount_max[idx];
+		u->user_ns = uc->ns->ns.inum;
+		u->uid = uc->uid.val;
+		return;
+	}
+	usage_of((__u64)ns_ucounts(p, un, slot, VIA_PROBE), slot, 0, u);
+}
+
 // The namespace types a clone or unshare asked for, as 1 << enum ns_slot;
 // a setns's nstype is one flag, or 0 for whatever the fd is.
 static __always_inline __u32 types_of(__u64 flags)

@@ -129,11 +129,11 @@ func (s *stream) checkLimit(ev *events.Event, stop context.CancelFunc) error {
 	if s.limits == nil {
 		return nil
 	}
-	lim, ok := s.limits.Check(ev)
-	if !ok || !s.sel.kindPasses(events.Limit) || s.limit > 0 && s.printed >= s.limit {
+	lim := s.limits.Check(ev)
+	if lim == nil || !s.sel.kindPasses(events.Limit) || s.limit > 0 && s.printed >= s.limit {
 		return nil
 	}
-	if err := s.out.Write(&lim); err != nil {
+	if err := s.out.Write(lim); err != nil {
 		return fmt.Errorf("write: %w", err)
 	}
 	s.printed++
