@@ -129,9 +129,9 @@ static __always_inline struct ucounts *ns_ucounts(struct nsproxy *p, struct user
 
 // usage_in reads, like usage_of, the usage of the namespace in nsproxy slot
 // (or user namespace u) of type slot: through BTF (btf, a literal) with
-// plain loads, an order of magnitude cheaper than probe reads and
-// branch-free (a NULL pointer on the way reads as 0, which leaves
-// u->user_ns 0: nothing read); on kernels whose counters are not 64-bit
+// plain loads where it can, an order of magnitude cheaper than probe reads
+// and without branches (a NULL pointer on the way reads as 0, which leaves
+// u->user_ns 0: nothing read); on kernels whose limits are not 64-bit
 // (before 5.14), and without BTF, through usage_of.
 static __always_inline void usage_in(struct nsproxy *p, struct user_namespace *un, int slot, bool btf,
 				     struct usage *u)
@@ -139,11 +139,12 @@ static __always_inline void usage_in(struct nsproxy *p, struct user_namespace *u
 	struct ucounts *uc;
 	int idx = ucount_index(slot);
 
-	if (btf && bpf_core_field_size(struct ucounts, ucount) == 8 * bpf_core_enum_value(enum ucount_type, UCOUNT_COUNTS) &&
-	    bpf_core_field_size(struct user_namespace, ucount_max) == 8 * bpf_core_enum_value(enum ucount_type, UCOUNT_COUNTS) &&
+	if (btf && bpf_core_field_size(struct user_namespace, ucount_max) == 8 * bpf_core_enum_value(enum ucount_type, UCOUNT_COUNTS) &&
 	    idx >= 0 && idx < 16) {
 		uc = ns_ucounts(p, un, slot, VIA_BTF);
-		u->count = uc->ucount[idx].counter;
+		// The count takes a probe read: 6.1's verifier does not follow
+		// a load into an array of atomic_long_t (a typedef).
+		u->count = read_counter(&uc->ucount, bpf_core_field_size(struct ucounts, ucount), idx);
 		u->limit = uc->ns->ucount_max[idx];
 		u->user_ns = uc->ns->ns.inum;
 		u->uid = uc->uid.val;
