@@ -4,6 +4,8 @@ import (
 	"math/bits"
 	"strconv"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Stats counts, per namespace type, the events of a run or of one
@@ -59,8 +61,10 @@ func (s *Stats) Add(ev *Event) {
 			t.Failed++
 			return
 		}
-		for _, typ := range flagTypes(ev.Flags) {
-			s.Types[typ].Failed++
+		for typ, flag := range typeFlags {
+			if ev.Flags&flag != 0 {
+				s.Types[typ].Failed++
+			}
 		}
 	}
 }
@@ -95,22 +99,10 @@ func lifetimeBucket(d time.Duration) int {
 	return bits.Len64(uint64(us)) - 1
 }
 
-// flagTypes are the namespace types clone flags ask for (a setns's nstype
-// is one flag, or 0).
-func flagTypes(flags uint64) []NsType {
-	var ts []NsType
-	for typ, flag := range typeFlags {
-		if flags&flag != 0 {
-			ts = append(ts, NsType(typ))
-		}
-	}
-	return ts
-}
-
 // typeFlags are the CLONE_NEW* flags of each type.
 var typeFlags = [numTypes]uint64{
-	Mnt: 0x00020000, UTS: 0x04000000, IPC: 0x08000000, PID: 0x20000000,
-	Net: 0x40000000, User: 0x10000000, Cgroup: 0x02000000, Time: 0x00000080,
+	Mnt: unix.CLONE_NEWNS, UTS: unix.CLONE_NEWUTS, IPC: unix.CLONE_NEWIPC, PID: unix.CLONE_NEWPID,
+	Net: unix.CLONE_NEWNET, User: unix.CLONE_NEWUSER, Cgroup: unix.CLONE_NEWCGROUP, Time: unix.CLONE_NEWTIME,
 }
 
 // appendSummary appends the rest of a summary's JSON object: the interval and,

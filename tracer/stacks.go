@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"bufio"
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
@@ -18,31 +19,27 @@ const stackDepth = 32
 
 // ksyms is the kernel's text symbols by address, from /proc/kallsyms, to
 // name the frames of kernel stacks (--kernel-stack).
-type ksyms struct {
-	addrs []uint64
-	names []string
+type ksyms []ksym
+
+type ksym struct {
+	addr uint64
+	name string
 }
 
 // loadKsyms reads /proc/kallsyms: some 200,000 lines, read once, while the
 // programs load.
-func loadKsyms() (*ksyms, error) {
+func loadKsyms() (ksyms, error) {
 	f, err := os.Open("/proc/kallsyms")
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	k := &ksyms{}
+	var k ksyms
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		// "ffffffff81464fe0 t free_user_ns" (module symbols have a 4th field)
-		line := sc.Text()
-		addrText, rest, ok := strings.Cut(line, " ")
-		if !ok || len(rest) < 3 || rest[1] != ' ' {
-			continue
-		}
-		switch rest[0] {
-		case 't', 'T', 'w', 'W':
-		default:
+		addrText, rest, ok := strings.Cut(sc.Text(), " ")
+		if !ok || len(rest) < 3 || rest[1] != ' ' || !strings.ContainsRune("tTwW", rune(rest[0])) {
 			continue
 		}
 		addr, err := strconv.ParseUint(addrText, 16, 64)
@@ -53,55 +50,35 @@ func loadKsyms() (*ksyms, error) {
 		if mod != "" {
 			name += " " + mod
 		}
-		k.addrs = append(k.addrs, addr)
-		k.names = append(k.names, name)
+		k = append(k, ksym{addr, name})
 	}
 	if err := sc.Err(); err != nil {
 		return nil, err
 	}
-	if len(k.addrs) == 0 {
+	if len(k) == 0 {
 		return nil, errors.New("no addresses in /proc/kallsyms (kptr_restrict hides them from this user)")
 	}
-	if !slices.IsSorted(k.addrs) {
-		idx := make([]int, len(k.addrs))
-		for i := range idx {
-			idx[i] = i
-		}
-		slices.SortFunc(idx, func(a, b int) int {
-			switch {
-			case k.addrs[a] < k.addrs[b]:
-				return -1
-			case k.addrs[a] > k.addrs[b]:
-				return 1
-			}
-			return 0
-		})
-		addrs, names := make([]uint64, len(idx)), make([]string, len(idx))
-		for i, j := range idx {
-			addrs[i], names[i] = k.addrs[j], k.names[j]
-		}
-		k.addrs, k.names = addrs, names
-	}
+	slices.SortFunc(k, func(a, b ksym) int { return cmp.Compare(a.addr, b.addr) })
 	return k, nil
 }
 
 // name is addr as function+0xoffset, or the bare address if no symbol
 // precedes it.
-func (k *ksyms) name(addr uint64) string {
-	i, found := slices.BinarySearch(k.addrs, addr)
+func (k ksyms) name(addr uint64) string {
+	i, found := slices.BinarySearchFunc(k, addr, func(s ksym, a uint64) int { return cmp.Compare(s.addr, a) })
 	if !found {
 		i--
 	}
 	if i < 0 {
 		return "0x" + strconv.FormatUint(addr, 16)
 	}
-	return k.names[i] + "+0x" + strconv.FormatUint(addr-k.addrs[i], 16)
+	return k[i].name + "+0x" + strconv.FormatUint(addr-k[i].addr, 16)
 }
 
 // stackNames reads and names the kernel stacks records refer to.
 type stackNames struct {
 	m     *ebpf.Map
-	syms  func() (*ksyms, error)
+	syms  func() (ksyms, error)
 	cache map[uint32][]string
 }
 

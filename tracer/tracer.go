@@ -254,8 +254,7 @@ func open(b Backend, opts Options) (_ *Tracer, err error) {
 		}
 		t.links = append(t.links, l)
 		for _, tp := range moreTracepoints[name] {
-			group, event, _ := strings.Cut(tp, "/")
-			l, err := link.Tracepoint(group, event, coll.Programs[name], nil)
+			l, err := attachTracepoint(tp, coll.Programs[name])
 			if err != nil {
 				return nil, fmt.Errorf("attach %s to %s: %w", name, tp, err)
 			}
@@ -665,13 +664,18 @@ func attach(spec *ebpf.ProgramSpec, prog *ebpf.Program) (link.Link, error) {
 		}
 		return link.Kprobe(spec.AttachTo, prog, nil)
 	case ebpf.TracePoint:
-		group, name, ok := strings.Cut(spec.AttachTo, "/")
-		if !ok {
-			return nil, fmt.Errorf("bad tracepoint %q", spec.AttachTo)
-		}
-		return link.Tracepoint(group, name, prog, nil)
+		return attachTracepoint(spec.AttachTo, prog)
 	}
 	return nil, fmt.Errorf("program type %s: %w", spec.Type, errors.ErrUnsupported)
+}
+
+// attachTracepoint attaches prog to tracepoint "group/name".
+func attachTracepoint(tp string, prog *ebpf.Program) (link.Link, error) {
+	group, name, ok := strings.Cut(tp, "/")
+	if !ok {
+		return nil, fmt.Errorf("bad tracepoint %q", tp)
+	}
+	return link.Tracepoint(group, name, prog, nil)
 }
 
 // runIter runs a BPF iterator over every task (or task file) once.

@@ -123,6 +123,15 @@ static __always_inline struct ns_item *item_of(__u8 kind, __u8 ns_type, struct a
 	return e;
 }
 
+// item_usage puts a per-user count and its limit into e.
+static __always_inline void item_usage(struct ns_item *e, struct usage *u)
+{
+	e->user_count = u->count;
+	e->user_limit = u->limit;
+	e->user_ns = u->user_ns;
+	e->user_uid = u->uid;
+}
+
 // flush sends a's record, if it has one, and frees its slot.
 static __always_inline void flush(struct actx *a)
 {
@@ -187,12 +196,8 @@ __noinline int emit_ns(__u32 what, __u64 inums, __u64 kid, struct usage *u, stru
 		return 0;
 	e->old_inum = old_inum;
 	e->for_children = for_children(type, a->sc);
-	if (u && u->user_ns) {
-		e->user_count = u->count;
-		e->user_limit = u->limit;
-		e->user_ns = u->user_ns;
-		e->user_uid = u->uid;
-	}
+	if (u && u->user_ns)
+		item_usage(e, u);
 	return 0;
 }
 
@@ -272,12 +277,8 @@ __noinline int emit_fail(__u32 err, struct actx *a)
 		return 0;
 	e->error = err;
 	e->reason = reason;
-	if (reason) {
-		e->user_count = u.count;
-		e->user_limit = u.limit;
-		e->user_ns = u.user_ns;
-		e->user_uid = u.uid;
-	}
+	if (reason)
+		item_usage(e, &u);
 	return 0;
 }
 

@@ -159,22 +159,10 @@ static __always_inline __u32 types_of(__u64 flags)
 {
 	__u32 t = 0;
 
-	if (flags & CLONE_NEWNS)
-		t |= 1 << NS_MNT;
-	if (flags & CLONE_NEWUTS)
-		t |= 1 << NS_UTS;
-	if (flags & CLONE_NEWIPC)
-		t |= 1 << NS_IPC;
-	if (flags & CLONE_NEWPID)
-		t |= 1 << NS_PID;
-	if (flags & CLONE_NEWNET)
-		t |= 1 << NS_NET;
-	if (flags & CLONE_NEWUSER)
-		t |= 1 << NS_USER;
-	if (flags & CLONE_NEWCGROUP)
-		t |= 1 << NS_CGROUP;
-	if (flags & CLONE_NEWTIME)
-		t |= 1 << NS_TIME;
+#pragma unroll
+	for (int slot = 0; slot < NS_TYPES; slot++)
+		if (flags & clone_flag_of(slot))
+			t |= 1 << slot;
 	return t;
 }
 

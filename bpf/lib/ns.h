@@ -101,26 +101,37 @@ static __always_inline __u32 ns_clone_type(struct ns_common *ns)
 	return BPF_CORE_READ(ops, type);
 }
 
+// The CLONE_NEW* flag of each namespace type: the one mapping between the
+// two, which types_of and ns_slot_of_clone_flag both go through.
+static __always_inline __u32 clone_flag_of(int slot)
+{
+	switch (slot) {
+	case NS_MNT:
+		return CLONE_NEWNS;
+	case NS_UTS:
+		return CLONE_NEWUTS;
+	case NS_IPC:
+		return CLONE_NEWIPC;
+	case NS_PID:
+		return CLONE_NEWPID;
+	case NS_NET:
+		return CLONE_NEWNET;
+	case NS_USER:
+		return CLONE_NEWUSER;
+	case NS_CGROUP:
+		return CLONE_NEWCGROUP;
+	case NS_TIME:
+		return CLONE_NEWTIME;
+	}
+	return 0;
+}
+
 static __always_inline int ns_slot_of_clone_flag(__u32 flag)
 {
-	switch (flag) {
-	case CLONE_NEWNS:
-		return NS_MNT;
-	case CLONE_NEWUTS:
-		return NS_UTS;
-	case CLONE_NEWIPC:
-		return NS_IPC;
-	case CLONE_NEWPID:
-		return NS_PID;
-	case CLONE_NEWNET:
-		return NS_NET;
-	case CLONE_NEWUSER:
-		return NS_USER;
-	case CLONE_NEWCGROUP:
-		return NS_CGROUP;
-	case CLONE_NEWTIME:
-		return NS_TIME;
-	}
+#pragma unroll
+	for (int slot = 0; slot < NS_TYPES; slot++)
+		if (flag == clone_flag_of(slot))
+			return slot;
 	return -1;
 }
 

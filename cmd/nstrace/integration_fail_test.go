@@ -232,30 +232,14 @@ func summaryTotals(evs []*jsonEvent) map[string]*summaryCount {
 				of(e.Type).Failed++
 				continue
 			}
-			for _, f := range e.CloneFlags {
-				if typ := nameOfFlag(f); typ != "" {
+			for _, typ := range nsTypes {
+				if e.CloneFlagsRaw&cloneNewFlag[typ] != 0 {
 					of(typ).Failed++
 				}
 			}
 		}
 	}
 	return tot
-}
-
-// nameOfFlag is the type a CLONE_NEW* flag name creates.
-func nameOfFlag(f string) string {
-	for _, typ := range nsTypes {
-		if flagsFor(typ) == cloneFlagBits[f] {
-			return typ
-		}
-	}
-	return ""
-}
-
-var cloneFlagBits = map[string]uint64{
-	"CLONE_NEWNS": syscall.CLONE_NEWNS, "CLONE_NEWUTS": syscall.CLONE_NEWUTS, "CLONE_NEWIPC": syscall.CLONE_NEWIPC,
-	"CLONE_NEWPID": syscall.CLONE_NEWPID, "CLONE_NEWNET": syscall.CLONE_NEWNET, "CLONE_NEWUSER": syscall.CLONE_NEWUSER,
-	"CLONE_NEWCGROUP": syscall.CLONE_NEWCGROUP, "CLONE_NEWTIME": 0x80,
 }
 
 // --summary at exit: the counts equal the events printed in the same run,

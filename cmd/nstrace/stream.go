@@ -105,35 +105,31 @@ func (s *stream) write(ev *events.Event, stop context.CancelFunc) error {
 		}
 		ev.KernelStack = frames
 	}
-	if !s.sel.kindPasses(ev.Kind) {
-		// A create only a limit event was asked for: it counts for the
-		// limits, and no more.
-		s.checkLimit(ev, stop)
-		return nil
+	// A create only a limit event was asked for counts for the limits,
+	// and is not printed.
+	if s.sel.kindPasses(ev.Kind) {
+		if err := s.put(ev, stop); err != nil {
+			return err
+		}
+		if s.stats != nil {
+			s.stats.Add(ev)
+		}
 	}
-	if err := s.out.Write(ev); err != nil {
-		return fmt.Errorf("write: %w", err)
-	}
-	s.printed++
-	if s.stats != nil {
-		s.stats.Add(ev)
-	}
-	if s.limit > 0 && s.printed == s.limit {
-		stop()
-	}
-	return s.checkLimit(ev, stop)
-}
-
-// checkLimit prints the limit event a create or destroy brings, if any.
-func (s *stream) checkLimit(ev *events.Event, stop context.CancelFunc) error {
 	if s.limits == nil {
 		return nil
 	}
-	lim := s.limits.Check(ev)
-	if lim == nil || !s.sel.kindPasses(events.Limit) || s.limit > 0 && s.printed >= s.limit {
+	if lim := s.limits.Check(ev); lim != nil && s.sel.kindPasses(events.Limit) {
+		return s.put(lim, stop)
+	}
+	return nil
+}
+
+// put prints one event, counts it, and stops at the count limit.
+func (s *stream) put(ev *events.Event, stop context.CancelFunc) error {
+	if s.limit > 0 && s.printed >= s.limit {
 		return nil
 	}
-	if err := s.out.Write(lim); err != nil {
+	if err := s.out.Write(ev); err != nil {
 		return fmt.Errorf("write: %w", err)
 	}
 	s.printed++
