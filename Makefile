@@ -5,11 +5,12 @@
 #   make check-generated  fail if the committed generated files are stale
 #   make test             host test suite (root: loads BPF into the running kernel)
 #   make vmtest           the suite in qemu VMs, once per kernel × backend
-#   make check            everything CI runs: deps, lint, check-generated, test, bench-smoke, vmtest
+#   make check            everything CI runs: deps, lint, check-generated, test, fuzz, bench-smoke, vmtest
 #   make bench            cost of tracing: workloads untraced vs traced by nstrace and bpftrace
 #                         (prints, asserts nothing); BENCH_COMPARE=OLD_BINARY also runs them
 #                         traced by another build, BENCH_ARGS adds bench flags (-only, -rounds...)
 #   make bench-smoke      the bench in a minute (-quick): fails only if it cannot run
+#   make fuzz             each fuzz target for FUZZTIME (10s); corpora in testdata/fuzz
 #   make vmbench          the bench's ratios in the qemu VMs, per kernel x backend
 
 GO          ?= go
@@ -20,7 +21,7 @@ KERNEL_PKGS := ./tracer ./cmd/nstrace ./snapshot
 
 export BPF_CLANG
 
-.PHONY: all build generate vmlinux check-generated lint test vmtest check deps bench bench-smoke vmbench
+.PHONY: all build generate vmlinux check-generated lint test vmtest check deps bench bench-smoke vmbench fuzz
 
 all: build
 
@@ -56,6 +57,10 @@ vmtest:
 deps:
 	scripts/deps.sh
 
+FUZZTIME ?= 10s
+fuzz: build
+	NSTRACE_BIN=$(CURDIR)/nstrace scripts/fuzz.sh $(FUZZTIME)
+
 # BENCH_COMPARE=path/to/another/nstrace adds its ratios (same rounds).
 bench: build
 	$(GO) run ./scripts/bench -nstrace ./nstrace $(if $(BENCH_COMPARE),-compare $(BENCH_COMPARE)) $(BENCH_ARGS)
@@ -73,4 +78,4 @@ vmbench:
 
 # Under check a missing tool or privilege fails a test instead of skipping it.
 check: export NSTRACE_TEST_STRICT = 1
-check: deps lint check-generated test bench-smoke vmtest
+check: deps lint check-generated test fuzz bench-smoke vmtest

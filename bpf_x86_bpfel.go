@@ -65,7 +65,8 @@ type BpfNsInfo struct {
 	OwnerPass uint8
 	Watched   uint8
 	Live      uint8
-	Pad       [5]uint8
+	Joined    uint8
+	Pad       [4]uint8
 }
 
 type BpfNsItem struct {

@@ -98,10 +98,18 @@ var SlotNames = [...]string{"mnt", "uts", "ipc", "pid_for_children", "net", "", 
 
 var syscallNames = [...]string{"unknown", "clone", "clone3", "fork", "vfork", "unshare", "setns", "execve", "execveat"}
 
-var howNames = [...]string{1: "last_ref", 2: "freed", 3: Polled}
+var howNames = [...]string{1: "last_ref", 2: "freed", 3: Polled, 4: Reused}
 
-// Polled is the How of a destroy found by polling, in which no task acted.
-const Polled = "polled"
+// Polled and Reused are the Hows of destroys nstrace found rather than saw
+// happen, in which no task is known to have acted: by polling, and by its
+// inode number going to a new namespace.
+const (
+	Polled = "polled"
+	Reused = "reused"
+)
+
+// FoundGone says whether a destroy's how is one in which no task acted.
+func FoundGone(how string) bool { return how == Polled || how == Reused }
 
 // Event is one decoded namespace event.
 type Event struct {

@@ -433,7 +433,7 @@ func (p *eventPool) event() Event {
 	}
 	p.at = p.at.Add(time.Duration(r.Int64N(int64(time.Second))))
 	kinds := []Kind{0, Create, Join, NsproxyFree, Destroy, Lost, Exist, 99}
-	hows := []string{"", "last_ref", "freed", Polled, Polled, p.str()}
+	hows := []string{"", "last_ref", "freed", Polled, Polled, Reused, p.str()}
 	flags := []uint64{0, 0x04000000, 0x4e020000, 0x20000000, 0x400000001, p.u64()}
 	ev := Event{
 		Time: p.at, Kind: kinds[r.IntN(len(kinds))], Type: NsType(r.IntN(int(numTypes) + 2)),
@@ -507,9 +507,9 @@ func TestWritersMatchReference(t *testing.T) {
 }
 
 func TestColumnPadsLikeFmt(t *testing.T) {
-	for _, s := range []string{"", "-", "unshare", "exactly16bytes!!", "longer than sixteen", "日本語", "\xff\xfe", "é\U0001F600"} {
+	for _, s := range []string{"", "-", "unshare", "exactly16bytes!!", "longer than sixteen", "日本語", "\xff\xfe", "é\U0001F600", "a\nb\x1b[2J\\\u202e"} {
 		got := string(stringColumn(nil, s, widthComm))
-		want := strings.TrimSuffix(fmtColumn(s), "|") + " "
+		want := strings.TrimSuffix(fmtColumn(refEscape(s)), "|") + " "
 		if got != want {
 			t.Errorf("column %q = %q, want %q", s, got, want)
 		}

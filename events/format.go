@@ -146,10 +146,40 @@ func column(b []byte, start, width int) []byte {
 	return append(b, ' ')
 }
 
-// stringColumn appends s as a column.
+// stringColumn appends s, escaped, as a column.
 func stringColumn(b []byte, s string, width int) []byte {
 	start := len(b)
-	return column(append(b, s...), start, width)
+	return column(appendEscaped(b, s), start, width)
+}
+
+// appendEscaped appends s with what a terminal would act on escaped as Go
+// escapes it (\n, \x1b, \u202e), and invalid UTF-8 as \xNN: a process
+// or a container names itself, and a name must not move the cursor, start
+// a line that looks like an event or turn text around. A backslash is
+// doubled, so that an escape in the output always stands for a byte.
+func appendEscaped(b []byte, s string) []byte {
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= ' ' && c < utf8.RuneSelf && c != '\\' && c != 0x7f {
+			b = append(b, c)
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			b = append(b, '\\', 'x', hexDigits[c>>4], hexDigits[c&0xf])
+		case r == '\\':
+			b = append(b, '\\', '\\')
+		case strconv.IsPrint(r):
+			b = append(b, s[i:i+size]...)
+		default:
+			q := strconv.QuoteRuneToASCII(r) // '\x1b', '\n', '\u202e'
+			b = append(b, q[1:len(q)-1]...)
+		}
+		i += size
+	}
+	return b
 }
 
 // uintColumn appends v as a column, or "-" if !ok.
@@ -178,7 +208,7 @@ func (t *textWriter) Write(ev *Event) error {
 		b = append(b, textHeader...)
 		t.headerDone = true
 	}
-	hasProc := ev.Kind != Lost && (ev.Kind != Exist || ev.Pid != 0) && ev.How != Polled
+	hasProc := ev.Kind != Lost && (ev.Kind != Exist || ev.Pid != 0) && !FoundGone(ev.How)
 	hasNs := ev.Kind != Lost && ev.Kind != NsproxyFree && ev.Type != NoType
 	hasInum := hasNs && ev.Kind != Fail
 	typ, comm := "-", "-"
@@ -321,22 +351,24 @@ func appendKeyUint(b []byte, key string, v uint64) []byte {
 // appendContextDetails appends the rest of the context, for DETAILS.
 func appendContextDetails(b []byte, ev *Event) []byte {
 	c := &ev.Ctx
+	// The pod's and the container's names come from the runtime's labels,
+	// which whoever starts a container sets; the rest from cgroup paths.
 	if c.Runtime != "" {
 		b = append(b, " runtime="...)
-		b = append(b, c.Runtime...)
+		b = appendEscaped(b, c.Runtime)
 	}
 	if c.PodName != "" {
 		b = append(b, " pod="...)
-		b = append(b, c.PodNamespace...)
+		b = appendEscaped(b, c.PodNamespace)
 		b = append(b, '/')
-		b = append(b, c.PodName...)
+		b = appendEscaped(b, c.PodName)
 	} else if c.PodUID != "" {
 		b = append(b, " pod_uid="...)
-		b = append(b, c.PodUID...)
+		b = appendEscaped(b, c.PodUID)
 	}
 	if o := &ev.Owner; ev.HasOwner && ev.Kind == Join && o.ID != c.ID {
 		b = append(b, " owner_container="...)
-		b = append(b, containerColumn(&o.Context)...)
+		b = appendEscaped(b, containerColumn(&o.Context))
 	}
 	if ev.Exe != "" {
 		b = appendQuoteIfNeeded(append(b, " exe="...), ev.Exe)

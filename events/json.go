@@ -43,7 +43,7 @@ func (j *jsonWriter) appendEvent(b []byte, ev *Event) []byte {
 	}
 	// The acting process; for exist, the one it was found through. A
 	// polled destroy has none, nor has a lost event.
-	if (k == Exist && ev.Pid != 0) || (k != Exist && k != Lost && ev.How != Polled) {
+	if (k == Exist && ev.Pid != 0) || (k != Exist && k != Lost && !FoundGone(ev.How)) {
 		o.uint("pid", uint64(ev.Pid))
 		if k != Exist {
 			o.uint("tid", uint64(ev.Tid))

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nstrace/nstrace"
 )
@@ -133,7 +134,7 @@ func (j *refJSONWriter) Write(ev *Event) error {
 		return j.enc.Encode(&out)
 	}
 	out.KernelStack = ev.KernelStack
-	if ev.How != Polled {
+	if !FoundGone(ev.How) {
 		out.Pid, out.Tid, out.Ppid, out.Uid, out.Comm = &ev.Pid, &ev.Tid, &ev.Ppid, &ev.Uid, &ev.Comm
 		out.ParentComm = ev.ParentComm
 	}
@@ -202,8 +203,8 @@ func (t *refTextWriter) Write(ev *Event) error {
 		t.headerDone = true
 	}
 	typ, inum, pid, comm := "-", "-", "-", "-"
-	if ev.Kind != Lost && (ev.Kind != Exist || ev.Pid != 0) && ev.How != Polled {
-		pid, comm = fmt.Sprint(ev.Pid), ev.Comm
+	if ev.Kind != Lost && (ev.Kind != Exist || ev.Pid != 0) && !FoundGone(ev.How) {
+		pid, comm = fmt.Sprint(ev.Pid), refEscape(ev.Comm)
 	}
 	if ev.Kind != Lost && ev.Kind != NsproxyFree && ev.Type != NoType {
 		typ, inum = ev.Type.String(), fmt.Sprint(ev.Inum)
@@ -211,7 +212,7 @@ func (t *refTextWriter) Write(ev *Event) error {
 			inum = "-"
 		}
 	}
-	_, err := fmt.Fprintf(t.w, refTextHeader, ev.Time.Format("15:04:05.000000"), ev.Kind, typ, inum, pid, comm, containerColumn(&ev.Ctx), refDetails(ev))
+	_, err := fmt.Fprintf(t.w, refTextHeader, ev.Time.Format("15:04:05.000000"), ev.Kind, typ, inum, pid, comm, refEscape(containerColumn(&ev.Ctx)), refDetails(ev))
 	for _, f := range ev.KernelStack {
 		fmt.Fprintf(t.w, "        %s\n", f)
 	}
@@ -224,15 +225,15 @@ func (t *refTextWriter) Flush() error { return t.w.Flush() }
 func refContextDetails(b *strings.Builder, ev *Event) {
 	c := &ev.Ctx
 	if c.Runtime != "" {
-		fmt.Fprintf(b, " runtime=%s", c.Runtime)
+		fmt.Fprintf(b, " runtime=%s", refEscape(c.Runtime))
 	}
 	if c.PodName != "" {
-		fmt.Fprintf(b, " pod=%s/%s", c.PodNamespace, c.PodName)
+		fmt.Fprintf(b, " pod=%s/%s", refEscape(c.PodNamespace), refEscape(c.PodName))
 	} else if c.PodUID != "" {
-		fmt.Fprintf(b, " pod_uid=%s", c.PodUID)
+		fmt.Fprintf(b, " pod_uid=%s", refEscape(c.PodUID))
 	}
 	if o := &ev.Owner; ev.HasOwner && ev.Kind == Join && o.ID != c.ID {
-		fmt.Fprintf(b, " owner_container=%s", containerColumn(&o.Context))
+		fmt.Fprintf(b, " owner_container=%s", refEscape(containerColumn(&o.Context)))
 	}
 	if ev.Exe != "" {
 		fmt.Fprintf(b, " exe=%s", refQuoteIfNeeded(ev.Exe))
@@ -385,6 +386,28 @@ func refCommString(c []int8) string {
 		b = b[:i]
 	}
 	return string(b)
+}
+
+// refEscape is s as the text output shows a name: a backslash doubled,
+// each byte of invalid UTF-8 as \xNN, and each rune Go does not call
+// printable as strconv quotes it.
+func refEscape(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, "\\x%02x", s[i])
+		case r == '\\':
+			b.WriteString(`\\`)
+		case strconv.IsPrint(r):
+			b.WriteRune(r)
+		default:
+			b.WriteString(strings.Trim(strconv.QuoteRuneToASCII(r), "'"))
+		}
+		i += size
+	}
+	return b.String()
 }
 
 // fmtColumn is how refTextWriter pads a column, followed by "|".

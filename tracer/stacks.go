@@ -26,10 +26,9 @@ type ksym struct {
 	name string
 }
 
-// loadKsyms reads /proc/kallsyms: some 200,000 lines, read once, while the
-// programs load.
-func loadKsyms() (ksyms, error) {
-	f, err := os.Open("/proc/kallsyms")
+// loadKsyms reads /proc/kallsyms, opened as f: some 200,000 lines, read
+// once, while the programs load.
+func loadKsyms(f *os.File, err error) (ksyms, error) {
 	if err != nil {
 		return nil, err
 	}
@@ -82,8 +81,12 @@ type stackNames struct {
 	cache map[uint32][]string
 }
 
+// newStackNames opens /proc/kallsyms at once: whether it shows addresses
+// is decided at open, by the opener's capabilities (CAP_SYSLOG), which
+// privs may drop before the file is read.
 func newStackNames(m *ebpf.Map) *stackNames {
-	return &stackNames{m: m, syms: sync.OnceValues(loadKsyms), cache: map[uint32][]string{}}
+	f, err := os.Open("/proc/kallsyms")
+	return &stackNames{m: m, syms: sync.OnceValues(func() (ksyms, error) { return loadKsyms(f, err) }), cache: map[uint32][]string{}}
 }
 
 // Stack returns the kernel stack a record carries (its id + 1, as BPF puts

@@ -543,7 +543,8 @@ type nsInfo struct {
 	OwnerPass uint8
 	Watched   uint8
 	Live      uint8
-	_         [5]uint8
+	Joined    uint8
+	_         [4]uint8
 }
 
 // live_ns is direct-mapped by inum - procDynamicFirst for the first
@@ -856,6 +857,26 @@ func (t *Tracer) droppedByPrograms() (uint64, error) {
 		return 0, fmt.Errorf("reset lost counters: %w", err)
 	}
 	return n, nil
+}
+
+// CheckRuntime does, once, what the tracer does with the kernel while it
+// runs, short of changing anything: a read of a map (lost counters; the
+// container filter and the ns_ids write maps the same way), a program's
+// stats (the kernel checks the poll's test runs as it does the reads).
+// privs.Drop runs it to find which capabilities these still need
+// on this kernel.
+func (t *Tracer) CheckRuntime() error {
+	var perCPU []uint64
+	if err := t.coll.Maps["lost"].Lookup(uint32(0), &perCPU); err != nil {
+		return fmt.Errorf("read a map: %w", err)
+	}
+	for name, p := range t.coll.Programs {
+		if _, err := p.Stats(); err != nil {
+			return fmt.Errorf("read stats of %s: %w", name, err)
+		}
+		break
+	}
+	return nil
 }
 
 // Close detaches and frees everything.

@@ -6,14 +6,18 @@
 #ifndef NSTRACE_HOOKS_PROCESS_H
 #define NSTRACE_HOOKS_PROCESS_H
 
-// A --pid process is gone for good (reaped): its pid may be reused.
+// A process is gone for good (reaped): its pid may be reused, and what was
+// kept by it goes (its exe id: its destroys' context is their owner's,
+// kept with the namespace).
 SEC("tp_btf/sched_process_free")
 int BPF_PROG(common_sched_process_free, struct task_struct *p)
 {
 	__u32 tgid = p->tgid;
 
-	if (p->pid == tgid)
+	if (p->pid == tgid) {
 		bpf_map_delete_elem(&filter_pids, &tgid);
+		bpf_map_delete_elem(&procs, &tgid);
+	}
 	return 0;
 }
 

@@ -55,17 +55,41 @@ static __always_inline __u32 holders_in_group(struct task_struct *t, struct nspr
 // it in exit_task_namespaces(), right after this tracepoint. When the
 // threads of a process exit at once, each can see the others still holding
 // it: once the whole process is dying (no live thread), if its own threads
-// hold every reference, the nsproxy goes with them.
-// first_release says whether the nsproxy's release by process tgid is not
-// reported yet (within the last second). A global function: its stack is
-// not on top of the release's, which 6.1's 512-byte limit needs.
-__noinline int first_release(__u64 nsproxy, __u32 tgid)
+// hold every reference, the nsproxy goes with them. The first of them to
+// see that reports it and notes it in exit_releases; the last, which sees
+// itself alone, is the one that frees it: it takes the note away and
+// reports nothing. A thread that leaves a live process alone with its own
+// nsproxy is never noted: a thread that unshared and exits frees an
+// nsproxy whose memory the next one's often reuses.
+// exit_frees says whether task's exit frees nsproxy, of which it sees
+// count references, and whether that is still to be reported. A global
+// function, on numbers (probe reads): the verifier checks it once, and the
+// release after it on one path.
+__noinline int exit_frees(__u64 task, __u64 nsproxy, __u32 count)
 {
-	struct exit_key k = { .nsproxy = nsproxy, .tgid = tgid };
-	__u64 now = bpf_ktime_get_boot_ns(), *seen;
+	struct task_struct *t = (struct task_struct *)task;
+	struct exit_key k = { .nsproxy = nsproxy };
+	__u64 now, *seen;
+	bool noted;
 
+	if (!t || count == 0 || count > MAX_EXIT_THREADS)
+		return 0;
+	if (BPF_CORE_READ(t, signal, live.counter) != 0)
+		return count == 1; // alone with it in a live process
+	if (count != 1 && holders_in_group(t, (struct nsproxy *)nsproxy) != count)
+		return 0;
+	k.tgid = BPF_CORE_READ(t, tgid);
+	now = bpf_ktime_get_boot_ns();
 	seen = bpf_map_lookup_elem(&exit_releases, &k);
-	if (seen && now - *seen < 1000000000ULL)
+	// A note older than a second is another nsproxy's, at the same
+	// address, of a process whose threads never saw themselves alone.
+	noted = seen && now - *seen < 1000000000ULL;
+	if (count == 1) {
+		if (seen)
+			bpf_map_delete_elem(&exit_releases, &k);
+		return !noted;
+	}
+	if (noted)
 		return 0;
 	bpf_map_update_elem(&exit_releases, &k, &now, BPF_ANY);
 	return 1;
@@ -75,7 +99,7 @@ SEC("tp_btf/sched_process_exit")
 int tp_sched_process_exit(void *ctx)
 {
 	// Runs on every exit: a direct BTF load and one read of the count,
-	// until we know this exit frees an nsproxy.
+	// until we know this exit may free an nsproxy.
 	struct task_struct *t = bpf_get_current_task_btf();
 	struct nsproxy *p = t->nsproxy;
 	__u32 count;
@@ -83,13 +107,10 @@ int tp_sched_process_exit(void *ctx)
 	if (!p)
 		return 0;
 	count = nsproxy_count(p, VIA_BTF);
-	if (count != 1) {
-		if (count > MAX_EXIT_THREADS || BPF_CORE_READ(t, signal, live.counter) != 0 ||
-		    holders_in_group(t, p) != count)
-			return 0;
-	}
-	// A probe read, for a number: global functions take no typed pointers.
-	if (!first_release((__u64)BPF_CORE_READ(t, nsproxy), t->tgid))
+	if (count > MAX_EXIT_THREADS)
+		return 0;
+	// Numbers for a global function: typed pointers it does not take.
+	if (!exit_frees(bpf_get_current_task(), (__u64)BPF_CORE_READ(t, nsproxy), count))
 		return 0;
 	return on_nsproxy_free(p, VIA_BTF, ctx);
 }

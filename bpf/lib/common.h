@@ -68,6 +68,7 @@ enum destroy_how {
 	HOW_LAST_REF = 1, // the last reference went away with an nsproxy or a parent
 	HOW_FREED,        // the kernel's own free function ran
 	HOW_POLLED,       // tp_poll_watched found it gone
+	HOW_REUSED,       // its inum went to a new namespace before its end was seen
 };
 
 enum syscall_id {

@@ -170,6 +170,8 @@ static __always_inline void flush(struct actx *a)
 // old inode numbers in another. The caller works out who acts (a,
 // actor_of, with the syscall and flags) once for all the events of one
 // hook; a create's usage is its creator's count and limit.
+__noinline int emit_destroy(__u32 type, __u32 inum, __u32 how, __u64 kid, struct actx *a);
+
 #define NS_WHAT(kind, type) ((kind) | (type) << 8)
 #define NS_INUMS(inum, old) ((__u64)(old) << 32 | (inum))
 
@@ -183,10 +185,21 @@ __noinline int emit_ns(__u32 what, __u64 inums, __u64 kid, struct usage *u, stru
 
 	if (!a)
 		return 0;
+	// The kernel gives a live namespace's inum to no other: whatever had
+	// it before is gone, its end unseen (a watched one between two polls,
+	// or a teardown no hook shows). Its destroy first, as its own. Unless
+	// it is this one: the same kernel id, or (without those) learnt from
+	// a join that came before its create was reported.
+	if (kind == EV_CREATE) {
+		struct ns_info *old = live_get(inum);
+
+		if (old && (kid ? old->id != kid : !old->joined))
+			emit_destroy(old->type, inum, HOW_REUSED, 0, a);
+	}
 	owner_is(&o, a);
-	// A create replaces whatever had the inum before (its free was missed);
-	// a join only fills in a namespace nstrace did not know.
-	id = track_ns(TRACK(type, kind != EV_CREATE, &o), inum, kid, o.cgid, o.pid);
+	// A create replaces whatever had the inum before (see above); a join
+	// only fills in a namespace nstrace did not know.
+	id = track_ns(TRACK(type, kind != EV_CREATE, &o) | (kind == EV_JOIN ? TRACK_JOIN : 0), inum, kid, o.cgid, o.pid);
 	if (kind != EV_CREATE)
 		owner_of(type, inum, &o); // a join: whoever it was first seen with
 	if (!event_wanted(kind, type) || !(a->pass || o.pass))

@@ -68,7 +68,11 @@ struct ns_info {
 	__u8 owner_pass;
 	__u8 watched; // also in watched (tracepoint backend)
 	__u8 live;    // live_ns: the slot holds a namespace
-	__u8 _pad[5];
+	// Known from a join only: its create may yet come (the tracepoint
+	// backend reports an unshare's at the syscall's exit, which another
+	// task's setns into it can precede).
+	__u8 joined;
+	__u8 _pad[4];
 };
 #define PROC_DYNAMIC_FIRST 0xF0000000U
 #define LIVE_DENSE 65536
@@ -147,7 +151,8 @@ __u32 init_ns_inum[NS_TYPES] = {};
 
 // Tracepoint backend: releases reported at process exit, so that the
 // threads of one dying process report their shared nsproxy once. Key: the
-// nsproxy and the tgid; value: when. LRU: entries need no cleanup.
+// nsproxy and the tgid; value: when. The thread that frees it takes its
+// entry away; LRU for those whose threads all exited at once.
 struct exit_key {
 	__u64 nsproxy;
 	__u32 tgid;

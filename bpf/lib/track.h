@@ -31,6 +31,7 @@ static __always_inline void owner_is(struct owner *o, struct actx *a)
 // known. A global function: the iterators call it in loops over ancestors.
 #define TRACK_KEEP 0x100
 #define TRACK_PASS 0x200
+#define TRACK_JOIN 0x400 // with TRACK_KEEP: learnt from a join
 #define TRACK(type, keep, o) ((type) | ((keep) ? TRACK_KEEP : 0) | ((o)->pass ? TRACK_PASS : 0))
 
 __noinline __u64 track_ns(__u32 what, __u32 inum, __u64 kid, __u64 cgid, __u32 pid)
@@ -50,6 +51,7 @@ __noinline __u64 track_ns(__u32 what, __u32 inum, __u64 kid, __u64 cgid, __u32 p
 	info.owner_cgid = cgid;
 	info.owner_pid = pid;
 	info.owner_pass = !!(what & TRACK_PASS);
+	info.joined = !!(what & TRACK_JOIN);
 	if (live_put(inum, &info))
 		count_lost();
 	return info.id;

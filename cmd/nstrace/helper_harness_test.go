@@ -705,8 +705,10 @@ func validateEvent(e *jsonEvent, started, recv time.Time) []string {
 			bad("owner.pid must be positive")
 		}
 	}
-	if e.How == "polled" && (e.has("exe") || e.has("parent_comm")) {
-		bad("polled destroy must not have exe or parent_comm")
+	// README: a destroy nstrace found (polled, reused) names no task.
+	foundGone := e.How == "polled" || e.How == "reused"
+	if foundGone && (e.has("exe") || e.has("parent_comm")) {
+		bad("%s destroy must not have exe or parent_comm", e.How)
 	}
 	switch e.Event {
 	case "create", "join":
@@ -758,15 +760,14 @@ func validateEvent(e *jsonEvent, started, recv time.Time) []string {
 		if e.Inum == 0 {
 			bad("inum must be non-zero")
 		}
-		if e.How != "last_ref" && e.How != "freed" && e.How != "polled" {
-			bad("how %q, want last_ref, freed or polled", e.How)
+		if !slices.Contains([]string{"last_ref", "freed", "polled", "reused"}, e.How) {
+			bad("how %q, want last_ref, freed, polled or reused", e.How)
 		}
-		// README: a polled destroy names no task; the others do.
 		for _, k := range []string{"pid", "tid", "ppid", "uid", "comm"} {
-			if e.How == "polled" && e.has(k) {
-				bad("polled destroy must not have %q", k)
+			if foundGone && e.has(k) {
+				bad("%s destroy must not have %q", e.How, k)
 			}
-			if e.How != "polled" && !e.has(k) {
+			if !foundGone && !e.has(k) {
 				bad("destroy event lacks %q", k)
 			}
 		}

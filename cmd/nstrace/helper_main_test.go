@@ -152,6 +152,8 @@ func runHelper(mode string) int {
 		return 0
 	case "reap":
 		return reap(os.Args[1:])
+	case "soak":
+		return soak(os.Args[1:])
 	case "threads":
 		// Like nsdump, but with many threads holding the namespaces, all
 		// of which exit at once (exit_group) when stdin is closed.

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
+	"unicode/utf8"
 )
 
 // logHandler writes diagnostics as "nstrace: message key=value ..." lines,
@@ -32,7 +34,13 @@ func (h *logHandler) Handle(_ context.Context, r slog.Record) error {
 	}
 	b.WriteString(r.Message)
 	write := func(a slog.Attr) bool {
-		fmt.Fprintf(&b, " %s=%v", a.Key, a.Value)
+		// Values can carry what others chose (a container's labels, a
+		// path): anything a terminal would act on is quoted, escaped.
+		v := a.Value.String()
+		if !utf8.ValidString(v) || strings.IndexFunc(v, func(r rune) bool { return !strconv.IsPrint(r) }) >= 0 {
+			v = strconv.Quote(v)
+		}
+		fmt.Fprintf(&b, " %s=%s", a.Key, v)
 		return true
 	}
 	for _, a := range h.attrs {

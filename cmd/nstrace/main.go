@@ -10,9 +10,12 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spf13/pflag"
 
@@ -91,13 +94,46 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, opts, stdout, stderr); err != nil {
-		fmt.Fprintf(stderr, "nstrace: %v\n", err)
+		fmt.Fprintf(stderr, "nstrace: %v\n", oneLineError{err})
 		return exitError
 	}
 	return exitOK
 }
 
+// parseFlags parses the command line. Its errors are one line: what they
+// quote of the arguments has its control characters escaped.
 func parseFlags(args []string, stderr io.Writer) (options, error) {
+	opts, err := parseArgs(args, stderr)
+	if err != nil && !errors.Is(err, pflag.ErrHelp) {
+		err = oneLineError{err}
+	}
+	return opts, err
+}
+
+// oneLineError is err with what would end its line or act on a terminal
+// escaped.
+type oneLineError struct{ err error }
+
+func (e oneLineError) Error() string {
+	msg := e.err.Error()
+	var b strings.Builder
+	for i, r := range msg {
+		switch {
+		case r == utf8.RuneError && !strings.HasPrefix(msg[i:], "\uFFFD"):
+			fmt.Fprintf(&b, `\x%02x`, msg[i])
+		case strconv.IsPrint(r):
+			b.WriteRune(r)
+		default:
+			q := strconv.QuoteRuneToASCII(r)
+			b.WriteString(q[1 : len(q)-1])
+		}
+	}
+	return b.String()
+}
+
+func (e oneLineError) Unwrap() error { return e.err }
+
+func parseArgs(args []string, stderr io.Writer) (options, error) {
 	var opts options
 	var backend, ringSize string
 	fs := pflag.NewFlagSet("nstrace", pflag.ContinueOnError)
@@ -239,8 +275,17 @@ func run(ctx context.Context, opts options, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
+	// Attached, the snapshot taken, the sockets open: what is left is
+	// reading, which needs little or no privilege.
+	if names != nil {
+		dropPrivileges(t, opts.dockerSocket)
+	} else {
+		dropPrivileges(t, "")
+	}
 	// Once the snapshot is out: a script that waits for this line has it all.
 	fmt.Fprintf(stderr, "nstrace: tracing namespaces (backend: %s); Ctrl-C to stop\n", t.Backend())
+	// For the soak test: what runs, at the start and at the end.
+	slog.Debug("running", "goroutines", runtime.NumGoroutine())
 
 	// Stopping: detach first so nothing new arrives, then the reader drains
 	// what is buffered and sees ringbuf.ErrFlushed.
@@ -254,6 +299,7 @@ func run(ctx context.Context, opts options, stdout, stderr io.Writer) error {
 		}
 	}()
 	err = s.loop(cancel)
+	slog.Debug("stopping", "goroutines", runtime.NumGoroutine())
 	cancel()
 	<-stopped
 	if ferr := s.finish(); err == nil {
