@@ -11,6 +11,7 @@
 #                         traced by another build, BENCH_ARGS adds bench flags (-only, -rounds...)
 #   make bench-smoke      the bench in a minute (-quick): fails only if it cannot run
 #   make fuzz             each fuzz target for FUZZTIME (10s); corpora in testdata/fuzz
+#   make soak             the full soak (SOAK lifecycles, 1,000,000; CI's test suite runs 50,000)
 #   make vmbench          the bench's ratios in the qemu VMs, per kernel x backend
 
 GO          ?= go
@@ -21,7 +22,7 @@ KERNEL_PKGS := ./tracer ./cmd/nstrace ./snapshot
 
 export BPF_CLANG
 
-.PHONY: all build generate vmlinux check-generated lint test vmtest check deps bench bench-smoke vmbench fuzz
+.PHONY: all build generate vmlinux check-generated lint test vmtest check deps bench bench-smoke vmbench fuzz soak
 
 all: build
 
@@ -60,6 +61,10 @@ deps:
 FUZZTIME ?= 10s
 fuzz: build
 	NSTRACE_BIN=$(CURDIR)/nstrace scripts/fuzz.sh $(FUZZTIME)
+
+SOAK ?= 1000000
+soak: build
+	NSTRACE_BIN=$(CURDIR)/nstrace NSTRACE_SOAK_LIFECYCLES=$(SOAK) $(GO) test -count=1 -timeout 60m -v -run '^TestSoak$$' ./cmd/nstrace
 
 # BENCH_COMPARE=path/to/another/nstrace adds its ratios (same rounds).
 bench: build

@@ -87,7 +87,8 @@ type BpfNsItem struct {
 	UserLimit     uint32
 	UserNs        uint32
 	UserUid       uint32
-	Pad2          uint32
+	Partial       uint8
+	Pad2          [3]uint8
 }
 
 type BpfNsRec struct {
@@ -109,6 +110,13 @@ type BpfNsRec struct {
 	ParentComm [16]int8
 	Stack      uint32
 	Pad2       uint32
+}
+
+type BpfPidGone struct {
+	_     structs.HostLayout
+	Pid   uint32
+	Pad   uint32
+	Start uint64
 }
 
 type BpfReleaseItem struct {
@@ -176,6 +184,7 @@ const (
 	BpfMapLiveNs                        = "live_ns"
 	BpfMapLiveNsSparse                  = "live_ns_sparse"
 	BpfMapLost                          = "lost"
+	BpfMapPidsGone                      = "pids_gone"
 	BpfMapProcs                         = "procs"
 	BpfMapReaderState                   = "reader_state"
 	BpfMapScratchBuf                    = "scratch_buf"
@@ -183,6 +192,7 @@ const (
 	BpfMapSnapBuf                       = "snap_buf"
 	BpfMapStacks                        = "stacks"
 	BpfMapSyscallSnaps                  = "syscall_snaps"
+	BpfMapTableFull                     = "table_full"
 	BpfMapWatched                       = "watched"
 	BpfProgCommonIterTask               = "common_iter_task"
 	BpfProgCommonIterTaskFile           = "common_iter_task_file"
@@ -235,6 +245,7 @@ const (
 	BpfVarFilterUids                    = "filter_uids"
 	BpfVarFreeUserNsFn                  = "free_user_ns_fn"
 	BpfVarInitNsInum                    = "init_ns_inum"
+	BpfVarLiveDense                     = "live_dense"
 	BpfVarN_filterCgroups               = "n_filter_cgroups"
 	BpfVarN_filterComms                 = "n_filter_comms"
 	BpfVarN_filterPrefixes              = "n_filter_prefixes"
@@ -346,6 +357,7 @@ type BpfMapSpecs struct {
 	LiveNs       *ebpf.MapSpec `ebpf:"live_ns"`
 	LiveNsSparse *ebpf.MapSpec `ebpf:"live_ns_sparse"`
 	Lost         *ebpf.MapSpec `ebpf:"lost"`
+	PidsGone     *ebpf.MapSpec `ebpf:"pids_gone"`
 	Procs        *ebpf.MapSpec `ebpf:"procs"`
 	ReaderState  *ebpf.MapSpec `ebpf:"reader_state"`
 	ScratchBuf   *ebpf.MapSpec `ebpf:"scratch_buf"`
@@ -353,6 +365,7 @@ type BpfMapSpecs struct {
 	SnapBuf      *ebpf.MapSpec `ebpf:"snap_buf"`
 	Stacks       *ebpf.MapSpec `ebpf:"stacks"`
 	SyscallSnaps *ebpf.MapSpec `ebpf:"syscall_snaps"`
+	TableFull    *ebpf.MapSpec `ebpf:"table_full"`
 	Watched      *ebpf.MapSpec `ebpf:"watched"`
 }
 
@@ -379,6 +392,7 @@ type BpfVariableSpecs struct {
 	FilterUids           *ebpf.VariableSpec `ebpf:"filter_uids"`
 	FreeUserNsFn         *ebpf.VariableSpec `ebpf:"free_user_ns_fn"`
 	InitNsInum           *ebpf.VariableSpec `ebpf:"init_ns_inum"`
+	LiveDense            *ebpf.VariableSpec `ebpf:"live_dense"`
 	N_filterCgroups      *ebpf.VariableSpec `ebpf:"n_filter_cgroups"`
 	N_filterComms        *ebpf.VariableSpec `ebpf:"n_filter_comms"`
 	N_filterPrefixes     *ebpf.VariableSpec `ebpf:"n_filter_prefixes"`
@@ -430,6 +444,7 @@ type BpfMaps struct {
 	LiveNs       *ebpf.Map `ebpf:"live_ns"`
 	LiveNsSparse *ebpf.Map `ebpf:"live_ns_sparse"`
 	Lost         *ebpf.Map `ebpf:"lost"`
+	PidsGone     *ebpf.Map `ebpf:"pids_gone"`
 	Procs        *ebpf.Map `ebpf:"procs"`
 	ReaderState  *ebpf.Map `ebpf:"reader_state"`
 	ScratchBuf   *ebpf.Map `ebpf:"scratch_buf"`
@@ -437,6 +452,7 @@ type BpfMaps struct {
 	SnapBuf      *ebpf.Map `ebpf:"snap_buf"`
 	Stacks       *ebpf.Map `ebpf:"stacks"`
 	SyscallSnaps *ebpf.Map `ebpf:"syscall_snaps"`
+	TableFull    *ebpf.Map `ebpf:"table_full"`
 	Watched      *ebpf.Map `ebpf:"watched"`
 }
 
@@ -454,6 +470,7 @@ func (m *BpfMaps) Close() error {
 		m.LiveNs,
 		m.LiveNsSparse,
 		m.Lost,
+		m.PidsGone,
 		m.Procs,
 		m.ReaderState,
 		m.ScratchBuf,
@@ -461,6 +478,7 @@ func (m *BpfMaps) Close() error {
 		m.SnapBuf,
 		m.Stacks,
 		m.SyscallSnaps,
+		m.TableFull,
 		m.Watched,
 	)
 }
@@ -488,6 +506,7 @@ type BpfVariables struct {
 	FilterUids           *ebpf.Variable `ebpf:"filter_uids"`
 	FreeUserNsFn         *ebpf.Variable `ebpf:"free_user_ns_fn"`
 	InitNsInum           *ebpf.Variable `ebpf:"init_ns_inum"`
+	LiveDense            *ebpf.Variable `ebpf:"live_dense"`
 	N_filterCgroups      *ebpf.Variable `ebpf:"n_filter_cgroups"`
 	N_filterComms        *ebpf.Variable `ebpf:"n_filter_comms"`
 	N_filterPrefixes     *ebpf.Variable `ebpf:"n_filter_prefixes"`

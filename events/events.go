@@ -134,6 +134,9 @@ type Event struct {
 	// Lifetime since the create, when it was seen (HasLifetime).
 	Lifetime    time.Duration
 	HasLifetime bool
+	// Partial: not exact, as nstrace's table of live namespaces was full
+	// (a create it could not keep, a destroy of one it may not have kept).
+	Partial bool
 	// Namespaces held by a freed nsproxy, indexed like SlotNames.
 	Namespaces [len(SlotNames)]uint32
 	// Count of lost events, for Kind Lost.
@@ -261,6 +264,7 @@ const (
 	itemUserLimit     = 40
 	itemUserNs        = 44
 	itemUserUid       = 48
+	itemPartial       = 52
 	itemInums         = 4 // release item: [len(SlotNames)]uint32
 
 	commLen = 16 // TASK_COMM_LEN
@@ -386,6 +390,7 @@ func (c *common) decodeItem(ev *Event, it *[ItemSize]byte) {
 	ev.ownerCgroupID = ne.Uint64(it[itemOwnerCgroupID:])
 	ev.ownerPid = ne.Uint32(it[itemOwnerPid:])
 	ev.ownerKnown = it[itemOwnerKnown] != 0
+	ev.Partial = it[itemPartial] != 0
 	switch ev.Kind {
 	case Create, Join:
 		// BPF leaves the header's syscall and flags 0 in a record

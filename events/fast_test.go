@@ -97,7 +97,8 @@ func TestRecordLayout(t *testing.T) {
 		{"UserLimit", unsafe.Offsetof(it.UserLimit), unsafe.Sizeof(it.UserLimit), itemUserLimit, 4},
 		{"UserNs", unsafe.Offsetof(it.UserNs), unsafe.Sizeof(it.UserNs), itemUserNs, 4},
 		{"UserUid", unsafe.Offsetof(it.UserUid), unsafe.Sizeof(it.UserUid), itemUserUid, 4},
-		{"Pad2", unsafe.Offsetof(it.Pad2), unsafe.Sizeof(it.Pad2), int(unsafe.Offsetof(it.Pad2)), 4}, // not read
+		{"Partial", unsafe.Offsetof(it.Partial), unsafe.Sizeof(it.Partial), itemPartial, 1},
+		{"Pad2", unsafe.Offsetof(it.Pad2), unsafe.Sizeof(it.Pad2), int(unsafe.Offsetof(it.Pad2)), 3}, // not read
 	})
 	var rel nstrace.BpfReleaseItem
 	checkLayout[nstrace.BpfReleaseItem](t, ItemSize, []field{
@@ -440,7 +441,7 @@ func (p *eventPool) event() Event {
 		Inum: p.u32(), NsID: p.u64(), OldInum: p.u32(), Pid: p.u32(), Tid: p.u32(), Ppid: p.u32(), Uid: p.u32(),
 		Comm: p.str(), Syscall: syscallNames[r.IntN(len(syscallNames))], Flags: flags[r.IntN(len(flags))],
 		Children: r.IntN(2) == 0, How: hows[r.IntN(len(hows))],
-		Lifetime: time.Duration(r.Int64() >> r.IntN(64)), HasLifetime: r.IntN(2) == 0,
+		Lifetime: time.Duration(r.Int64() >> r.IntN(64)), HasLifetime: r.IntN(2) == 0, Partial: r.IntN(4) == 0,
 		Count: p.u64(), HeldBy: p.str(), Nprocs: p.u32(), ParentInum: p.u32(), OwnerInum: p.u32(), Mountpoint: p.str(),
 		Exe: p.str(), ParentComm: p.str(), Ctx: p.context(),
 		Owner: Owner{Pid: p.u32(), Context: p.context()}, HasOwner: r.IntN(2) == 0,

@@ -334,6 +334,9 @@ func (t *textWriter) appendDetails(b []byte, ev *Event) []byte {
 			b = appendQuoteIfNeeded(append(b, " mountpoint="...), mp)
 		}
 	}
+	if ev.Partial && (ev.Kind == Create || ev.Kind == Join || ev.Kind == Destroy) {
+		b = append(b, " partial"...)
+	}
 	if ev.Kind != Lost {
 		b = appendContextDetails(b, ev)
 	}

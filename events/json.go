@@ -123,6 +123,10 @@ func (j *jsonWriter) appendEvent(b []byte, ev *Event) []byte {
 	case Lost:
 		o.uint("count", ev.Count)
 	}
+	if ev.Partial && (k == Create || k == Join || k == Destroy) {
+		o.key("partial")
+		o.b = append(o.b, "true"...)
+	}
 	if len(ev.KernelStack) > 0 {
 		o.key("kernel_stack")
 		o.b = append(o.b, '[')

@@ -65,6 +65,7 @@ type jsonEvent struct {
 	LifetimeNs    *int64       `json:"lifetime_ns,omitempty"`
 	Namespaces    *jsonNsproxy `json:"namespaces,omitempty"`
 	Count         *uint64      `json:"count,omitempty"`
+	Partial       bool         `json:"partial,omitempty"`
 	KernelStack   []string     `json:"kernel_stack,omitempty"`
 }
 
@@ -184,6 +185,7 @@ func (j *refJSONWriter) Write(ev *Event) error {
 			Time: n[8], TimeForChildren: n[Time], PidForChildren: n[PID],
 		}
 	}
+	out.Partial = ev.Partial && (ev.Kind == Create || ev.Kind == Join || ev.Kind == Destroy)
 	return j.enc.Encode(&out)
 }
 
@@ -302,6 +304,9 @@ func refDetails(ev *Event) string {
 			fmt.Fprintf(&b, " mountpoint=%s", refQuoteIfNeeded(mp))
 		}
 	}
+	if ev.Partial && (ev.Kind == Create || ev.Kind == Join || ev.Kind == Destroy) {
+		b.WriteString(" partial")
+	}
 	if ev.Kind != Lost {
 		refContextDetails(&b, ev)
 	}
@@ -348,6 +353,7 @@ func refDecode(d *Decoder, raw []byte) []Event {
 			ev.Type, ev.Inum, ev.NsID, ev.OldInum = NsType(it.NsType), it.Inum, it.NsId, it.OldInum
 			ev.Children = it.ForChildren != 0
 			ev.ownerCgroupID, ev.ownerPid, ev.ownerKnown = it.OwnerCgroupId, it.OwnerPid, it.OwnerKnown != 0
+			ev.Partial = it.Partial != 0
 			if ev.Kind == Create || ev.Kind == Join || ev.Kind == Fail {
 				ev.Syscall, ev.Flags = syscallNames[0], h.Flags
 				if int(h.Syscall) < len(syscallNames) {

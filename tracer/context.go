@@ -281,7 +281,8 @@ func (t *Tracer) AddContainer(id string) error {
 func (t *Tracer) addPids(pids []uint32) error {
 	m := t.coll.Maps["filter_pids"]
 	for _, p := range pids {
-		if err := m.Update(p, uint8(1), ebpf.UpdateAny); err != nil {
+		// Start time 0: whichever process has the pid now (it was checked).
+		if err := m.Update(p, uint64(0), ebpf.UpdateAny); err != nil {
 			return fmt.Errorf("add pid %d to the filter: %w", p, err)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strconv"
 	"strings"
@@ -44,19 +45,53 @@ func checkPrivileges() error {
 // lazily under a lock, so concurrent loads may read it.
 var btfCache = btf.NewCache()
 
-func kernelTypes() (*btf.Spec, error) { return btfCache.Kernel() }
+// givenBTF is the kernel's types as --btf gave them (UseKernelBTF).
+var givenBTF *btf.Spec
+
+// kernelTypes is the kernel's BTF: given, or this kernel's own.
+func kernelTypes() (*btf.Spec, error) {
+	if givenBTF != nil {
+		return givenBTF, nil
+	}
+	return btfCache.Kernel()
+}
+
+// UseKernelBTF makes nstrace take the kernel's types from path (raw BTF,
+// as /sys/kernel/btf/vmlinux, or an ELF file with a .BTF section) instead
+// of /sys/kernel/btf/vmlinux: for a container that does not mount it, with
+// a copy of this kernel's. It serves the CO-RE relocations and nstrace's
+// own checks; programs attached through BTF (tp_btf, iterators, fentry)
+// still look their targets up where the kernel exposes them.
+func UseKernelBTF(path string) error {
+	spec, err := btf.LoadSpec(path)
+	if err != nil {
+		return fmt.Errorf("read BTF from %s: %w", path, err)
+	}
+	var ts *btf.Struct
+	if err := spec.TypeByName("task_struct", &ts); err != nil {
+		return fmt.Errorf("%s has no struct task_struct: not a kernel's BTF", path)
+	}
+	givenBTF = spec
+	return nil
+}
 
 // checkKernel explains, in words a user can act on, a kernel nstrace cannot
 // run on at all, whatever the backend.
-var checkKernel = sync.OnceValue(func() error {
+var checkKernel = sync.OnceValue(kernelProblem)
+
+// haveRingBuf is the kernel's answer on BPF ring buffers (a variable so
+// that a test can be a kernel without them).
+var haveRingBuf = func() error { return features.HaveMapType(ebpf.RingBuf) }
+
+func kernelProblem() error {
 	if _, err := kernelTypes(); err != nil {
-		return fmt.Errorf("kernel BTF not found (%v): nstrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y, which exposes /sys/kernel/btf/vmlinux", err)
+		return fmt.Errorf("kernel BTF not found (%v): nstrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y, which exposes /sys/kernel/btf/vmlinux (in a container, mount /sys/kernel/btf, or give a copy with --btf PATH)", err)
 	}
-	if err := features.HaveMapType(ebpf.RingBuf); err != nil {
+	if err := haveRingBuf(); err != nil {
 		return fmt.Errorf("BPF ring buffer not supported (%v): nstrace needs Linux 5.8 or newer", err)
 	}
 	return nil
-})
+}
 
 // haveKprobes reports whether kprobes can be attached at all: through the
 // kprobe PMU, or tracefs's kprobe_events on older kernels.
@@ -117,6 +152,8 @@ func explainLoad(err error) error {
 		return &explainedError{msg + " (the kernel refused it: lockdown, a security module, or missing privileges)", err}
 	case errors.As(err, &ve):
 		return fmt.Errorf("verifier rejected a program: %w", err)
+	case errors.Is(err, unix.ENOMEM):
+		return &explainedError{err.Error() + " (not enough memory for nstrace's BPF maps: since Linux 5.11 they count against the memory cgroup's limit, memory.max or memory.limit_in_bytes, before that against RLIMIT_MEMLOCK; raise it, or ask for a smaller --ring-size)", err}
 	}
 	return err
 }
@@ -160,7 +197,8 @@ func ensureTracefs() error {
 		}
 	}
 	if err := unix.Mount("nodev", "/sys/kernel/tracing", "tracefs", 0, ""); err != nil {
-		return fmt.Errorf("tracefs is not mounted and mounting it on /sys/kernel/tracing failed: %w", err)
+		return fmt.Errorf("tracefs is not mounted and mounting it on /sys/kernel/tracing failed: %w (mount it: mount -t tracefs nodev /sys/kernel/tracing)", err)
 	}
+	slog.Info("tracefs was not mounted: mounted it on /sys/kernel/tracing")
 	return nil
 }

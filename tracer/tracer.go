@@ -4,7 +4,6 @@ package tracer
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -83,6 +82,10 @@ type Options struct {
 	// Cgroups is the hierarchy events are attributed in
 	// (ChooseCgroupHierarchy); nil means the default one.
 	Cgroups *CgroupHierarchy
+	// TableSize, if not 0, bounds every table of namespaces and processes
+	// (live, watched, nets, followed pids) to this many entries: for tests
+	// of what happens when one is full.
+	TableSize int
 }
 
 // DefaultRingBufferSize holds about 38k unshares' records (216 bytes for
@@ -112,6 +115,7 @@ type Tracer struct {
 	everyFn     func() error
 	due         time.Time
 	asleep      *uint64
+	watchMissed *uint64 // reader_state[1]
 	readerState []byte
 	// missesReported is the programs' recursion misses already counted.
 	missesReported uint64
@@ -125,6 +129,8 @@ type Tracer struct {
 	// BlindSpots lists the teardowns this backend cannot see on this kernel.
 	BlindSpots []string
 	hierarchy  CgroupHierarchy
+	liveDense  uint32 // live_ns's size
+	fullSeen   [len(tableMaps)]bool
 	// What the start-up walks found (InitialStrings).
 	initialCgroups, initialExes map[uint64]string
 }
@@ -163,15 +169,18 @@ func Open(opts Options) (*Tracer, error) {
 		return t, nil
 	}
 	var errs []error
+	var reasons []string
 	for _, b := range Backends[1:] {
 		t, err := open(b, opts)
 		if err == nil {
 			return t, nil
 		}
 		slog.Info("backend unavailable, trying the next", "backend", b, "reason", err)
-		errs = append(errs, fmt.Errorf("%s: %w", b, err))
+		errs = append(errs, err)
+		reasons = append(reasons, fmt.Sprintf("%s: %v", b, err))
 	}
-	return nil, fmt.Errorf("no backend works on this kernel: %w", errors.Join(errs...))
+	// One line, and still matchable (errors.Is) by what each said.
+	return nil, &explainedError{"no backend works here: " + strings.Join(reasons, "; "), errors.Join(errs...)}
 }
 
 func open(b Backend, opts Options) (_ *Tracer, err error) {
@@ -200,6 +209,17 @@ func open(b Backend, opts Options) (_ *Tracer, err error) {
 		return nil, err
 	}
 	spec.Maps["events"].MaxEntries = uint32(opts.RingBufferSize)
+	dense := uint32(liveDense)
+	if n := uint32(opts.TableSize); n > 0 {
+		dense = n
+		for _, m := range tableMaps {
+			spec.Maps[m].MaxEntries = n
+		}
+		spec.Maps["live_ns"].MaxEntries = n
+		if err := spec.Variables["live_dense"].Set(n); err != nil {
+			return nil, fmt.Errorf("set live_dense: %w", err)
+		}
+	}
 
 	hooks, err := setKnobs(spec, b)
 	if err != nil {
@@ -225,7 +245,7 @@ func open(b Backend, opts Options) (_ *Tracer, err error) {
 		return nil, fmt.Errorf("load: %w", explainLoad(err))
 	}
 	ph.done("load")
-	t := &Tracer{backend: b, coll: coll, nextID: firstID, lastID: firstID + userIDs - 1, hierarchy: *opts.Cgroups}
+	t := &Tracer{backend: b, coll: coll, nextID: firstID, lastID: firstID + userIDs - 1, hierarchy: *opts.Cgroups, liveDense: dense}
 	defer func() {
 		if err != nil {
 			t.Close()
@@ -298,6 +318,7 @@ func open(b Backend, opts Options) (_ *Tracer, err error) {
 		return nil, fmt.Errorf("map the reader's state: %w", err)
 	}
 	t.asleep = (*uint64)(unsafe.Pointer(&t.readerState[0]))
+	t.watchMissed = (*uint64)(unsafe.Pointer(&t.readerState[8]))
 	for name, p := range spec.Programs {
 		if isPoll(p) {
 			if _, err := coll.Programs[name].Run(&ebpf.RunOptions{}); err != nil {
@@ -557,7 +578,7 @@ const (
 
 // liveSlot returns the map that holds inum's entry and its key there.
 func (t *Tracer) liveSlot(inum uint32) (*ebpf.Map, uint32) {
-	if slot := inum - procDynamicFirst; slot < liveDense {
+	if slot := inum - procDynamicFirst; slot < t.liveDense {
 		return t.coll.Maps["live_ns"], slot
 	}
 	return t.coll.Maps["live_ns_sparse"], inum
@@ -752,8 +773,8 @@ func (t *Tracer) Read(rec *ringbuf.Record) error {
 				continue
 			}
 		}
-		// A drop may have been a REC_WATCH.
-		if len(raw) >= recLostOffset+4 && binary.NativeEndian.Uint32(raw[recLostOffset:]) != 0 {
+		// A REC_WATCH that found no room says so here instead.
+		if atomic.LoadUint64(t.watchMissed) != 0 && atomic.SwapUint64(t.watchMissed, 0) != 0 {
 			t.kickPoll()
 		}
 		return nil
@@ -797,7 +818,6 @@ func (t *Tracer) BeforeWait(f func() error) { t.beforeWait = f }
 // REC_WATCH or a REC_WAKE (enum rec_kind in bpf/lib/context.h) has nothing
 // else, and a REC_WAKE is there only to wake the reader.
 const (
-	recLostOffset = 8
 	recKindOffset = 12
 	recWatch      = 18
 	recWake       = 20
@@ -823,11 +843,18 @@ func (t *Tracer) Detach() error {
 }
 
 // Lost returns, and resets, the events dropped that no record carried yet:
-// ring-buffer and state-map overflows counted by the programs, and runs of
-// a hook that the kernel skipped because another BPF program was running on
-// that CPU (a kprobe firing in an interrupt that came during one, say).
-// Each skipped run counts as one lost event.
+// ring-buffer and state-map overflows counted by the programs.
 func (t *Tracer) Lost() (uint64, error) {
+	return t.droppedByPrograms()
+}
+
+// Skipped returns the runs of nstrace's hooks the kernel skipped since the
+// last call because another BPF program was running on that CPU (a hook in
+// an interrupt that came during one, say). They are not in Lost: a skipped
+// run may have been about a task the filters drop, or one that makes no
+// event (the free of a task), and the kernel does not say which; each may
+// also have been an event.
+func (t *Tracer) Skipped() (uint64, error) {
 	var misses uint64
 	for name, p := range t.coll.Programs {
 		st, err := p.Stats()
@@ -835,11 +862,13 @@ func (t *Tracer) Lost() (uint64, error) {
 			return 0, fmt.Errorf("read stats of %s: %w", name, err)
 		}
 		misses += st.RecursionMisses
+		if st.RecursionMisses > 0 {
+			slog.Debug("runs skipped by the kernel", "program", name, "recursion_misses", st.RecursionMisses)
+		}
 	}
 	skipped := misses - t.missesReported
 	t.missesReported = misses
-	n, err := t.droppedByPrograms()
-	return n + skipped, err
+	return skipped, nil
 }
 
 func (t *Tracer) droppedByPrograms() (uint64, error) {
@@ -857,6 +886,39 @@ func (t *Tracer) droppedByPrograms() (uint64, error) {
 		return 0, fmt.Errorf("reset lost counters: %w", err)
 	}
 	return n, nil
+}
+
+// tableMaps are the bounded tables, indexed like enum table in
+// bpf/lib/ring.h (table_full counts how often each was full).
+var tableMaps = [...]string{"live_ns_sparse", "watched", "live_nets", "filter_pids"}
+
+// tableWords say what a full table costs, for FullTables.
+var tableWords = [len(tableMaps)]string{
+	"the table of live namespaces is full: namespaces created now are reported, marked partial, and their destroys too (no ns_id continuity, owner or lifetime)",
+	"the table of namespaces watched for their end is full: destroys of namespaces held by a mount or a file are counted as lost (or reported as reused)",
+	"the table of net namespaces is full: their destroys are counted as lost",
+	"the table of followed processes (--pid --children) is full: children are no longer followed; each counted as a lost event",
+}
+
+// FullTables returns, once per table, what it means that one was found
+// full since the last call. Entries are used again as soon as they free.
+func (t *Tracer) FullTables() ([]string, error) {
+	var msgs []string
+	for i := range tableMaps {
+		if t.fullSeen[i] {
+			continue
+		}
+		var n uint64
+		if err := t.coll.Maps["table_full"].Lookup(uint32(i), &n); err != nil {
+			return nil, fmt.Errorf("read table_full: %w", err)
+		}
+		if n > 0 {
+			t.fullSeen[i] = true
+			size := t.coll.Maps[tableMaps[i]].MaxEntries()
+			msgs = append(msgs, fmt.Sprintf("%s (%d entries)", tableWords[i], size))
+		}
+	}
+	return msgs, nil
 }
 
 // CheckRuntime does, once, what the tracer does with the kernel while it
@@ -887,7 +949,7 @@ func (t *Tracer) Close() error {
 	}
 	if t.readerState != nil {
 		errs = append(errs, unix.Munmap(t.readerState))
-		t.readerState, t.asleep = nil, nil
+		t.readerState, t.asleep, t.watchMissed = nil, nil, nil
 	}
 	if t.coll != nil {
 		t.coll.Close()

@@ -90,7 +90,10 @@ static __always_inline int pid_ns_rcu_freed(struct callback_head *rcu, __u32 sta
 	struct pid_namespace *ns = container_of(rcu, struct pid_namespace, rcu);
 	__u32 inum = ns_inum(&ns->ns, VIA_PROBE);
 
-	if (destroy_at_free_inum && !live_get(inum))
+	// Where proc_free_inum is hooked it reported this one already, in
+	// destroy_pid_namespace() before the grace period: by now the inum
+	// may be a new namespace's.
+	if (destroy_at_free_inum)
 		return 0;
 	emit_destroy_self(NS_PID, inum, HOW_FREED, 0, stack);
 	return 0;

@@ -6,18 +6,17 @@
 #ifndef NSTRACE_HOOKS_PROCESS_H
 #define NSTRACE_HOOKS_PROCESS_H
 
-// A process is gone for good (reaped): its pid may be reused, and what was
-// kept by it goes (its exe id: its destroys' context is their owner's,
-// kept with the namespace).
+// A process is gone for good (freed, an RCU grace period after it was
+// reaped, by when its pid may be another's): it is no longer followed.
+// (Its procs entry stays: the next fork that gets its pid replaces it, and
+// deleting it here could delete that one's.)
 SEC("tp_btf/sched_process_free")
 int BPF_PROG(common_sched_process_free, struct task_struct *p)
 {
 	__u32 tgid = p->tgid;
 
-	if (p->pid == tgid) {
-		bpf_map_delete_elem(&filter_pids, &tgid);
-		bpf_map_delete_elem(&procs, &tgid);
-	}
+	if (p->pid == tgid)
+		unfollow(tgid, p->start_time, true);
 	return 0;
 }
 
@@ -59,7 +58,7 @@ int BPF_PROG(common_sched_process_fork, struct task_struct *parent, struct task_
 		bpf_map_update_elem(&procs, &ctgid, exe, BPF_ANY);
 	else
 		bpf_map_delete_elem(&procs, &ctgid); // the pid's previous owner's
-	follow_child(ptgid, ctgid);
+	follow_child(ptgid, ctgid, child->start_time);
 	return 0;
 }
 

@@ -133,7 +133,11 @@ struct ns_item {
 	__u32 user_limit;
 	__u32 user_ns;
 	__u32 user_uid;
-	__u32 _pad2;
+	// Not exact: live_ns had no room to keep the namespace (a create), or
+	// a destroy of one it may not have had room for (no ns_id continuity,
+	// owner or lifetime).
+	__u8 partial;
+	__u8 _pad2[3];
 };
 
 // An nsproxy freed: what it held, by slot. The same size as ns_item.

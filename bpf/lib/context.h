@@ -329,10 +329,10 @@ static __always_inline bool emit_str(__u8 kind, __u64 key, const char *src, __u3
 {
 	struct str_rec *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
 
-	if (!r) {
-		count_lost();
+	// No room: not an event lost; the string goes with the next event
+	// that refers to it (the one that follows lacks it).
+	if (!r)
 		return false;
-	}
 	r->ts_ns = bpf_ktime_get_boot_ns();
 	r->lost = take_lost();
 	r->kind = kind;
@@ -431,7 +431,7 @@ static __always_inline void actor_of(struct task_struct *t, struct actx *a, __u3
 		bpf_probe_read_kernel(a->comm, sizeof(a->comm), t->comm);
 		bpf_probe_read_kernel_str(a->parent_comm, sizeof(a->parent_comm), RD(btf, t, real_parent)->comm);
 	}
-	a->pass = actor_passes(a);
+	a->pass = actor_passes(a, RD2(btf, t, group_leader, start_time));
 }
 
 // announce sends, before an event about to go out, the strings it refers

@@ -193,8 +193,14 @@ __noinline int emit_ns(__u32 what, __u64 inums, __u64 kid, struct usage *u, stru
 	if (kind == EV_CREATE) {
 		struct ns_info *old = live_get(inum);
 
-		if (old && (kid ? old->id != kid : !old->joined))
+		if (old && (kid ? old->id != kid : !old->joined)) {
+			// A watch on the inum is the dead one's, whatever its
+			// entry says: the poll must not find it gone later and
+			// take it for this one.
+			if (watch_survivors)
+				unwatch(inum);
 			emit_destroy(old->type, inum, HOW_REUSED, 0, a);
+		}
 	}
 	owner_is(&o, a);
 	// A create replaces whatever had the inum before (see above); a join
@@ -204,9 +210,10 @@ __noinline int emit_ns(__u32 what, __u64 inums, __u64 kid, struct usage *u, stru
 		owner_of(type, inum, &o); // a join: whoever it was first seen with
 	if (!event_wanted(kind, type) || !(a->pass || o.pass))
 		return 0;
-	e = item_of(kind, type, a, &o, id, inum);
+	e = item_of(kind, type, a, &o, id & ~TRACK_FAILED, inum);
 	if (!e)
 		return 0;
+	e->partial = !!(id & TRACK_FAILED);
 	e->old_inum = old_inum;
 	e->for_children = for_children(type, a->sc);
 	if (u && u->user_ns)
@@ -327,6 +334,7 @@ __noinline int emit_destroy(__u32 type, __u32 inum, __u32 how, __u64 kid, struct
 	if (!e)
 		return 0;
 	e->how = how;
+	e->partial = !o.known && tracking_partial();
 	return 0;
 }
 

@@ -30,14 +30,78 @@ volatile const __u32 n_filter_prefixes = 0;
 volatile const __u32 filter_prefix_len[MAX_FILTER_VALUES] = {};
 volatile const char filter_prefix[MAX_FILTER_VALUES][CONTAINER_ID_LEN] = {};
 
-// --pid processes, and with --children what they fork from then on.
-// Entries leave when the process is freed.
+// --pid processes, and with --children what they fork from then on, by
+// tgid; the value is the process's start time (its leader's start_time),
+// 0 for those userspace named. The start time tells a followed process
+// from a later one that got its pid: pids are reused at once (a pid is
+// free when its task is reaped, its entry goes when the task is freed, an
+// RCU grace period later), and a free can fail (a hash map refuses a
+// delete from an interrupt that came during an update on that CPU:
+// -EBUSY). Entries leave when the process is freed, or else later
+// (pids_gone, or when its pid is seen again).
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u32);
-	__type(value, __u8);
+	__type(value, __u64);
 } filter_pids SEC(".maps");
+
+// Followed processes freed whose entry could not be deleted then, per CPU:
+// taken away at the next fork on that CPU (task context).
+struct pid_gone {
+	__u32 pid;
+	__u32 _pad;
+	__u64 start;
+};
+#define PIDS_GONE 4
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PIDS_GONE);
+	__type(key, __u32);
+	__type(value, struct pid_gone);
+} pids_gone SEC(".maps");
+
+static __always_inline struct pid_gone *gone_at(__u32 slot)
+{
+	return bpf_map_lookup_elem(&pids_gone, &slot);
+}
+
+// unfollow ends the following of process tgid, started at start, if its
+// entry is that process's (or userspace's, 0). From an interrupt the
+// delete can fail: then pids_gone keeps it.
+static __always_inline void unfollow(__u32 tgid, __u64 start, bool defer)
+{
+	__u64 *v = bpf_map_lookup_elem(&filter_pids, &tgid);
+
+	if (!v || (*v && *v != start))
+		return;
+	if (!bpf_map_delete_elem(&filter_pids, &tgid) || !defer)
+		return;
+#pragma unroll
+	for (int i = 0; i < PIDS_GONE; i++) {
+		struct pid_gone *g = gone_at(i);
+
+		if (g && !g->pid) {
+			g->start = start;
+			g->pid = tgid;
+			return;
+		}
+	}
+}
+
+// unfollow_deferred takes away the entries pids_gone keeps on this CPU.
+static __always_inline void unfollow_deferred(void)
+{
+#pragma unroll
+	for (int i = 0; i < PIDS_GONE; i++) {
+		struct pid_gone *g = gone_at(i);
+
+		if (!g || !g->pid)
+			continue;
+		unfollow(g->pid, g->start, false);
+		g->pid = 0;
+	}
+}
 
 // Full ids of containers --container names, as the runtime tells them to
 // userspace (a container created later is added when the runtime announces
@@ -100,15 +164,27 @@ __noinline int container_passes(__u64 cgid)
 	return false;
 }
 
-// actor_check: a task of process tgid, real uid and comm (as two words)
-// in cgroup cgid passes every pid, comm, uid, cgroup and container filter.
-__noinline int actor_check(__u32 tgid, __u32 uid, __u64 comm0, __u64 comm1, __u64 cgid)
+// actor_check: a task of process tgid (in the low word of who; its real
+// uid in the high one), started at start, with comm (as two words), in
+// cgroup cgid, passes every pid, comm, uid, cgroup and container filter.
+// BPF functions take five arguments.
+__noinline int actor_check(__u64 who, __u64 start, __u64 comm0, __u64 comm1, __u64 cgid)
 {
+	__u32 tgid = (__u32)who, uid = who >> 32;
 	struct cg_info *cg;
 	bool any = false;
+	__u64 *v;
 
-	if (filter_by_pid && !bpf_map_lookup_elem(&filter_pids, &tgid))
-		return false;
+	if (filter_by_pid) {
+		v = bpf_map_lookup_elem(&filter_pids, &tgid);
+		if (!v)
+			return false;
+		if (*v && *v != start) {
+			// Another process's, freed unseen: its pid is this one's now.
+			bpf_map_delete_elem(&filter_pids, &tgid);
+			return false;
+		}
+	}
 	if (n_filter_comms) {
 		for (int f = 0; f < MAX_FILTER_VALUES; f++) {
 			if (f >= n_filter_comms)
@@ -144,26 +220,34 @@ __noinline int actor_check(__u32 tgid, __u32 uid, __u64 comm0, __u64 comm1, __u6
 	return true;
 }
 
-static __always_inline bool actor_passes(struct actx *a)
+// actor_passes says whether a passes the filters; start is when its
+// process started (its leader's start_time).
+static __always_inline bool actor_passes(struct actx *a, __u64 start)
 {
 	__u64 comm[2];
 
 	if (!filter_actor)
 		return true;
 	__builtin_memcpy(comm, a->comm, sizeof(comm));
-	return actor_check(a->pid, a->uid, comm[0], comm[1], a->cgid);
+	return actor_check((__u64)a->uid << 32 | a->pid, start, comm[0], comm[1], a->cgid);
 }
 
-// follow_child adds a process forked by a --pid process (--children).
-static __always_inline void follow_child(__u32 ptgid, __u32 ctgid)
+// follow_child adds a process forked by a --pid process (--children), which
+// started at start (and first takes away what pids_gone keeps: a fork runs
+// in task context).
+static __always_inline void follow_child(__u32 ptgid, __u32 ctgid, __u64 start)
 {
-	__u8 one = 1;
-
-	if (!filter_children || !bpf_map_lookup_elem(&filter_pids, &ptgid))
+	if (!filter_children)
 		return;
-	// A full map would drop the child's events unseen: count them lost.
-	if (bpf_map_update_elem(&filter_pids, &ctgid, &one, BPF_ANY))
+	unfollow_deferred();
+	if (!bpf_map_lookup_elem(&filter_pids, &ptgid))
+		return;
+	// A full map drops the child's events unseen: counted as one lost,
+	// and userspace says the table is full.
+	if (bpf_map_update_elem(&filter_pids, &ctgid, &start, BPF_ANY)) {
+		count_full(TABLE_PIDS);
 		count_lost();
+	}
 }
 
 #endif

@@ -76,6 +76,8 @@ struct ns_info {
 };
 #define PROC_DYNAMIC_FIRST 0xF0000000U
 #define LIVE_DENSE 65536
+// live_ns's size as loaded (smaller for tests of a full table).
+volatile const __u32 live_dense = LIVE_DENSE;
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, LIVE_DENSE);
@@ -95,7 +97,7 @@ static __always_inline struct ns_info *live_get(__u32 inum)
 	__u32 slot = inum - PROC_DYNAMIC_FIRST;
 	struct ns_info *info;
 
-	if (slot >= LIVE_DENSE)
+	if (slot >= live_dense)
 		return bpf_map_lookup_elem(&live_ns_sparse, &inum);
 	info = bpf_map_lookup_elem(&live_ns, &slot);
 	return info && info->live ? info : NULL;
@@ -107,8 +109,12 @@ static __always_inline int live_put(__u32 inum, struct ns_info *info)
 	__u32 slot = inum - PROC_DYNAMIC_FIRST;
 	struct ns_info *at;
 
-	if (slot >= LIVE_DENSE)
-		return bpf_map_update_elem(&live_ns_sparse, &inum, info, BPF_ANY);
+	if (slot >= live_dense) {
+		if (!bpf_map_update_elem(&live_ns_sparse, &inum, info, BPF_ANY))
+			return 0;
+		count_full(TABLE_LIVE);
+		return -1;
+	}
 	at = bpf_map_lookup_elem(&live_ns, &slot);
 	if (!at)
 		return -1;
@@ -119,7 +125,7 @@ static __always_inline int live_put(__u32 inum, struct ns_info *info)
 // live_del forgets inum, whose entry live_get returned as info.
 static __always_inline void live_del(__u32 inum, struct ns_info *info)
 {
-	if (inum - PROC_DYNAMIC_FIRST >= LIVE_DENSE)
+	if (inum - PROC_DYNAMIC_FIRST >= live_dense)
 		bpf_map_delete_elem(&live_ns_sparse, &inum);
 	else
 		info->live = 0;

@@ -89,4 +89,39 @@ static __always_inline __u32 stack_of(void *ctx)
 	return id + 1;
 }
 
+// The bounded tables, by what userspace calls them: how often each was
+// found full. Userspace says so once, when it first sees one; inserts work
+// again as soon as entries go.
+enum table {
+	TABLE_LIVE,    // live_ns_sparse: namespaces alive
+	TABLE_WATCHED, // watched: namespaces polled for (tracepoint backend)
+	TABLE_NETS,    // live_nets: net namespaces by struct net
+	TABLE_PIDS,    // filter_pids: --pid processes and their children
+	TABLES,
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, TABLES);
+	__type(key, __u32);
+	__type(value, __u64);
+} table_full SEC(".maps");
+
+static __always_inline void count_full(__u32 table)
+{
+	__u64 *n = bpf_map_lookup_elem(&table_full, &table);
+
+	if (n)
+		__sync_fetch_and_add(n, 1);
+}
+
+// tracking_partial says whether live_ns was ever full: a namespace it does
+// not know may then be one it could not keep.
+static __always_inline bool tracking_partial(void)
+{
+	__u32 table = TABLE_LIVE;
+	__u64 *n = bpf_map_lookup_elem(&table_full, &table);
+
+	return n && *n;
+}
+
 #endif

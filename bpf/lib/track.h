@@ -27,11 +27,13 @@ static __always_inline void owner_is(struct owner *o, struct actx *a)
 // an entry already there stays (join, iterator) or is replaced (create: the
 // namespace that had the inum before died unseen). A new entry gets the
 // owner (cgroup cgid, process pid, whether it passed: what & TRACK_PASS).
-// Only a failure to remember a namespace counts as lost, never its being
-// known. A global function: the iterators call it in loops over ancestors.
+// A failure to remember a namespace is flagged in the result
+// (TRACK_FAILED), never its being known. A global function: the iterators call it in loops over ancestors.
 #define TRACK_KEEP 0x100
 #define TRACK_PASS 0x200
 #define TRACK_JOIN 0x400 // with TRACK_KEEP: learnt from a join
+// In track_ns's result: live_ns had no room for it.
+#define TRACK_FAILED (1ULL << 63)
 #define TRACK(type, keep, o) ((type) | ((keep) ? TRACK_KEEP : 0) | ((o)->pass ? TRACK_PASS : 0))
 
 __noinline __u64 track_ns(__u32 what, __u32 inum, __u64 kid, __u64 cgid, __u32 pid)
@@ -52,8 +54,11 @@ __noinline __u64 track_ns(__u32 what, __u32 inum, __u64 kid, __u64 cgid, __u32 p
 	info.owner_pid = pid;
 	info.owner_pass = !!(what & TRACK_PASS);
 	info.joined = !!(what & TRACK_JOIN);
+	// A namespace live_ns has no room for is reported, but its later
+	// events are not exact (no ns_id continuity, owner or lifetime): the
+	// caller marks them partial.
 	if (live_put(inum, &info))
-		count_lost();
+		return info.id | TRACK_FAILED;
 	return info.id;
 }
 
@@ -84,23 +89,31 @@ static __always_inline void track_net(__u64 net, __u32 inum, bool keep)
 		return;
 	if (keep && bpf_map_lookup_elem(&live_nets, &net))
 		return;
-	if (bpf_map_update_elem(&live_nets, &net, &inum, BPF_ANY))
+	// Without it cleanup_net cannot name the namespace: its destroy is lost.
+	if (bpf_map_update_elem(&live_nets, &net, &inum, BPF_ANY)) {
+		count_full(TABLE_NETS);
 		count_lost();
+	}
 }
 
 // Entries in watched. Userspace polls only while there are some: the first
 // one wakes it with a REC_WATCH record (header only, so it carries no lost
-// count that userspace would have to report; a lost one shows as a drop,
-// on which userspace polls too).
+// count that userspace would have to report). If the ring buffer has no
+// room for it, reader_state[1] says so instead: no event was lost.
 __s64 watched_count = 0;
-
 
 static __always_inline void watch_added(void)
 {
+	__u32 one = 1;
+	__u64 *missed;
+
 	if (__sync_fetch_and_add(&watched_count, 1) != 0)
 		return;
-	if (!send_bare(REC_WATCH))
-		count_lost();
+	if (send_bare(REC_WATCH))
+		return;
+	missed = bpf_map_lookup_elem(&reader_state, &one);
+	if (missed)
+		__sync_lock_test_and_set(missed, 1);
 }
 
 // unwatch ends the watch of inum and says whether there was one.
@@ -133,6 +146,8 @@ __noinline int watch_ns(__u64 nsp, __u32 type)
 	if (bpf_map_update_elem(&watched, &inum, &w, BPF_NOEXIST) == 0) {
 		watch_added();
 	} else if (bpf_map_update_elem(&watched, &inum, &w, BPF_EXIST)) {
+		// Not watched, its destroy will not be seen (or seen as reused).
+		count_full(TABLE_WATCHED);
 		count_lost();
 		return 0;
 	}

@@ -17,9 +17,11 @@
 // visible before the swap here, and the reader looks at the position again
 // after its own, so a record is never left unseen. That needs the flag
 // looked at after the reservation (submit; flush sends a REC_WAKE).
+// reader_state[1] is set when a REC_WATCH found the ring buffer full:
+// userspace looks at it as it reads, and starts the poll.
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, 2);
 	__uint(map_flags, BPF_F_MMAPABLE);
 	__type(key, __u32);
 	__type(value, __u64);

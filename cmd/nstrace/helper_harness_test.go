@@ -50,6 +50,7 @@ type jsonEvent struct {
 	LifetimeNS    *int64            `json:"lifetime_ns"`
 	Count         uint64            `json:"count"`
 	Exe           string            `json:"exe"`
+	Partial       bool              `json:"partial"`
 	ParentComm    string            `json:"parent_comm"`
 	// fail, limit, and the usage of a create.
 	Error       string   `json:"error"`
@@ -709,6 +710,10 @@ func validateEvent(e *jsonEvent, started, recv time.Time) []string {
 	foundGone := e.How == "polled" || e.How == "reused"
 	if foundGone && (e.has("exe") || e.has("parent_comm")) {
 		bad("%s destroy must not have exe or parent_comm", e.How)
+	}
+	// README: partial is true or absent, on creates, joins and destroys.
+	if e.has("partial") && (!e.Partial || e.Event != "create" && e.Event != "join" && e.Event != "destroy") {
+		bad("\"partial\" must be true, and only on create, join or destroy")
 	}
 	switch e.Event {
 	case "create", "join":

@@ -39,6 +39,7 @@ type options struct {
 	snapshot bool
 	verbose  bool
 	ringSize int // bytes
+	tables   int // --table-size (tests); 0: the defaults
 	nice     int
 	stacks   bool
 	summary  bool
@@ -135,7 +136,7 @@ func (e oneLineError) Unwrap() error { return e.err }
 
 func parseArgs(args []string, stderr io.Writer) (options, error) {
 	var opts options
-	var backend, ringSize string
+	var backend, ringSize, btfPath string
 	fs := pflag.NewFlagSet("nstrace", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard) // errors are reported by realMain, in one line
 	fs.StringVarP(&opts.output, "output", "o", "text", "output format: "+strings.Join(events.Formats, ", "))
@@ -144,7 +145,11 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	fs.Uint64Var(&opts.count, "count", 0, "stop after this many events; 0 means no limit")
 	fs.BoolVar(&opts.snapshot, "snapshot", false, "first print every namespace alive now as an exist event (not counted by --count)")
 	fs.BoolVarP(&opts.verbose, "verbose", "v", false, "log diagnostics (backend probing, blind spots) on stderr")
+	fs.StringVar(&btfPath, "btf", "", "read the kernel's types from this BTF file instead of /sys/kernel/btf/vmlinux (e.g. a copy of it, where a container does not mount it)")
 	fs.StringVar(&ringSize, "ring-size", fmt.Sprintf("%dM", tracer.DefaultRingBufferSize>>20), "kernel ring buffer for events: a power-of-two number of pages (e.g. 16M, 64M); bigger absorbs longer bursts without loss")
+	// For the tests of full tables (RELIABILITY.md); not for users.
+	fs.IntVar(&opts.tables, "table-size", 0, "bound every table of namespaces and processes to this many entries")
+	fs.MarkHidden("table-size")
 	fs.BoolVar(&opts.stacks, "kernel-stack", false, "add the kernel stack of the hook that saw each create, join, release, destroy and fail (kernel_stack)")
 	fs.BoolVar(&opts.summary, "summary", false, "at exit, print per namespace type what was created, destroyed, joined and failed, how many are alive, and a histogram of lifetimes")
 	fs.DurationVar(&opts.interval, "interval", 0, "with --summary: also print one every interval (e.g. 10s), each counting from the one before")
@@ -188,6 +193,9 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	if opts.ringSize, err = parseRingSize(ringSize); err != nil {
 		return opts, err
 	}
+	if opts.tables < 0 || opts.tables > 1<<20 {
+		return opts, fmt.Errorf("invalid --table-size %d: 0 (the defaults) to %d", opts.tables, 1<<20)
+	}
 	if err := checkNice(opts.nice); err != nil {
 		return opts, err
 	}
@@ -202,6 +210,12 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	}
 	if opts.warnPct > 100 {
 		return opts, fmt.Errorf("invalid --warn-limit %d: a percentage, 0 (off) to 100", opts.warnPct)
+	}
+	// Before anything reads the kernel's types (the cgroup hierarchy).
+	if btfPath != "" {
+		if err := tracer.UseKernelBTF(btfPath); err != nil {
+			return opts, fmt.Errorf("invalid --btf: %w", err)
+		}
 	}
 	opts.dockerGiven = fs.Changed("docker-socket")
 	h, err := tracer.ChooseCgroupHierarchy(opts.hierarchy)
@@ -231,7 +245,7 @@ func run(ctx context.Context, opts options, stdout, stderr io.Writer) error {
 		return fmt.Errorf("read clocks: %w", err)
 	}
 	t, err := tracer.Open(tracer.Options{Backend: opts.backend, Filter: opts.sel.kernel, Cgroups: opts.cgroups, RingBufferSize: opts.ringSize,
-		KernelStacks: opts.stacks})
+		KernelStacks: opts.stacks, TableSize: opts.tables})
 	if err != nil {
 		return err
 	}
@@ -310,6 +324,9 @@ func run(ctx context.Context, opts options, stdout, stderr io.Writer) error {
 	}
 	if n := t.Stackless(); n > 0 {
 		fmt.Fprintf(stderr, "nstrace: %d records went without their kernel stack (another stack held the bucket of its hash in the stack map)\n", n)
+	}
+	if s.skipped > 0 {
+		fmt.Fprintf(stderr, "nstrace: the kernel skipped %d runs of nstrace's hooks (another BPF program was running on that CPU): whatever events they would have made are missing, and not in the lost count (-v names the hooks)\n", s.skipped)
 	}
 	if opts.snapshot {
 		fmt.Fprintf(stderr, "nstrace: %d namespaces in the snapshot, %d events, %d lost\n", s.existing, s.printed, s.lost)

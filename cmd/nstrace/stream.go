@@ -29,7 +29,23 @@ type stream struct {
 	printed  uint64             // events, but for exist ones
 	existing uint64             // exist events (--snapshot)
 	lost     uint64
+	skipped  uint64       // hook runs the kernel skipped (Tracer.Skipped)
 	stopAt   atomic.Int64 // wall-clock ns of the stop request, 0 before
+	// tablesChecked is when the BPF tables were last looked at for one
+	// that was full (at most once a second, when the ring buffer is empty).
+	tablesChecked time.Time
+}
+
+// checkTables says, once per table, that one was full.
+func (s *stream) checkTables() {
+	msgs, err := s.t.FullTables()
+	if err != nil {
+		slog.Warn("could not read the tables' counters", "err", err)
+		return
+	}
+	for _, m := range msgs {
+		slog.Warn(m)
+	}
 }
 
 // loop reads until the tracer is flushed (after Detach) or the count limit
@@ -40,6 +56,10 @@ func (s *stream) loop(stop context.CancelFunc) error {
 	s.t.BeforeWait(func() error {
 		if err := s.out.Flush(); err != nil {
 			return fmt.Errorf("write: %w", err)
+		}
+		if now := time.Now(); now.Sub(s.tablesChecked) >= time.Second {
+			s.tablesChecked = now
+			s.checkTables()
 		}
 		return nil
 	})
@@ -193,9 +213,13 @@ func (s *stream) reportLost(n uint64, at events.Event) error {
 
 // finish reports drops no record carried, then flushes.
 func (s *stream) finish() error {
+	s.checkTables()
 	n, err := s.t.Lost()
 	if err != nil {
 		slog.Warn("could not read drop counters", "err", err)
+	}
+	if s.skipped, err = s.t.Skipped(); err != nil {
+		slog.Warn("could not read the programs' counters", "err", err)
 	}
 	switch {
 	case n > 0 && s.limit > 0 && s.printed >= s.limit:
