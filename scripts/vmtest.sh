@@ -17,7 +17,7 @@
 #       --bench ARGS       run scripts/bench ARGS (with -nstrace and -backend)
 #                          instead of the test binaries, once per backend; its
 #                          output is printed before the summary  [VMTEST_BENCH]
-#   -t, --timeout DUR      -test.timeout of each test binary (default 6m)  [VMTEST_TIMEOUT]
+#   -t, --timeout DUR      -test.timeout of each test binary (default 10m)  [VMTEST_TIMEOUT]
 #       --vm-timeout SECS  hard limit for one boot (default: from the above)  [VMTEST_VM_TIMEOUT]
 #       --accel auto|kvm|tcg  qemu accelerator (default auto: KVM if it works)  [VMTEST_ACCEL]
 #   -q, --quiet            do not stream the console, print only the summary  [VMTEST_QUIET=1]
@@ -48,7 +48,7 @@ BACKENDS=${BACKENDS:-fentry kprobe tracepoint auto}
 PKGS=${PKGS:-./tracer ./cmd/nstrace}
 VMTEST_RUN=${VMTEST_RUN:-}
 VMTEST_BENCH=${VMTEST_BENCH:-}
-VMTEST_TIMEOUT=${VMTEST_TIMEOUT:-6m}
+VMTEST_TIMEOUT=${VMTEST_TIMEOUT:-10m}
 VMTEST_VM_TIMEOUT=${VMTEST_VM_TIMEOUT:-}
 VMTEST_ACCEL=${VMTEST_ACCEL:-auto}
 VMTEST_QUIET=${VMTEST_QUIET:-0}

@@ -386,7 +386,12 @@ static __always_inline void release_destroys(struct snap *s, struct snap *after,
 
 		if (i == NS_USER || !s->inum[i])
 			continue;
-		if (i == NS_PID && pid_ns_free_hooked)
+		// Where proc_free_inum reports destroys, this reports only those
+		// of namespaces live_ns had no room for, whose type it cannot
+		// tell by their inum (partial).
+		if (destroy_at_free_inum && live_get(s->inum[i]))
+			continue;
+		if (i == NS_PID && pid_ns_free_hooked && !destroy_at_free_inum)
 			continue;
 		if (i == NS_NET && net_cleanup_hooked)
 			continue;
@@ -435,7 +440,7 @@ static __always_inline void emit_release(struct snap *s, struct snap *after, str
 			e->inums[i] = s->inum[i];
 		e->inums[NS_USER] = 0;
 	}
-	if (!destroy_at_free_inum)
+	if (!destroy_at_free_inum || tracking_partial())
 		release_destroys(s, after, a);
 	if (mine)
 		flush(a);

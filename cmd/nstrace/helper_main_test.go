@@ -120,6 +120,17 @@ func needRoot(t *testing.T, why string) {
 	need(t, os.Geteuid() == 0, "root (euid %d): %s", os.Geteuid(), why)
 }
 
+// backendIndependent skips a test in the VMs under every backend but auto:
+// what it checks does not depend on the backend (userspace, or what all
+// backends share), the host runs it, and each start of nstrace costs
+// seconds under software emulation.
+func backendIndependent(t *testing.T) {
+	t.Helper()
+	if os.Getenv("NSTRACE_TEST_VM") != "" && itCfg.backend != "auto" {
+		t.Skipf("SKIPPED: backend-independent: in the VMs it runs under auto (and on the host); this run is %s", itCfg.backend)
+	}
+}
+
 func needTools(t *testing.T, names ...string) {
 	t.Helper()
 	for _, n := range names {

@@ -20,10 +20,11 @@ import (
 )
 
 func TestStuckConsumer(t *testing.T) {
+	backendIndependent(t)
 	needRoot(t, "nstrace loads BPF programs")
 	n := 20000
 	if itCfg.slow > 1 {
-		n = 3000
+		n = 1500
 	}
 	drv := startSoakDriver(t, n)
 	filter := []string{"--pid", strconv.Itoa(drv.pid), "--children"}
@@ -110,6 +111,7 @@ wait:
 }
 
 func TestStopInStorm(t *testing.T) {
+	backendIndependent(t)
 	needRoot(t, "nstrace loads BPF programs")
 	drv := startSoakDriver(t, 10_000_000) // more than it gets to do
 	pr, pw, err := os.Pipe()

@@ -19,6 +19,7 @@ import (
 // --btf: a copy of this kernel's BTF works; a missing or corrupt file is a
 // bad argument.
 func TestEnvBTFFile(t *testing.T) {
+	backendIndependent(t)
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "corrupt.btf")
 	if err := os.WriteFile(bad, []byte("this is not BTF at all, not even its header"), 0o644); err != nil {
@@ -135,6 +136,7 @@ exec "$@"`
 // BPF maps beyond the memory cgroup's limit: one line that names the limit
 // and what to do.
 func TestEnvMemoryLimit(t *testing.T) {
+	backendIndependent(t)
 	needRoot(t, "cgroups")
 	var dir, limitFile string
 	if _, err := os.Stat("/sys/fs/cgroup/memory/memory.limit_in_bytes"); err == nil {

@@ -33,6 +33,7 @@ const (
 func asJSONDecodes(s string) string { return string([]rune(s)) }
 
 func TestHostileNames(t *testing.T) {
+	backendIndependent(t)
 	needTools(t, "unshare", "sh", "readlink")
 	if len(hostileComm) != 15 || utf8.ValidString(hostileComm) {
 		t.Fatalf("test bug: the comm must be 15 bytes, cut inside a character")
