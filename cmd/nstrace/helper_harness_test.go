@@ -377,6 +377,20 @@ func (tr *nstraceRun) waitUntil(timeout time.Duration, cond func(evs []*jsonEven
 }
 
 // want is one event a scenario waits for.
+// unshareUTS runs `unshare -u readlink /proc/self/ns/uts` to its end, has
+// tr watch it, and returns its pid and the inode of the uts namespace it
+// made, as the kernel gave it.
+func (tr *nstraceRun) unshareUTS() (int, uint64) {
+	tr.t.Helper()
+	pid, out := runProgram(tr.t, "unshare", "-u", "readlink", "/proc/self/ns/uts")
+	inum, err := parseNSLink("uts", strings.TrimSpace(out))
+	if err != nil {
+		tr.t.Fatal(err)
+	}
+	tr.watch(pid)
+	return pid, inum
+}
+
 type wantEvent struct {
 	desc  string
 	match func(*jsonEvent) bool

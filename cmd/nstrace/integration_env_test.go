@@ -48,12 +48,7 @@ func TestEnvBTFFile(t *testing.T) {
 			t.Fatal(err)
 		}
 		tr := startTracer(t, "json", "--btf", copyPath)
-		pid, out := runProgram(t, "unshare", "-u", "readlink", "/proc/self/ns/uts")
-		inum, err := parseNSLink("uts", strings.TrimSpace(out))
-		if err != nil {
-			t.Fatal(err)
-		}
-		tr.watch(pid)
+		pid, inum := tr.unshareUTS()
 		tr.await(eventTimeout(), func(e *jsonEvent) bool { return e.PID == pid },
 			wantEvent{"create with --btf", isEv("create", "uts", inum)})
 		tr.stop(os.Interrupt)
@@ -63,6 +58,7 @@ func TestEnvBTFFile(t *testing.T) {
 // A backend asked for by name that this kernel refuses: exit 1, one line
 // that says why.
 func TestEnvBackendRefused(t *testing.T) {
+	backendIndependent(t) // it names the backends itself
 	needRoot(t, "loading BPF programs")
 	for _, b := range []struct{ name, why string }{
 		{"fentry", "fentry"},

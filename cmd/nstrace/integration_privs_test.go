@@ -127,15 +127,8 @@ func TestLeastPrivilege(t *testing.T) {
 
 	// Still tracing: a namespace made now is reported, with the inode the
 	// kernel gives it.
-	pid, out := runProgram(t, "unshare", "-u", "readlink", "/proc/self/ns/uts")
-	inum, err := parseNSLink("uts", strings.TrimSpace(out))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr.watch(pid)
+	pid, inum := tr.unshareUTS()
 	tr.await(eventTimeout(), func(e *jsonEvent) bool { return e.PID == pid },
-		wantEvent{fmt.Sprintf("create of uts %d by unshare", inum), func(e *jsonEvent) bool {
-			return e.Event == "create" && e.Type == "uts" && e.Inum == inum
-		}})
+		wantEvent{fmt.Sprintf("create of uts %d by unshare", inum), isEv("create", "uts", inum)})
 	tr.stop(os.Interrupt)
 }

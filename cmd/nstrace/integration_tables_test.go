@@ -88,12 +88,7 @@ func TestFullTable(t *testing.T) {
 	}
 
 	// Room again: exact events.
-	pid, out := runProgram(t, "unshare", "-u", "readlink", "/proc/self/ns/uts")
-	inum, err := parseNSLink("uts", strings.TrimSpace(out))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr.watch(pid)
+	_, inum := tr.unshareUTS()
 	ev := tr.await(eventTimeout(), func(e *jsonEvent) bool { return e.Inum == inum },
 		wantEvent{"create after the table freed", isEv("create", "uts", inum)},
 		wantEvent{"its destroy", isEv("destroy", "uts", inum)})
