@@ -112,13 +112,6 @@ type BpfNsRec struct {
 	Pad2       uint32
 }
 
-type BpfPidGone struct {
-	_     structs.HostLayout
-	Pid   uint32
-	Pad   uint32
-	Start uint64
-}
-
 type BpfReleaseItem struct {
 	_     structs.HostLayout
 	Kind  uint8
@@ -184,7 +177,6 @@ const (
 	BpfMapLiveNs                        = "live_ns"
 	BpfMapLiveNsSparse                  = "live_ns_sparse"
 	BpfMapLost                          = "lost"
-	BpfMapPidsGone                      = "pids_gone"
 	BpfMapProcs                         = "procs"
 	BpfMapReaderState                   = "reader_state"
 	BpfMapScratchBuf                    = "scratch_buf"
@@ -357,7 +349,6 @@ type BpfMapSpecs struct {
 	LiveNs       *ebpf.MapSpec `ebpf:"live_ns"`
 	LiveNsSparse *ebpf.MapSpec `ebpf:"live_ns_sparse"`
 	Lost         *ebpf.MapSpec `ebpf:"lost"`
-	PidsGone     *ebpf.MapSpec `ebpf:"pids_gone"`
 	Procs        *ebpf.MapSpec `ebpf:"procs"`
 	ReaderState  *ebpf.MapSpec `ebpf:"reader_state"`
 	ScratchBuf   *ebpf.MapSpec `ebpf:"scratch_buf"`
@@ -444,7 +435,6 @@ type BpfMaps struct {
 	LiveNs       *ebpf.Map `ebpf:"live_ns"`
 	LiveNsSparse *ebpf.Map `ebpf:"live_ns_sparse"`
 	Lost         *ebpf.Map `ebpf:"lost"`
-	PidsGone     *ebpf.Map `ebpf:"pids_gone"`
 	Procs        *ebpf.Map `ebpf:"procs"`
 	ReaderState  *ebpf.Map `ebpf:"reader_state"`
 	ScratchBuf   *ebpf.Map `ebpf:"scratch_buf"`
@@ -470,7 +460,6 @@ func (m *BpfMaps) Close() error {
 		m.LiveNs,
 		m.LiveNsSparse,
 		m.Lost,
-		m.PidsGone,
 		m.Procs,
 		m.ReaderState,
 		m.ScratchBuf,

@@ -16,7 +16,7 @@ int BPF_PROG(common_sched_process_free, struct task_struct *p)
 	__u32 tgid = p->tgid;
 
 	if (p->pid == tgid)
-		unfollow(tgid, p->start_time, true);
+		unfollow(tgid, p->start_time);
 	return 0;
 }
 

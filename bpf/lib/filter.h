@@ -35,10 +35,8 @@ volatile const char filter_prefix[MAX_FILTER_VALUES][CONTAINER_ID_LEN] = {};
 // 0 for those userspace named. The start time tells a followed process
 // from a later one that got its pid: pids are reused at once (a pid is
 // free when its task is reaped, its entry goes when the task is freed, an
-// RCU grace period later), and a free can fail (a hash map refuses a
-// delete from an interrupt that came during an update on that CPU:
-// -EBUSY). Entries leave when the process is freed, or else later
-// (pids_gone, or when its pid is seen again).
+// RCU grace period later). Entries leave when the process is freed, or
+// when a later process with its pid is seen.
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
@@ -46,61 +44,14 @@ struct {
 	__type(value, __u64);
 } filter_pids SEC(".maps");
 
-// Followed processes freed whose entry could not be deleted then, per CPU:
-// taken away at the next fork on that CPU (task context).
-struct pid_gone {
-	__u32 pid;
-	__u32 _pad;
-	__u64 start;
-};
-#define PIDS_GONE 4
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, PIDS_GONE);
-	__type(key, __u32);
-	__type(value, struct pid_gone);
-} pids_gone SEC(".maps");
-
-static __always_inline struct pid_gone *gone_at(__u32 slot)
-{
-	return bpf_map_lookup_elem(&pids_gone, &slot);
-}
-
 // unfollow ends the following of process tgid, started at start, if its
-// entry is that process's (or userspace's, 0). From an interrupt the
-// delete can fail: then pids_gone keeps it.
-static __always_inline void unfollow(__u32 tgid, __u64 start, bool defer)
+// entry is that process's (or userspace's, 0), not a later one's.
+static __always_inline void unfollow(__u32 tgid, __u64 start)
 {
 	__u64 *v = bpf_map_lookup_elem(&filter_pids, &tgid);
 
-	if (!v || (*v && *v != start))
-		return;
-	if (!bpf_map_delete_elem(&filter_pids, &tgid) || !defer)
-		return;
-#pragma unroll
-	for (int i = 0; i < PIDS_GONE; i++) {
-		struct pid_gone *g = gone_at(i);
-
-		if (g && !g->pid) {
-			g->start = start;
-			g->pid = tgid;
-			return;
-		}
-	}
-}
-
-// unfollow_deferred takes away the entries pids_gone keeps on this CPU.
-static __always_inline void unfollow_deferred(void)
-{
-#pragma unroll
-	for (int i = 0; i < PIDS_GONE; i++) {
-		struct pid_gone *g = gone_at(i);
-
-		if (!g || !g->pid)
-			continue;
-		unfollow(g->pid, g->start, false);
-		g->pid = 0;
-	}
+	if (v && (!*v || *v == start))
+		bpf_map_delete_elem(&filter_pids, &tgid);
 }
 
 // Full ids of containers --container names, as the runtime tells them to
@@ -233,14 +184,10 @@ static __always_inline bool actor_passes(struct actx *a, __u64 start)
 }
 
 // follow_child adds a process forked by a --pid process (--children), which
-// started at start (and first takes away what pids_gone keeps: a fork runs
-// in task context).
+// started at start.
 static __always_inline void follow_child(__u32 ptgid, __u32 ctgid, __u64 start)
 {
-	if (!filter_children)
-		return;
-	unfollow_deferred();
-	if (!bpf_map_lookup_elem(&filter_pids, &ptgid))
+	if (!filter_children || !bpf_map_lookup_elem(&filter_pids, &ptgid))
 		return;
 	// A full map drops the child's events unseen: counted as one lost,
 	// and userspace says the table is full.

@@ -18,7 +18,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -476,12 +475,6 @@ func TestSoak(t *testing.T) {
 		after = stateMaps(t, nst.cmd.Process.Pid)
 		if len(stateProblems(base, after)) == 0 || time.Now().After(deadline) {
 			break
-		}
-		// A process freed in an interrupt that came during an update of
-		// the followed pids leaves its entry to the next fork on that
-		// CPU (pids_gone): fork on each.
-		for cpu := range runtime.NumCPU() {
-			exec.Command("taskset", "-c", strconv.Itoa(cpu), "sh", "-c", "/bin/true; /bin/true").Run()
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
