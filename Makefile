@@ -13,6 +13,9 @@
 #   make fuzz             each fuzz target for FUZZTIME (10s); corpora in testdata/fuzz
 #   make soak             the full soak (SOAK lifecycles, 1,000,000; CI's test suite runs 50,000)
 #   make vmbench          the bench's ratios in the qemu VMs, per kernel x backend
+#   make man              nstrace.8, from the flag definitions (man -l nstrace.8)
+#   make completions      completions/ for bash, zsh and fish
+#   make image            the container image (Dockerfile), tagged nstrace
 
 GO          ?= go
 BPF_CLANG   ?= clang-16
@@ -22,12 +25,29 @@ KERNEL_PKGS := ./tracer ./cmd/nstrace ./snapshot
 
 export BPF_CLANG
 
-.PHONY: all build generate vmlinux check-generated lint test vmtest check deps bench bench-smoke vmbench fuzz soak
+.PHONY: man completions image all build generate vmlinux check-generated lint test vmtest check deps bench bench-smoke vmbench fuzz soak
 
 all: build
 
+# The commit goes in with -X: machines whose Go has -buildvcs=false in its
+# environment stamp none themselves (nstrace --version, nstrace_build_info).
+COMMIT  ?= $(shell git describe --always --dirty --abbrev=12 2>/dev/null)
+LDFLAGS := $(if $(COMMIT),-X main.commit=$(COMMIT))
+
 build:
-	$(GO) build -o nstrace ./cmd/nstrace
+	$(GO) build -ldflags "$(LDFLAGS)" -o nstrace ./cmd/nstrace
+
+man: build
+	./nstrace man > nstrace.8
+
+completions: build
+	mkdir -p completions
+	./nstrace completion bash > completions/nstrace.bash
+	./nstrace completion zsh > completions/_nstrace
+	./nstrace completion fish > completions/nstrace.fish
+
+image:
+	docker build --build-arg COMMIT=$(COMMIT) -t nstrace .
 
 # vmlinux.h records the kernel it came from on its first line, so a
 # check on another kernel knows it cannot compare it.

@@ -121,13 +121,16 @@ type BpfReleaseItem struct {
 }
 
 type BpfScratch struct {
-	_     structs.HostLayout
-	Buf   [1024]int8
-	Names [16]uint64
-	Off   [16]uint16
-	Len   [16]uint16
-	Exe   BpfExeInfo
-	Cg    BpfCgInfo
+	_       structs.HostLayout
+	Buf     [1024]int8
+	Names   [16]uint64
+	Off     [16]uint16
+	Len     [16]uint16
+	Depth   uint32
+	_       [4]byte
+	IdWords [8]uint64
+	Exe     BpfExeInfo
+	Cg      BpfCgInfo
 }
 
 type BpfSnap struct {

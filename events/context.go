@@ -151,12 +151,13 @@ func (a *Attributor) Annotate(ev *Event) {
 		ev.Exe, _ = a.exes.get(ev.exeID)
 	}
 	ev.Owner, ev.HasOwner = Owner{}, false
-	if ev.ownerKnown && (ev.Kind == Join || ev.Kind == Destroy) {
+	if ev.ownerKnown && (ev.Kind == Join || ev.Kind == Destroy || ev.Kind == Orphan) {
 		ev.Owner, ev.HasOwner = Owner{Pid: ev.ownerPid, Context: a.context(ev.ownerCgroupID)}, true
 	}
 	switch {
-	case ev.Kind == Destroy:
-		// A destroy belongs to the namespace's owner: a kworker often does it.
+	case ev.Kind == Destroy || ev.Kind == Orphan:
+		// A destroy belongs to the namespace's owner: a kworker often does
+		// it; an orphan has no process but what made it.
 		if ev.HasOwner {
 			ev.Ctx = ev.Owner.Context
 		}

@@ -35,10 +35,13 @@ const (
 	Limit
 	// Summary is the counts of a run (--summary), made in userspace.
 	Summary
+	// Orphan is a namespace alive with no process in it for --orphans,
+	// found in userspace by walking /proc and the live namespaces.
+	Orphan
 )
 
 var kindNames = [...]string{Create: "create", Join: "join", NsproxyFree: "nsproxy_free", Destroy: "destroy", Lost: "lost", Exist: "exist",
-	Fail: "fail", Limit: "limit", Summary: "summary"}
+	Fail: "fail", Limit: "limit", Summary: "summary", Orphan: "orphan"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) && kindNames[k] != "" {
@@ -171,6 +174,17 @@ type Event struct {
 	ParentInum uint32 // pid, user: the parent namespace; 0 if none or unknown
 	OwnerInum  uint32 // all but user: the owning user namespace; 0 if unknown
 	Mountpoint string // where it is bind-mounted, if it is
+
+	// For Kind Orphan (and HeldBy, Mountpoint): the process holding it
+	// (the fd's, or one of the mount namespace with the bind mount; 0 if
+	// none), HolderFD its open file (/proc/HolderPid/fd/N; -1 if none),
+	// and how long it has had no process in it. A destroy of a namespace
+	// reported orphaned says, in OrphanedFor too, how long it was.
+	HolderPid      uint32
+	HolderComm     string
+	HolderFD       int32
+	OrphanedFor    time.Duration
+	HasOrphanedFor bool
 
 	// Exe and ParentComm are those of the acting process ("" if unknown).
 	Exe        string
@@ -451,4 +465,10 @@ func commString(c [commLen]byte) string {
 		n = len(c)
 	}
 	return string(c[:n])
+}
+
+// SetOwner gives an event made in userspace (an orphan) the owner nstrace's
+// table of live namespaces has for it: the Attributor fills in Owner.
+func (e *Event) SetOwner(pid uint32, cgroupID uint64) {
+	e.ownerPid, e.ownerCgroupID, e.ownerKnown = pid, cgroupID, true
 }

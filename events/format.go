@@ -208,7 +208,7 @@ func (t *textWriter) Write(ev *Event) error {
 		b = append(b, textHeader...)
 		t.headerDone = true
 	}
-	hasProc := ev.Kind != Lost && (ev.Kind != Exist || ev.Pid != 0) && !FoundGone(ev.How)
+	hasProc := ev.Kind != Lost && ev.Kind != Orphan && (ev.Kind != Exist || ev.Pid != 0) && !FoundGone(ev.How)
 	hasNs := ev.Kind != Lost && ev.Kind != NsproxyFree && ev.Type != NoType
 	hasInum := hasNs && ev.Kind != Fail
 	typ, comm := "-", "-"
@@ -308,6 +308,27 @@ func (t *textWriter) appendDetails(b []byte, ev *Event) []byte {
 			b = append(b, " lifetime="...)
 			b = append(b, ev.Lifetime.String()...) // inlined: no allocation
 		}
+		if ev.HasOrphanedFor {
+			b = append(b, " orphaned_for="...)
+			b = append(b, ev.OrphanedFor.Round(time.Millisecond).String()...)
+		}
+	case Orphan:
+		b = append(b, "held_by="...)
+		b = append(b, ev.HeldBy...)
+		if mp := ev.Mountpoint; mp != "" {
+			b = appendQuoteIfNeeded(append(b, " mountpoint="...), mp)
+		}
+		if ev.HolderPid != 0 {
+			b = appendKeyUint(b, " holder_pid=", uint64(ev.HolderPid))
+			if ev.HolderComm != "" {
+				b = appendQuoteIfNeeded(append(b, " holder_comm="...), ev.HolderComm)
+			}
+		}
+		if ev.HolderFD >= 0 {
+			b = appendKeyUint(b, " holder_fd=", uint64(ev.HolderFD))
+		}
+		b = append(b, " orphaned_for="...)
+		b = append(b, ev.OrphanedFor.Round(time.Millisecond).String()...)
 	case NsproxyFree:
 		sep := ""
 		for i, name := range SlotNames {

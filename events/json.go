@@ -36,14 +36,14 @@ func (j *jsonWriter) appendEvent(b []byte, ev *Event) []byte {
 	if k == Summary {
 		return j.appendSummary(o, ev)
 	}
-	if k == Create || k == Join || k == Destroy || k == Exist || k == Fail || k == Limit {
+	if k == Create || k == Join || k == Destroy || k == Exist || k == Fail || k == Limit || k == Orphan {
 		o.stringOmit("type", ev.Type.String())
 		o.uintOmit("inum", uint64(ev.Inum))
 		o.uintOmit("ns_id", ev.NsID)
 	}
 	// The acting process; for exist, the one it was found through. A
 	// polled destroy has none, nor has a lost event.
-	if (k == Exist && ev.Pid != 0) || (k != Exist && k != Lost && !FoundGone(ev.How)) {
+	if (k == Exist && ev.Pid != 0) || (k != Exist && k != Lost && k != Orphan && !FoundGone(ev.How)) {
 		o.uint("pid", uint64(ev.Pid))
 		if k != Exist {
 			o.uint("tid", uint64(ev.Tid))
@@ -107,6 +107,22 @@ func (j *jsonWriter) appendEvent(b []byte, ev *Event) []byte {
 			o.key("lifetime_ns")
 			o.b = strconv.AppendInt(o.b, ev.Lifetime.Nanoseconds(), 10)
 		}
+		if ev.HasOrphanedFor {
+			o.key("orphaned_for_ns")
+			o.b = strconv.AppendInt(o.b, ev.OrphanedFor.Nanoseconds(), 10)
+		}
+	case Orphan:
+		o.string("held_by", ev.HeldBy)
+		o.stringOmit("mountpoint", ev.Mountpoint)
+		if ev.HolderPid != 0 {
+			o.uint("holder_pid", uint64(ev.HolderPid))
+			o.stringOmit("holder_comm", ev.HolderComm)
+		}
+		if ev.HolderFD >= 0 {
+			o.uint("holder_fd", uint64(ev.HolderFD))
+		}
+		o.key("orphaned_for_ns")
+		o.b = strconv.AppendInt(o.b, ev.OrphanedFor.Nanoseconds(), 10)
 	case NsproxyFree:
 		n := &ev.Namespaces
 		o.key("namespaces")

@@ -7,6 +7,7 @@ pkgs=(
 	clang-16 llvm-16 libbpf-dev bpftool            # make generate
 	util-linux iproute2 bubblewrap busybox-static runc docker.io  # programs the tests drive
 	qemu-system-x86 cpio bpftrace                  # make vmtest; bpftrace: make bench
+	groff-base zsh fish                            # the man page and completions, tested
 )
 missing=()
 for p in "${pkgs[@]}"; do

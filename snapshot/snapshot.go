@@ -94,6 +94,9 @@ type Namespace struct {
 	// Mountpoint is where it is bind-mounted (the first nsfs mount of it
 	// found), as seen by a process of that mount namespace; "" if none.
 	Mountpoint string
+	// FD is, when Pid holds it by an open file (HeldBy fd and no process in
+	// it), that file's number: /proc/Pid/fd/FD. -1 otherwise.
+	FD int
 }
 
 // Options configure Take.
@@ -505,7 +508,7 @@ func (w *walker) mountinfo(base string, bases []string, rep *procInfo) bool {
 func (w *walker) see(k key, r rank, p *procInfo, path string, fd int) *entry {
 	e := w.byKey[k]
 	if e == nil {
-		e = &entry{ns: Namespace{Type: typeNames[k.typ], Inum: k.inum}}
+		e = &entry{ns: Namespace{Type: typeNames[k.typ], Inum: k.inum, FD: -1}}
 		w.byKey[k] = e
 	}
 	if !e.related && e.triedRel < maxRelTries {
@@ -534,6 +537,12 @@ func (w *walker) see(k key, r rank, p *procInfo, path string, fd int) *entry {
 	if r > e.rank && w.load(p) {
 		e.rank = r
 		e.ns.Pid, e.ns.Ppid, e.ns.Uid, e.ns.Comm = p.pid, p.ppid, p.uid, p.comm
+		e.ns.FD = -1
+		if r == rankFD {
+			if n, err := strconv.Atoi(path[strings.LastIndexByte(path, '/')+1:]); err == nil {
+				e.ns.FD = n
+			}
+		}
 	}
 	return e
 }

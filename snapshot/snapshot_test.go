@@ -221,14 +221,15 @@ func TestTakeHolders(t *testing.T) {
 			t.Errorf("%s namespace:\n got %+v\nwant %+v", typ, got, want)
 		}
 	}
-	check("net", netIn, Namespace{HeldBy: HeldByFD, Pid: self, Owner: userIn})
-	check("ipc", ipcIn, Namespace{HeldBy: HeldByFD, Pid: self, Owner: userIn})
+	// Held by our open files: FD is the file's number in /proc/self/fd.
+	check("net", netIn, Namespace{HeldBy: HeldByFD, Pid: self, Owner: userIn, FD: int(netFile.Fd())})
+	check("ipc", ipcIn, Namespace{HeldBy: HeldByFD, Pid: self, Owner: userIn, FD: int(ipcFile.Fd())})
 	// The bind mount's process is the lowest pid of our mount namespace.
 	uts := lookup(t, byKey, "uts", utsIn)
-	check("uts", utsIn, Namespace{HeldBy: HeldByBindMount, Pid: uts.Pid, Ppid: uts.Ppid, Uid: uts.Uid, Comm: uts.Comm, Owner: userIn, Mountpoint: utsPath})
+	check("uts", utsIn, Namespace{HeldBy: HeldByBindMount, Pid: uts.Pid, Ppid: uts.Ppid, Uid: uts.Uid, Comm: uts.Comm, Owner: userIn, Mountpoint: utsPath, FD: -1})
 	if uts.Pid <= 0 || uts.Pid > self {
 		t.Errorf("bind-mounted uts namespace: pid %d, want one of our mount namespace, <= ours (%d)", uts.Pid, self)
 	}
 	// Found as the owner of the net namespace open in our files.
-	check("user", userIn, Namespace{HeldBy: HeldByNamespace, Pid: self, Parent: ourUser})
+	check("user", userIn, Namespace{HeldBy: HeldByNamespace, Pid: self, Parent: ourUser, FD: -1})
 }

@@ -84,9 +84,22 @@ var checkKernel = sync.OnceValue(kernelProblem)
 var haveRingBuf = func() error { return features.HaveMapType(ebpf.RingBuf) }
 
 func kernelProblem() error {
+	if err := BTFProblem(); err != nil {
+		return err
+	}
+	return RingBufferProblem()
+}
+
+// BTFProblem says why the kernel's types cannot be read, if they cannot.
+func BTFProblem() error {
 	if _, err := kernelTypes(); err != nil {
 		return fmt.Errorf("kernel BTF not found (%v): nstrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y, which exposes /sys/kernel/btf/vmlinux (in a container, mount /sys/kernel/btf, or give a copy with --btf PATH)", err)
 	}
+	return nil
+}
+
+// RingBufferProblem says why BPF ring buffers cannot be made, if they cannot.
+func RingBufferProblem() error {
 	if err := haveRingBuf(); err != nil {
 		return fmt.Errorf("BPF ring buffer not supported (%v): nstrace needs Linux 5.8 or newer", err)
 	}

@@ -110,13 +110,14 @@ type Tracer struct {
 	gotRecords  bool
 	pending     bool // records were waiting after the last one Read returned
 	beforeWait  func() error
-	stacks      *stackNames   // --kernel-stack; nil without
-	every       time.Duration // Every
-	everyFn     func() error
-	due         time.Time
+	stacks      *stackNames // --kernel-stack; nil without
+	tickers     []ticker    // Every
 	asleep      *uint64
 	watchMissed *uint64 // reader_state[1]
 	readerState []byte
+	// ringPeak is the most bytes ever found waiting after a record was
+	// read (RingBuffer; the metrics read it from another goroutine).
+	ringPeak atomic.Int64
 	// missesReported is the programs' recursion misses already counted.
 	missesReported uint64
 	// nextID and lastID bound the ns_ids userspace assigns (NamespaceID).
@@ -128,6 +129,7 @@ type Tracer struct {
 	pollWake           chan struct{}
 	// BlindSpots lists the teardowns this backend cannot see on this kernel.
 	BlindSpots []string
+	teardowns  [NsTypes]string
 	hierarchy  CgroupHierarchy
 	liveDense  uint32 // live_ns's size
 	fullSeen   [len(tableMaps)]bool
@@ -257,6 +259,7 @@ func open(b Backend, opts Options) (_ *Tracer, err error) {
 		go t.stacks.syms() // read kallsyms while the rest starts
 	}
 	t.BlindSpots = blindSpots(b, hooks)
+	t.teardowns = teardowns(b, hooks)
 	if err := t.addPids(opts.Filter.Pids); err != nil {
 		return nil, err
 	}
@@ -412,6 +415,15 @@ func (t *Tracer) kickPoll() {
 // while it checks the kernel, and each backend it tries takes a copy.
 var parsedSpec = sync.OnceValues(nstrace.LoadBpf)
 
+// Prefetch starts, in the background, the two decodes every start-up
+// waits for: the BPF object's and the kernel's BTF (10-20 ms each, and the
+// kernel's is needed while the flags are still being checked). A process
+// that exits first, on a usage error say, loses nothing by it.
+func Prefetch() {
+	go parsedSpec()
+	go kernelTypes()
+}
+
 // LoadSpec returns the BPF collection with only backend b's programs in it.
 func LoadSpec(b Backend) (*ebpf.CollectionSpec, error) {
 	prefixes, ok := programPrefixes[b]
@@ -422,10 +434,24 @@ func LoadSpec(b Backend) (*ebpf.CollectionSpec, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse BPF object: %w", err)
 	}
-	spec := all.Copy()
-	for name := range spec.Programs {
-		if !hasAnyPrefix(name, prefixes) {
-			delete(spec.Programs, name)
+	// Copied but for the types, which the loader only reads: a deep copy
+	// of them and of the other backends' programs cost milliseconds.
+	spec := &ebpf.CollectionSpec{
+		Maps:      make(map[string]*ebpf.MapSpec, len(all.Maps)),
+		Programs:  make(map[string]*ebpf.ProgramSpec),
+		Variables: make(map[string]*ebpf.VariableSpec, len(all.Variables)),
+		ByteOrder: all.ByteOrder,
+		Types:     all.Types,
+	}
+	for name, m := range all.Maps {
+		spec.Maps[name] = m.Copy()
+	}
+	for name, v := range all.Variables {
+		spec.Variables[name] = v.Copy()
+	}
+	for name, p := range all.Programs {
+		if hasAnyPrefix(name, prefixes) {
+			spec.Programs[name] = p.Copy()
 		}
 	}
 	return spec, nil
@@ -668,6 +694,58 @@ func blindSpots(b Backend, hooks map[string]bool) []string {
 	return blind
 }
 
+// How a backend sees a namespace type's destroy (Teardowns).
+const (
+	// TeardownExact: when it happens, whatever held the namespace last.
+	TeardownExact = "exact"
+	// TeardownPolled: when it happens if an nsproxy held the last
+	// reference; else (a bind mount, an open file) found gone by the poll
+	// of watched namespaces, within PollInterval.
+	TeardownPolled = "polled"
+	// TeardownAtRelease: only if an nsproxy held the last reference.
+	TeardownAtRelease = "at-release"
+	// TeardownBlind: never.
+	TeardownBlind = "blind"
+)
+
+// teardowns says, per namespace type (events.NsType order), how backend b
+// with the teardown hooks found here sees its destroys: what blindSpots
+// lists, as one word per type.
+func teardowns(b Backend, hooks map[string]bool) [NsTypes]string {
+	var td [NsTypes]string
+	for i := range td {
+		td[i] = TeardownExact
+	}
+	if hooks["proc_free_inum"] {
+		return td
+	}
+	const mnt, uts, ipc, pid, net, user, cgroup, time = 0, 1, 2, 3, 4, 5, 6, 7
+	if !hooks["free_user_ns"] {
+		td[user] = TeardownBlind
+	}
+	if !hooks["cleanup_net"] {
+		td[net] = TeardownAtRelease
+	}
+	// Where no hook shows a free, the tracepoint backend polls the
+	// namespaces that outlive their nsproxy.
+	pinned := TeardownAtRelease
+	if b == Tracepoint {
+		pinned = TeardownPolled
+	}
+	if !hooks["destroy_pid_namespace_work"] && !hooks["delayed_free_pidns"] {
+		td[pid] = pinned
+	}
+	for _, i := range []int{mnt, uts, ipc, cgroup, time} {
+		td[i] = pinned
+	}
+	return td
+}
+
+// Teardowns says, per namespace type (events.NsType order), how this
+// backend sees its destroys on this kernel: TeardownExact, TeardownPolled,
+// TeardownAtRelease or TeardownBlind.
+func (t *Tracer) Teardowns() [NsTypes]string { return t.teardowns }
+
 // moreTracepoints are the tracepoints a program serves beside the one its
 // section names: one program for several syscalls' tracepoints is verified
 // once at start-up (bpf/hooks/syscalls.h).
@@ -731,10 +809,19 @@ func (t *Tracer) Backend() Backend { return t.backend }
 // when nstrace has been idle, and an idle nstrace runs no timer.
 func (t *Tracer) Read(rec *ringbuf.Record) error {
 	for {
-		if t.every > 0 && !time.Now().Before(t.due) {
-			t.due = t.due.Add(t.every)
-			if err := t.everyFn(); err != nil {
-				return err
+		if len(t.tickers) > 0 {
+			now := time.Now()
+			for i := range t.tickers {
+				tk := &t.tickers[i]
+				if now.Before(tk.due) {
+					continue
+				}
+				for !now.Before(tk.due) { // one call, however late
+					tk.due = tk.due.Add(tk.every)
+				}
+				if err := tk.fn(); err != nil {
+					return err
+				}
 			}
 		}
 		if !t.pending {
@@ -762,7 +849,12 @@ func (t *Tracer) Read(rec *ringbuf.Record) error {
 			return err
 		}
 		t.gotRecords = true
-		t.pending = t.reader.AvailableBytes() > 0
+		if backlog := t.reader.AvailableBytes(); backlog > 0 {
+			t.pending = true
+			notePeak(&t.ringPeak, backlog)
+		} else {
+			t.pending = false
+		}
 		raw := rec.RawSample
 		if len(raw) > recKindOffset {
 			switch raw[recKindOffset] {
@@ -790,13 +882,26 @@ func (t *Tracer) sleep() {
 		t.reader.SetDeadline(time.Now()) // read it, do not wait
 		return
 	}
-	t.reader.SetDeadline(t.due) // zero: no deadline
+	var due time.Time // zero: no deadline
+	for _, tk := range t.tickers {
+		if due.IsZero() || tk.due.Before(due) {
+			due = tk.due
+		}
+	}
+	t.reader.SetDeadline(due)
 }
 
-// Every sets a function Read calls every d (the summaries of --interval),
-// between records and while it waits for them.
+// Every adds a function Read calls every d (the summaries of --interval,
+// the orphan reports), between records and while it waits for them.
 func (t *Tracer) Every(d time.Duration, f func() error) {
-	t.every, t.everyFn, t.due = d, f, time.Now().Add(d)
+	t.tickers = append(t.tickers, ticker{every: d, fn: f, due: time.Now().Add(d)})
+}
+
+// ticker is a function of Every's.
+type ticker struct {
+	every time.Duration
+	fn    func() error
+	due   time.Time
 }
 
 // pollTick is how often Read looks at the ring buffer while records come:

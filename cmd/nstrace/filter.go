@@ -38,7 +38,7 @@ type selection struct {
 }
 
 // filterKinds are the valid --event values.
-var filterKinds = []events.Kind{events.Create, events.Join, events.NsproxyFree, events.Destroy, events.Exist, events.Fail, events.Limit}
+var filterKinds = []events.Kind{events.Create, events.Join, events.NsproxyFree, events.Destroy, events.Exist, events.Fail, events.Limit, events.Orphan}
 
 var (
 	hexRE           = regexp.MustCompile(`^[0-9a-f]{1,64}$`)
@@ -47,7 +47,7 @@ var (
 
 // parseSelection checks the filter flags; errors are for the user, in one
 // line naming what is valid.
-func parseSelection(a filterArgs, snapshot bool, h tracer.CgroupHierarchy) (*selection, error) {
+func parseSelection(a filterArgs, snapshot, orphans bool, h tracer.CgroupHierarchy) (*selection, error) {
 	s := &selection{hierarchy: h}
 	if len(a.types) > 0 {
 		s.types = map[events.NsType]bool{}
@@ -65,22 +65,25 @@ func parseSelection(a filterArgs, snapshot bool, h tracer.CgroupHierarchy) (*sel
 		for _, v := range a.events {
 			i := slices.IndexFunc(filterKinds, func(k events.Kind) bool { return k.String() == v })
 			if i < 0 {
-				return nil, fmt.Errorf("invalid --event %q (valid: create, join, nsproxy_free, destroy, exist, fail, limit)", v)
+				return nil, fmt.Errorf("invalid --event %q (valid: create, join, nsproxy_free, destroy, exist, fail, limit, orphan)", v)
 			}
 			s.kinds[filterKinds[i]] = true
 		}
 		if s.kinds[events.Exist] && !snapshot {
 			return nil, fmt.Errorf("--event exist needs --snapshot")
 		}
+		if s.kinds[events.Orphan] && !orphans {
+			return nil, fmt.Errorf("--event orphan needs --orphans")
+		}
 	} else if s.types != nil {
 		// An nsproxy_free has no type: --type leaves it out unless asked for.
 		s.kinds = map[events.Kind]bool{events.Create: true, events.Join: true, events.Destroy: true, events.Exist: true,
-			events.Fail: true, events.Limit: true}
+			events.Fail: true, events.Limit: true, events.Orphan: true}
 	}
 	if s.kinds != nil {
 		for k := range s.kinds {
 			switch k {
-			case events.Exist: // userspace's own
+			case events.Exist, events.Orphan: // userspace's own
 			case events.Limit: // made from the creates
 				s.kernel.EventMask |= 1 << events.Create
 			default:

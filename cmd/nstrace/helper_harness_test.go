@@ -713,7 +713,7 @@ func validateEvent(e *jsonEvent, started, recv time.Time) []string {
 	p = append(p, checkContext("", &e.jsonContext)...)
 	if e.Owner != nil {
 		p = append(p, checkContext("owner.", &e.Owner.jsonContext)...)
-		if e.Event != "join" && e.Event != "destroy" {
+		if e.Event != "join" && e.Event != "destroy" && e.Event != "orphan" {
 			bad("%s event must not have \"owner\"", e.Event)
 		}
 		if e.Owner.PID <= 0 {

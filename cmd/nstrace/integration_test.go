@@ -478,8 +478,9 @@ func TestHelp(t *testing.T) {
 	}
 }
 
-func TestNotRoot(t *testing.T) {
-	needRoot(t, "to run nstrace as another user")
+// binForAnyone is a copy of the nstrace under test that every user may run.
+func binForAnyone(t *testing.T) string {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "nstrace-nobody-")
 	if err != nil {
 		t.Fatal(err)
@@ -492,6 +493,12 @@ func TestNotRoot(t *testing.T) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	return bin
+}
+
+func TestNotRoot(t *testing.T) {
+	needRoot(t, "to run nstrace as another user")
+	bin := binForAnyone(t)
 	nobody := &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}}
 	code, out, errOut := runCLI(t, bin, nobody, "-o", "json", "--backend", itCfg.backend)
 	if code != 1 {

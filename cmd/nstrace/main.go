@@ -21,6 +21,7 @@ import (
 
 	"github.com/nstrace/nstrace/docker"
 	"github.com/nstrace/nstrace/events"
+	"github.com/nstrace/nstrace/metrics"
 	"github.com/nstrace/nstrace/tracer"
 )
 
@@ -45,11 +46,13 @@ type options struct {
 	summary  bool
 	interval time.Duration
 	warnPct  uint32
+	orphans  time.Duration // --orphans; 0: none
 
 	filters      filterArgs
 	hierarchy    string
 	dockerSocket string
 	dockerGiven  bool
+	metricsAddr  string // --metrics-addr, as metrics.ParseAddr makes it; "": none
 	sel          *selection
 	cgroups      *tracer.CgroupHierarchy // nil: tracer.Open chooses
 }
@@ -69,6 +72,10 @@ Examples:
   sudo nstrace --container web      # only what container "web" does
   sudo nstrace -t net -e create,destroy   # network namespaces born and gone
   sudo nstrace -p 1234 --children   # a process and what it forks from now on
+  sudo nstrace --metrics-addr 9464  # Prometheus metrics on 127.0.0.1:9464/metrics
+  sudo nstrace check                # can it trace here, and with what
+
+Commands: check, completion bash|zsh|fish, man (nstrace COMMAND --help).
 
 Flags:
 `
@@ -78,8 +85,24 @@ func main() {
 }
 
 func realMain(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "check":
+			tracer.Prefetch()
+			return runCheck(args[1:], stdout, stderr)
+		case "completion":
+			return runCompletion(args[1:], stdout, stderr)
+		case "man":
+			return runMan(args[1:], stdout, stderr)
+		}
+	}
+	tracer.Prefetch()
 	opts, err := parseFlags(args, stderr)
 	if errors.Is(err, pflag.ErrHelp) {
+		return exitOK
+	}
+	if errors.Is(err, errVersion) {
+		printVersion(stdout)
 		return exitOK
 	}
 	if err != nil {
@@ -105,7 +128,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 // quote of the arguments has its control characters escaped.
 func parseFlags(args []string, stderr io.Writer) (options, error) {
 	opts, err := parseArgs(args, stderr)
-	if err != nil && !errors.Is(err, pflag.ErrHelp) {
+	if err != nil && !errors.Is(err, pflag.ErrHelp) && !errors.Is(err, errVersion) {
 		err = oneLineError{err}
 	}
 	return opts, err
@@ -134,19 +157,28 @@ func (e oneLineError) Error() string {
 
 func (e oneLineError) Unwrap() error { return e.err }
 
-func parseArgs(args []string, stderr io.Writer) (options, error) {
-	var opts options
-	var backend, ringSize, btfPath string
+// errVersion is parseFlags' answer to --version.
+var errVersion = errors.New("--version")
+
+// rawFlags are the flags checked after parsing, as given.
+type rawFlags struct {
+	backend, ringSize, btfPath, metricsAddr string
+	help, version                           bool
+}
+
+// newFlagSet defines nstrace's flags into opts and raw: the command line's
+// parser, and the source of the man page and the shell completions.
+func newFlagSet(opts *options, raw *rawFlags, stderr io.Writer) *pflag.FlagSet {
 	fs := pflag.NewFlagSet("nstrace", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard) // errors are reported by realMain, in one line
 	fs.StringVarP(&opts.output, "output", "o", "text", "output format: "+strings.Join(events.Formats, ", "))
-	fs.StringVar(&backend, "backend", string(tracer.Auto), "kernel hooks to use: auto, fentry, kprobe, tracepoint (auto tries them in that order)")
+	fs.StringVar(&raw.backend, "backend", string(tracer.Auto), "kernel hooks to use: auto, fentry, kprobe, tracepoint (auto tries them in that order)")
 	fs.DurationVar(&opts.duration, "duration", 0, "stop after this long (e.g. 30s, 5m); 0 runs until Ctrl-C")
 	fs.Uint64Var(&opts.count, "count", 0, "stop after this many events; 0 means no limit")
 	fs.BoolVar(&opts.snapshot, "snapshot", false, "first print every namespace alive now as an exist event (not counted by --count)")
 	fs.BoolVarP(&opts.verbose, "verbose", "v", false, "log diagnostics (backend probing, blind spots) on stderr")
-	fs.StringVar(&btfPath, "btf", "", "read the kernel's types from this BTF file instead of /sys/kernel/btf/vmlinux (e.g. a copy of it, where a container does not mount it)")
-	fs.StringVar(&ringSize, "ring-size", fmt.Sprintf("%dM", tracer.DefaultRingBufferSize>>20), "kernel ring buffer for events: a power-of-two number of pages (e.g. 16M, 64M); bigger absorbs longer bursts without loss")
+	fs.StringVar(&raw.btfPath, "btf", "", "read the kernel's types from this BTF file instead of /sys/kernel/btf/vmlinux (e.g. a copy of it, where a container does not mount it)")
+	fs.StringVar(&raw.ringSize, "ring-size", fmt.Sprintf("%dM", tracer.DefaultRingBufferSize>>20), "kernel ring buffer for events: a power-of-two number of pages (e.g. 16M, 64M); bigger absorbs longer bursts without loss")
 	// For the tests of full tables (RELIABILITY.md); not for users.
 	fs.IntVar(&opts.tables, "table-size", 0, "bound every table of namespaces and processes to this many entries")
 	fs.MarkHidden("table-size")
@@ -157,7 +189,7 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&opts.nice, "nice", defaultNice, "nice value nstrace runs at (-20 to 19): above the traced tasks' priority, it keeps up with bursts that keep every CPU busy")
 	f := &opts.filters
 	fs.StringSliceVarP(&f.types, "type", "t", nil, "only these namespace types (comma-separated): mnt, uts, ipc, pid, net, user, cgroup, time")
-	fs.StringSliceVarP(&f.events, "event", "e", nil, "only these events (comma-separated): create, join, nsproxy_free, destroy, exist, fail, limit")
+	fs.StringSliceVarP(&f.events, "event", "e", nil, "only these events (comma-separated): create, join, nsproxy_free, destroy, exist, fail, limit, orphan")
 	fs.StringSliceVarP(&f.pids, "pid", "p", nil, "only what these processes do (comma-separated pids)")
 	fs.BoolVar(&f.children, "children", false, "with --pid: also the processes they fork from now on")
 	fs.StringSliceVarP(&f.comms, "comm", "c", nil, "only what tasks of these names do (comma-separated, as in /proc/PID/comm)")
@@ -166,18 +198,39 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	fs.StringSliceVar(&f.cgroups, "cgroup", nil, "only what tasks in these cgroups or below do (comma-separated paths)")
 	fs.StringVar(&opts.hierarchy, "cgroup-hierarchy", "", "cgroup hierarchy events are attributed in: unified, or a cgroup v1 controller (default: unified on cgroup v2, else memory, pids, cpuset)")
 	fs.StringVar(&opts.dockerSocket, "docker-socket", docker.DefaultSocket, "Docker Engine API socket for container names (\"\" to not ask)")
+	fs.DurationVar(&opts.orphans, "orphans", 0, "report once, as an orphan event, each namespace that has had no process in it for this long (e.g. 30s) and what holds it: a bind mount, an open file, another namespace; its destroy then says how long it was orphaned")
+	fs.StringVar(&raw.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address (HOST:PORT; a port alone listens on 127.0.0.1 only) at /metrics")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, usageText)
 		fs.SetOutput(stderr)
 		fs.PrintDefaults()
 	}
-	help := fs.BoolP("help", "h", false, "show this help")
+	fs.BoolVarP(&raw.help, "help", "h", false, "show this help")
+	fs.BoolVar(&raw.version, "version", false, "print the version, the commit and the BPF object's build, and exit")
+	return fs
+}
+
+func parseArgs(args []string, stderr io.Writer) (options, error) {
+	var opts options
+	var raw rawFlags
+	fs := newFlagSet(&opts, &raw, stderr)
 	if err := fs.Parse(args); err != nil {
 		return opts, err
 	}
-	if *help {
+	backend, ringSize, btfPath := raw.backend, raw.ringSize, raw.btfPath
+	if raw.help {
 		fs.Usage()
 		return opts, pflag.ErrHelp
+	}
+	if raw.version {
+		return opts, errVersion
+	}
+	if raw.metricsAddr != "" {
+		addr, err := metrics.ParseAddr(raw.metricsAddr)
+		if err != nil {
+			return opts, fmt.Errorf("invalid --metrics-addr %q: %v", raw.metricsAddr, err)
+		}
+		opts.metricsAddr = addr
 	}
 	if fs.NArg() > 0 {
 		return opts, fmt.Errorf("unexpected argument %q", fs.Arg(0))
@@ -228,7 +281,10 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 		// tracer.Open says why (no BTF, say), as it checks the kernel.
 		slog.Debug("no cgroup hierarchy chosen yet", "err", err)
 	}
-	opts.sel, err = parseSelection(opts.filters, opts.snapshot, h)
+	if opts.orphans < 0 || fs.Changed("orphans") && opts.orphans < time.Second {
+		return opts, fmt.Errorf("invalid --orphans %s: at least 1s", opts.orphans)
+	}
+	opts.sel, err = parseSelection(opts.filters, opts.snapshot, opts.orphans > 0, h)
 	if err == nil && opts.warnPct == 0 && opts.sel.kinds[events.Limit] {
 		return opts, errors.New("--event limit needs --warn-limit above 0")
 	}
@@ -259,6 +315,18 @@ func run(ctx context.Context, opts options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var m *metrics.Metrics
+	if opts.metricsAddr != "" {
+		m = metrics.New(t, string(t.Backend()), buildInfo())
+		// Bound now, while nstrace may still bind any port.
+		srv, err := m.Listen(opts.metricsAddr)
+		if err != nil {
+			return err
+		}
+		defer srv.Close() // before the tracer closes: a scrape reads it
+		go srv.Serve()
+		slog.Info("serving metrics", "url", "http://"+srv.Addr()+"/metrics")
+	}
 	cgroups, exes := t.InitialStrings()
 	for _, s := range t.BlindSpots {
 		slog.Info("blind spot: " + s)
@@ -272,7 +340,7 @@ func run(ctx context.Context, opts options, stdout, stderr io.Writer) error {
 	defer cancel()
 
 	s := &stream{t: t, dec: dec, out: out, life: events.NewLifetimes(), limit: opts.count,
-		attr: events.NewAttributor(cgroups, exes, names), sel: opts.sel}
+		attr: events.NewAttributor(cgroups, exes, names), sel: opts.sel, metrics: m}
 	if opts.warnPct > 0 {
 		s.limits = events.NewLimitWatch(opts.warnPct)
 	}
@@ -289,13 +357,19 @@ func run(ctx context.Context, opts options, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
+	if opts.orphans > 0 {
+		s.orphans = newOrphanWatch(t, opts.orphans)
+		// Found by a goroutine of their own; written by the stream.
+		t.Every(min(s.orphans.period, 250*time.Millisecond), s.writeOrphans)
+		go s.orphans.run(ctx)
+	}
 	// Attached, the snapshot taken, the sockets open: what is left is
 	// reading, which needs little or no privilege.
+	socket := ""
 	if names != nil {
-		dropPrivileges(t, opts.dockerSocket)
-	} else {
-		dropPrivileges(t, "")
+		socket = opts.dockerSocket
 	}
+	dropPrivileges(t, socket, m != nil, opts.orphans > 0)
 	// Once the snapshot is out: a script that waits for this line has it all.
 	fmt.Fprintf(stderr, "nstrace: tracing namespaces (backend: %s); Ctrl-C to stop\n", t.Backend())
 	// For the soak test: what runs, at the start and at the end.
@@ -321,6 +395,10 @@ func run(ctx context.Context, opts options, stdout, stderr io.Writer) error {
 	}
 	if s.stats != nil && err == nil {
 		err = s.writeSummary()
+	}
+	if s.orphans != nil {
+		n, mean := s.orphans.cost()
+		slog.Debug("orphans: walks", "count", n, "mean", mean.Round(100*time.Microsecond), "period", s.orphans.period)
 	}
 	if n := t.Stackless(); n > 0 {
 		fmt.Fprintf(stderr, "nstrace: %d records went without their kernel stack (another stack held the bucket of its hash in the stack map)\n", n)

@@ -54,6 +54,9 @@ func (s *stream) snapshot(ctx context.Context) error {
 		if err := s.out.Write(&ev); err != nil {
 			return fmt.Errorf("write: %w", err)
 		}
+		if s.metrics != nil {
+			s.metrics.Observe(&ev)
+		}
 		s.existing++
 	}
 	if err := s.out.Flush(); err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/nstrace/nstrace/events"
+	"github.com/nstrace/nstrace/metrics"
 	"github.com/nstrace/nstrace/tracer"
 )
 
@@ -24,6 +25,9 @@ type stream struct {
 	sel      *selection
 	limits   *events.LimitWatch // nil: no limit events
 	stats    *events.Stats      // nil: no summary
+	metrics  *metrics.Metrics   // nil: no --metrics-addr
+	orphans  *orphanWatch       // nil: no --orphans
+	stop     context.CancelFunc // loop's
 	stackErr bool               // a kernel stack could not be read (said once)
 	limit    uint64             // stop after this many events; 0: no limit
 	printed  uint64             // events, but for exist ones
@@ -51,6 +55,7 @@ func (s *stream) checkTables() {
 // loop reads until the tracer is flushed (after Detach) or the count limit
 // is reached, in which case it calls stop and keeps draining.
 func (s *stream) loop(stop context.CancelFunc) error {
+	s.stop = stop
 	// Output goes out whenever the ring buffer has nothing more for now
 	// (not per event: under load, large writes).
 	s.t.BeforeWait(func() error {
@@ -90,7 +95,7 @@ func (s *stream) loop(stop context.CancelFunc) error {
 		if s.stopped(at) {
 			// Detaching takes a while and not all hooks go at once: what
 			// they report after the stop request is a partial picture.
-			s.lost += uint64(lost)
+			s.lostQuietly(uint64(lost))
 			continue
 		}
 		if lost > 0 {
@@ -117,6 +122,9 @@ func (s *stream) write(ev *events.Event, stop context.CancelFunc) error {
 	}
 	s.life.Annotate(ev)
 	s.attr.Annotate(ev)
+	if s.orphans != nil && ev.Kind == events.Destroy {
+		s.orphans.destroyed(ev)
+	}
 	if ev.StackID != 0 {
 		frames, err := s.t.Stack(ev.StackID)
 		if err != nil && !s.stackErr {
@@ -152,9 +160,27 @@ func (s *stream) put(ev *events.Event, stop context.CancelFunc) error {
 	if err := s.out.Write(ev); err != nil {
 		return fmt.Errorf("write: %w", err)
 	}
+	if s.metrics != nil {
+		s.metrics.Observe(ev)
+	}
 	s.printed++
 	if s.limit > 0 && s.printed == s.limit {
 		stop()
+	}
+	return nil
+}
+
+// writeOrphans prints the orphans the walk found since the last call.
+func (s *stream) writeOrphans() error {
+	for _, o := range s.orphans.take() {
+		ev := o.ev
+		if !s.sel.kindAndTypePass(events.Orphan, ev.Type) || (s.sel.kernel.Filtered() && !o.pass) {
+			continue
+		}
+		s.attr.Annotate(&ev)
+		if err := s.put(&ev, s.stop); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -178,7 +204,7 @@ func (s *stream) writeSummary() error {
 func (s *stream) learn(str events.StringRecord, lost uint32, err error) error {
 	if lost > 0 {
 		if s.stopped(&events.Event{}) {
-			s.lost += uint64(lost)
+			s.lostQuietly(uint64(lost))
 		} else if err := s.reportLost(uint64(lost), events.Event{Time: time.Now()}); err != nil {
 			return err
 		}
@@ -208,7 +234,18 @@ func (s *stream) stopped(ev *events.Event) bool {
 func (s *stream) reportLost(n uint64, at events.Event) error {
 	s.lost += n
 	ev := events.Event{Kind: events.Lost, Time: at.Time, Count: n}
+	if s.metrics != nil {
+		s.metrics.Observe(&ev)
+	}
 	return s.out.Write(&ev)
+}
+
+// lostQuietly counts n events lost that no lost event reports.
+func (s *stream) lostQuietly(n uint64) {
+	s.lost += n
+	if s.metrics != nil {
+		s.metrics.Lost(n)
+	}
 }
 
 // finish reports drops no record carried, then flushes.
@@ -223,7 +260,7 @@ func (s *stream) finish() error {
 	}
 	switch {
 	case n > 0 && s.limit > 0 && s.printed >= s.limit:
-		s.lost += n // --count output is complete; the summary on stderr has it
+		s.lostQuietly(n) // --count output is complete; the summary on stderr has it
 	case n > 0:
 		if err := s.reportLost(n, events.Event{Time: time.Now()}); err != nil {
 			return err

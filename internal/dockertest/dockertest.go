@@ -327,6 +327,12 @@ func (d *Daemon) Docker(t testing.TB, args ...string) string {
 	return strings.TrimRight(string(out), " \t\r\n")
 }
 
+// Command is the docker CLI talking to d, for a test that needs its
+// standard streams (docker run attached, docker import from stdin).
+func (d *Daemon) Command(ctx context.Context, args ...string) *exec.Cmd {
+	return d.command(ctx, args...)
+}
+
 // command is the docker CLI talking to d, with a private configuration
 // directory and no DOCKER_* variables of the environment.
 func (d *Daemon) command(ctx context.Context, args ...string) *exec.Cmd {
