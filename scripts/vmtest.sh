@@ -34,6 +34,9 @@
 #                    was seen to oops the guest (int3 in kernel text being
 #                    patched while a kprobe/ftrace site was armed): cross-CPU code
 #                    patching is not coherent under multi-threaded TCG.
+#   VMTEST_CI        1: CI's subset: a kernel whose line in kernels.txt says
+#                    ci=BACKEND,... runs only those of BACKENDS (make vmtest;
+#                    make vmtest-all runs every kernel under every backend)
 #   VMTEST_CACHE     cache folder (default: <repo>/.cache/vmtest)
 #   VMTEST_SRC       module directory whose packages are built (default: the repo)
 #   NSTRACE_PKG      package of the nstrace command (default: ./cmd/nstrace)
@@ -53,6 +56,7 @@ VMTEST_VM_TIMEOUT=${VMTEST_VM_TIMEOUT:-}
 VMTEST_ACCEL=${VMTEST_ACCEL:-auto}
 VMTEST_QUIET=${VMTEST_QUIET:-0}
 VMTEST_SHELL=${VMTEST_SHELL:-0}
+VMTEST_CI=${VMTEST_CI:-0}
 VMTEST_ARGS=${VMTEST_ARGS:-}
 VMTEST_ENV=${VMTEST_ENV:-}
 VMTEST_MODULES=${VMTEST_MODULES-veth}
@@ -193,13 +197,31 @@ resolve_glob() {
 	return 1
 }
 
+# One line per kernel: the entry, then its options (ci=BACKEND,...).
 kernel_entries() {
 	if [ -n "$KERNELS" ]; then
 		words "$KERNELS"
 	else
 		[ -f "$KERNELS_FILE" ] || die "$KERNELS_FILE not found"
-		sed 's/#.*//' "$KERNELS_FILE" | xargs -n1 2>/dev/null || true
+		sed 's/#.*//' "$KERNELS_FILE" | awk 'NF { $1 = $1; print }'
 	fi
+}
+
+# kernel_backends prints which of BACKENDS kernel options $1 runs: all of
+# them, or with VMTEST_CI=1 and a ci= option, those it names.
+kernel_backends() {
+	local opt ci='' b out=()
+	for opt in $1; do
+		case $opt in
+		ci=*) ci=${opt#ci=} ;;
+		*) die "kernels.txt: unknown option '$opt' (valid: ci=BACKEND,...)" ;;
+		esac
+	done
+	for b in $(words "$BACKENDS"); do
+		if [ "$VMTEST_CI" != 1 ] || [ -z "$ci" ] || [[ ,$ci, == *,$b,* ]]; then out+=("$b"); fi
+	done
+	[ ${#out[@]} -gt 0 ] || die "kernels.txt: ci=$ci leaves no backend of '$BACKENDS'"
+	echo "${out[*]}"
 }
 
 # Sets KLABEL, KIMAGE, KCONFIG, KMODDIR for entry $1.
@@ -407,6 +429,7 @@ kernel_initrd() {
 	rm -rf "$kst"
 	mkdir -p "$kst/vmtest"
 	echo "kernel=$KLABEL" >"$kst/vmtest/kernel.conf"
+	[ "$KBACKENDS" = "$(words "$BACKENDS" | xargs)" ] || echo "backends=${KBACKENDS// /,}" >>"$kst/vmtest/kernel.conf"
 	if [ -n "$KMODDIR" ] && [ -n "$VMTEST_MODULES" ]; then
 		local kver
 		kver=$(basename "$KMODDIR")
@@ -494,10 +517,12 @@ ensure_host_tools
 
 mapfile -t ENTRIES < <(kernel_entries)
 [ ${#ENTRIES[@]} -gt 0 ] || die "no kernels to test (KERNELS / $KERNELS_FILE)"
-declare -a K_LABELS=() K_IMAGES=() K_CONFIGS=() K_MODDIRS=()
-for e in "${ENTRIES[@]}"; do
+declare -a K_LABELS=() K_IMAGES=() K_CONFIGS=() K_MODDIRS=() K_BACKENDS=()
+for line in "${ENTRIES[@]}"; do
+	read -r e opts <<<"$line"
 	fetch_kernel "$e"
 	K_LABELS+=("$KLABEL") K_IMAGES+=("$KIMAGE") K_CONFIGS+=("$KCONFIG") K_MODDIRS+=("$KMODDIR")
+	K_BACKENDS+=("$(kernel_backends "${opts:-}")")
 done
 T_FETCH=$((SECONDS - T0))
 
@@ -517,7 +542,8 @@ FAILS=()     # lines naming what failed
 ROWS=()      # summary table rows
 NPASS=0 NFAIL=0
 for i in "${!K_LABELS[@]}"; do
-	KLABEL=${K_LABELS[$i]} KIMAGE=${K_IMAGES[$i]} KCONFIG=${K_CONFIGS[$i]} KMODDIR=${K_MODDIRS[$i]}
+	KLABEL=${K_LABELS[$i]} KIMAGE=${K_IMAGES[$i]} KCONFIG=${K_CONFIGS[$i]} KMODDIR=${K_MODDIRS[$i]} KBACKENDS=${K_BACKENDS[$i]}
+	read -ra KBACKEND_LIST <<<"$KBACKENDS"
 	log=$VMTEST_CACHE/logs/$KLABEL.log
 	rm -f "$log"
 	problem=''
@@ -527,7 +553,7 @@ for i in "${!K_LABELS[@]}"; do
 	if [ -z "$problem" ]; then
 		initrd=$VMTEST_CACHE/build/initrd-$KLABEL.img
 		kernel_initrd "$initrd"
-		say "booting $KLABEL (${QEMU_ACCEL[*]}, ${#BACKEND_LIST[@]} backend(s) x ${#TEST_NAMES[@]} package(s), limit ${VM_TIMEOUT}s); console log: $log"
+		say "booting $KLABEL (${QEMU_ACCEL[*]}, ${#KBACKEND_LIST[@]} backend(s) x ${#TEST_NAMES[@]} package(s), limit ${VM_TIMEOUT}s); console log: $log"
 		stdin=/dev/null
 		[ "$VMTEST_SHELL" != 1 ] || stdin=/dev/stdin
 		tb=$SECONDS
@@ -569,7 +595,7 @@ for i in "${!K_LABELS[@]}"; do
 		fi
 	fi
 	kfailed=0 FAILED_KEYS=()
-	for b in "${BACKEND_LIST[@]}"; do
+	for b in "${KBACKEND_LIST[@]}"; do
 		for p in "${TEST_NAMES[@]}"; do
 			key="kernel=$KLABEL backend=$b pkg=$p"
 			res=NOTRUN secs=- counts=-

@@ -22,7 +22,7 @@ func dropPrivileges(t *tracer.Tracer, socket string, metrics, orphans bool) {
 		// The walk reads every process's /proc/PID/ns and fd, which the
 		// kernel allows only to a tracer of it (ptrace access): a process
 		// with fewer capabilities than the target's needs CAP_SYS_PTRACE.
-		checks = append(checks, privs.Check{What: "walking /proc for orphaned namespaces", Run: readProcOf, Fallbacks: []cap.Value{cap.SYS_PTRACE}})
+		checks = append(checks, privs.Check{What: "walking /proc for orphaned namespaces", Run: procCheck(), Fallbacks: []cap.Value{cap.SYS_PTRACE}})
 	}
 	if metrics {
 		checks = append(checks, privs.Check{What: "counting live namespaces for the metrics", Run: func() error {
@@ -47,21 +47,31 @@ func dropPrivileges(t *tracer.Tracer, socket string, metrics, orphans bool) {
 	slog.Debug("capabilities dropped", "kept", privs.Names(d.Kept), "bounding_set_too", d.Bounding, "because", d.Why)
 }
 
-// readProcOf reads what the orphan walk reads of init and of kthreadd,
-// whose capabilities are all there are.
-func readProcOf() error {
-	for _, pid := range []string{"1", "2"} {
-		if _, err := os.Readlink("/proc/" + pid + "/ns/mnt"); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
+// procCheck returns the orphan walk's check: a read of what the walk reads
+// (its ns links, its open files) of a process whose capabilities are all
+// there are, kthreadd or else init, whichever nstrace can read now: one it
+// cannot read even now (a supervisor that forbids it) says nothing of what
+// the walk needs.
+func procCheck() func() error {
+	for _, pid := range []string{"2", "1"} {
+		base := "/proc/" + pid
+		if _, err := os.Readlink(base + "/ns/mnt"); err != nil {
+			continue
 		}
-		d, err := os.Open("/proc/" + pid + "/fd")
-		if err == nil {
-			_, err = d.Readdirnames(1)
-			d.Close()
-		}
-		if err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, io.EOF) {
-			return err
+		return func() error {
+			if _, err := os.Readlink(base + "/ns/mnt"); err != nil {
+				return err
+			}
+			d, err := os.Open(base + "/fd")
+			if err != nil {
+				return err
+			}
+			defer d.Close()
+			if _, err := d.Readdirnames(1); err != nil && !errors.Is(err, io.EOF) {
+				return err
+			}
+			return nil
 		}
 	}
-	return nil
+	return func() error { return nil }
 }

@@ -16,7 +16,7 @@ import (
 //
 // The files are line based: "key=value", one per line, blank lines and lines
 // starting with '#' ignored. Keys that may repeat build lists (backend, pkg,
-// env, arg, module). A pkg value is three tab-separated fields: the package
+// env, arg, module); backends (comma-separated) replaces the list so far. A pkg value is three tab-separated fields: the package
 // name as the host knows it (./tracer), the test binary in the VM, and the
 // directory to run it in (a copy of the package directory with its testdata).
 type Config struct {
@@ -59,6 +59,10 @@ func ParseConfig(c *Config, r io.Reader) error {
 			c.Kernel = value
 		case "backend":
 			c.Backends = append(c.Backends, value)
+		case "backends":
+			// A kernel's own list (kernel.conf, CI's subset): replaces
+			// the run's.
+			c.Backends = strings.Split(value, ",")
 		case "pkg":
 			f := strings.Split(value, "\t")
 			if len(f) != 3 || f[0] == "" || f[1] == "" || f[2] == "" {

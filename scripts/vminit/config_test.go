@@ -42,6 +42,19 @@ func TestParseConfig(t *testing.T) {
 	}
 }
 
+// A kernel.conf's backends replaces run.conf's list (CI's subset).
+func TestParseConfigKernelBackends(t *testing.T) {
+	c := &Config{}
+	for _, in := range []string{"backend=fentry\nbackend=kprobe\nbackend=tracepoint\nbackend=auto\n", "kernel=k\nbackends=auto,tracepoint\n"} {
+		if err := ParseConfig(c, strings.NewReader(in)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if want := []string{"auto", "tracepoint"}; !reflect.DeepEqual(c.Backends, want) {
+		t.Fatalf("backends %v, want %v", c.Backends, want)
+	}
+}
+
 func TestParseConfigErrors(t *testing.T) {
 	for _, in := range []string{
 		"nonsense",
