@@ -129,7 +129,7 @@ type Tracer struct {
 	pollWake           chan struct{}
 	// BlindSpots lists the teardowns this backend cannot see on this kernel.
 	BlindSpots []string
-	teardowns  [NsTypes]string
+	teardowns  [NsTypes]teardown
 	hierarchy  CgroupHierarchy
 	liveDense  uint32 // live_ns's size
 	fullSeen   [len(tableMaps)]bool
@@ -258,8 +258,8 @@ func open(b Backend, opts Options) (_ *Tracer, err error) {
 		t.stacks = newStackNames(coll.Maps["stacks"])
 		go t.stacks.syms() // read kallsyms while the rest starts
 	}
-	t.BlindSpots = blindSpots(b, hooks)
 	t.teardowns = teardowns(b, hooks)
+	t.BlindSpots = blindSpots(t.teardowns)
 	if err := t.addPids(opts.Filter.Pids); err != nil {
 		return nil, err
 	}
@@ -666,34 +666,6 @@ func (t *Tracer) NamespaceID(typ uint8, inum uint32, kernelID uint64, owner Owne
 	return info.ID
 }
 
-// blindSpots says, in words for the user, which teardowns backend b cannot
-// see on this kernel, given the hooks that work (setKnobs, setAddresses).
-func blindSpots(b Backend, hooks map[string]bool) []string {
-	if hooks["proc_free_inum"] {
-		return nil
-	}
-	var blind []string
-	if !hooks["free_user_ns"] {
-		blind = append(blind, "user namespace destroy (free_user_ns is not in the kernel's BTF, or its address not in /proc/kallsyms)")
-	}
-	if !hooks["cleanup_net"] {
-		blind = append(blind, "net namespace destroy, unless its last reference goes with an nsproxy (cleanup_net is not in the kernel's BTF, or its address not in /proc/kallsyms)")
-	}
-	pidHooked := hooks["destroy_pid_namespace_work"] || hooks["delayed_free_pidns"]
-	// The tracepoint backend polls the namespaces that outlive their
-	// nsproxy where no tracepoint shows their free.
-	if b == Tracepoint {
-		return blind
-	}
-	if !pidHooked {
-		blind = append(blind, "pid namespace destroy, unless its last reference goes with an nsproxy (the kernel's BTF has neither destroy_pid_namespace_work nor delayed_free_pidns)")
-	}
-	for _, typ := range []string{"mnt", "uts", "ipc", "cgroup", "time"} {
-		blind = append(blind, "pinned "+typ+" namespace destroy (seen only when an nsproxy held the last reference, not a bind mount, an open /proc/PID/ns file or an open cgroup file; proc_free_inum is not in the kernel's BTF)")
-	}
-	return blind
-}
-
 // How a backend sees a namespace type's destroy (Teardowns).
 const (
 	// TeardownExact: when it happens, whatever held the namespace last.
@@ -708,43 +680,70 @@ const (
 	TeardownBlind = "blind"
 )
 
+// teardown is how one type's destroys are seen, and, where some are not,
+// why, in words for the user (a blind spot).
+type teardown struct{ how, why string }
+
 // teardowns says, per namespace type (events.NsType order), how backend b
-// with the teardown hooks found here sees its destroys: what blindSpots
-// lists, as one word per type.
-func teardowns(b Backend, hooks map[string]bool) [NsTypes]string {
-	var td [NsTypes]string
+// sees its destroys on this kernel, given the hooks that work (setKnobs,
+// setAddresses).
+func teardowns(b Backend, hooks map[string]bool) [NsTypes]teardown {
+	const mnt, uts, ipc, pid, net, user, cgroup, time = 0, 1, 2, 3, 4, 5, 6, 7
+	var td [NsTypes]teardown
 	for i := range td {
-		td[i] = TeardownExact
+		td[i].how = TeardownExact
 	}
 	if hooks["proc_free_inum"] {
 		return td
 	}
-	const mnt, uts, ipc, pid, net, user, cgroup, time = 0, 1, 2, 3, 4, 5, 6, 7
 	if !hooks["free_user_ns"] {
-		td[user] = TeardownBlind
+		td[user] = teardown{TeardownBlind, "user namespace destroy (free_user_ns is not in the kernel's BTF, or its address not in /proc/kallsyms)"}
 	}
 	if !hooks["cleanup_net"] {
-		td[net] = TeardownAtRelease
+		td[net] = teardown{TeardownAtRelease, "net namespace destroy, unless its last reference goes with an nsproxy (cleanup_net is not in the kernel's BTF, or its address not in /proc/kallsyms)"}
 	}
 	// Where no hook shows a free, the tracepoint backend polls the
-	// namespaces that outlive their nsproxy.
-	pinned := TeardownAtRelease
+	// namespaces that outlive their nsproxy: nothing is unseen.
 	if b == Tracepoint {
-		pinned = TeardownPolled
+		if !hooks["destroy_pid_namespace_work"] && !hooks["delayed_free_pidns"] {
+			td[pid].how = TeardownPolled
+		}
+		for _, i := range []int{mnt, uts, ipc, cgroup, time} {
+			td[i].how = TeardownPolled
+		}
+		return td
 	}
 	if !hooks["destroy_pid_namespace_work"] && !hooks["delayed_free_pidns"] {
-		td[pid] = pinned
+		td[pid] = teardown{TeardownAtRelease, "pid namespace destroy, unless its last reference goes with an nsproxy (the kernel's BTF has neither destroy_pid_namespace_work nor delayed_free_pidns)"}
 	}
-	for _, i := range []int{mnt, uts, ipc, cgroup, time} {
-		td[i] = pinned
+	for i, name := range map[int]string{mnt: "mnt", uts: "uts", ipc: "ipc", cgroup: "cgroup", time: "time"} {
+		td[i] = teardown{TeardownAtRelease, "pinned " + name + " namespace destroy (seen only when an nsproxy held the last reference, not a bind mount, an open /proc/PID/ns file or an open cgroup file; proc_free_inum is not in the kernel's BTF)"}
 	}
 	return td
+}
+
+// blindSpots is the why of each type whose destroys are not all seen, in
+// the order the user reads them: user, net, pid, then the pinned ones.
+func blindSpots(td [NsTypes]teardown) []string {
+	var blind []string
+	for _, i := range []int{5, 4, 3, 0, 1, 2, 6, 7} {
+		if td[i].why != "" {
+			blind = append(blind, td[i].why)
+		}
+	}
+	return blind
 }
 
 // Teardowns says, per namespace type (events.NsType order), how this
 // backend sees its destroys on this kernel: TeardownExact, TeardownPolled,
 // TeardownAtRelease or TeardownBlind.
-func (t *Tracer) Teardowns() [NsTypes]string { return t.teardowns }
+func (t *Tracer) Teardowns() [NsTypes]string {
+	var how [NsTypes]string
+	for i, td := range t.teardowns {
+		how[i] = td.how
+	}
+	return how
+}
 
 // moreTracepoints are the tracepoints a program serves beside the one its
 // section names: one program for several syscalls' tracepoints is verified

@@ -109,7 +109,11 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	}
 	slog.SetDefault(slog.New(newLogHandler(stderr, level)))
 
-	r := check()
+	btf := "/sys/kernel/btf/vmlinux"
+	if *btfPath != "" {
+		btf = *btfPath
+	}
+	r := check(btf)
 	if *output == "json" {
 		enc := json.NewEncoder(stdout)
 		if err := enc.Encode(r); err != nil {
@@ -125,13 +129,14 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-func check() *checkReport {
+// check finds what runCheck reports; btf is where the kernel's types are read.
+func check(btf string) *checkReport {
 	r := &checkReport{Arch: runtime.GOARCH, Euid: os.Geteuid(), Capabilities: []string{}}
 	var uts unix.Utsname
 	if err := unix.Uname(&uts); err == nil {
 		r.Kernel = unix.ByteSliceToString(uts.Release[:])
 	}
-	r.BTF = itemOf(tracer.BTFProblem(), "/sys/kernel/btf/vmlinux")
+	r.BTF = itemOf(tracer.BTFProblem(), btf)
 	r.Lockdown = lockdown()
 	set := cap.GetProc()
 	for _, c := range capsThatMatter {

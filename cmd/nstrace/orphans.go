@@ -146,7 +146,6 @@ func (w *orphanWatch) walk(ctx context.Context) {
 			delete(w.since, ref)
 		}
 	}
-	var out []foundOrphan
 	w.mu.Lock()
 	for ref, h := range cands {
 		since, ok := w.since[ref]
@@ -165,7 +164,7 @@ func (w *orphanWatch) walk(ctx context.Context) {
 			ev.SetOwner(l.Owner.Pid, l.Owner.CgroupID)
 			pass = l.Owner.Pass
 		}
-		out = append(out, foundOrphan{ev, pass})
+		w.found = append(w.found, foundOrphan{ev, pass})
 		w.reported[ref] = since
 	}
 	// A reported one a process is in again is forgotten: it is reported
@@ -187,7 +186,6 @@ func (w *orphanWatch) walk(ctx context.Context) {
 			w.gone[ref] = true
 		}
 	}
-	w.found = append(w.found, out...)
 	w.walks++
 	w.walkTime += time.Since(start)
 	w.mu.Unlock()

@@ -14,7 +14,8 @@ import (
 
 // dropPrivileges keeps only the capabilities that what nstrace still does
 // once attached needs on this kernel (README, Privileges): reading its BPF
-// maps (and, for the metrics, walking its table of live namespaces), and
+// maps (and, for the metrics and the orphans, walking its table of live
+// namespaces; for the orphans, other processes' /proc), and
 // talking to the Docker daemon at socket if it names containers.
 func dropPrivileges(t *tracer.Tracer, socket string, metrics, orphans bool) {
 	checks := []privs.Check{{What: "reading BPF maps", Run: t.CheckRuntime, Fallbacks: []cap.Value{cap.BPF, cap.SYS_ADMIN}}}
@@ -24,8 +25,8 @@ func dropPrivileges(t *tracer.Tracer, socket string, metrics, orphans bool) {
 		// with fewer capabilities than the target's needs CAP_SYS_PTRACE.
 		checks = append(checks, privs.Check{What: "walking /proc for orphaned namespaces", Run: procCheck(), Fallbacks: []cap.Value{cap.SYS_PTRACE}})
 	}
-	if metrics {
-		checks = append(checks, privs.Check{What: "counting live namespaces for the metrics", Run: func() error {
+	if metrics || orphans {
+		checks = append(checks, privs.Check{What: "walking the table of live namespaces (metrics, orphans)", Run: func() error {
 			_, err := t.LiveCounts()
 			return err
 		}, Fallbacks: []cap.Value{cap.BPF, cap.SYS_ADMIN}})
