@@ -194,6 +194,7 @@ const (
 	BpfProgCommonSchedProcessExec       = "common_sched_process_exec"
 	BpfProgCommonSchedProcessFork       = "common_sched_process_fork"
 	BpfProgCommonSchedProcessFree       = "common_sched_process_free"
+	BpfProgCommonWorkFns                = "common_work_fns"
 	BpfProgCommonWorkqueueExecuteEnd    = "common_workqueue_execute_end"
 	BpfProgCommonWorkqueueExecuteStart  = "common_workqueue_execute_start"
 	BpfProgFentryDelayedFreePidns       = "fentry_delayed_free_pidns"
@@ -239,6 +240,7 @@ const (
 	BpfVarFilterTypes                   = "filter_types"
 	BpfVarFilterUids                    = "filter_uids"
 	BpfVarFreeUserNsFn                  = "free_user_ns_fn"
+	BpfVarHaveRdonlyCast                = "have_rdonly_cast"
 	BpfVarInitNsInum                    = "init_ns_inum"
 	BpfVarLiveDense                     = "live_dense"
 	BpfVarN_filterCgroups               = "n_filter_cgroups"
@@ -307,6 +309,7 @@ type BpfProgramSpecs struct {
 	CommonSchedProcessExec       *ebpf.ProgramSpec `ebpf:"common_sched_process_exec"`
 	CommonSchedProcessFork       *ebpf.ProgramSpec `ebpf:"common_sched_process_fork"`
 	CommonSchedProcessFree       *ebpf.ProgramSpec `ebpf:"common_sched_process_free"`
+	CommonWorkFns                *ebpf.ProgramSpec `ebpf:"common_work_fns"`
 	CommonWorkqueueExecuteEnd    *ebpf.ProgramSpec `ebpf:"common_workqueue_execute_end"`
 	CommonWorkqueueExecuteStart  *ebpf.ProgramSpec `ebpf:"common_workqueue_execute_start"`
 	FentryDelayedFreePidns       *ebpf.ProgramSpec `ebpf:"fentry_delayed_free_pidns"`
@@ -385,6 +388,7 @@ type BpfVariableSpecs struct {
 	FilterTypes          *ebpf.VariableSpec `ebpf:"filter_types"`
 	FilterUids           *ebpf.VariableSpec `ebpf:"filter_uids"`
 	FreeUserNsFn         *ebpf.VariableSpec `ebpf:"free_user_ns_fn"`
+	HaveRdonlyCast       *ebpf.VariableSpec `ebpf:"have_rdonly_cast"`
 	InitNsInum           *ebpf.VariableSpec `ebpf:"init_ns_inum"`
 	LiveDense            *ebpf.VariableSpec `ebpf:"live_dense"`
 	N_filterCgroups      *ebpf.VariableSpec `ebpf:"n_filter_cgroups"`
@@ -497,6 +501,7 @@ type BpfVariables struct {
 	FilterTypes          *ebpf.Variable `ebpf:"filter_types"`
 	FilterUids           *ebpf.Variable `ebpf:"filter_uids"`
 	FreeUserNsFn         *ebpf.Variable `ebpf:"free_user_ns_fn"`
+	HaveRdonlyCast       *ebpf.Variable `ebpf:"have_rdonly_cast"`
 	InitNsInum           *ebpf.Variable `ebpf:"init_ns_inum"`
 	LiveDense            *ebpf.Variable `ebpf:"live_dense"`
 	N_filterCgroups      *ebpf.Variable `ebpf:"n_filter_cgroups"`
@@ -527,6 +532,7 @@ type BpfPrograms struct {
 	CommonSchedProcessExec       *ebpf.Program `ebpf:"common_sched_process_exec"`
 	CommonSchedProcessFork       *ebpf.Program `ebpf:"common_sched_process_fork"`
 	CommonSchedProcessFree       *ebpf.Program `ebpf:"common_sched_process_free"`
+	CommonWorkFns                *ebpf.Program `ebpf:"common_work_fns"`
 	CommonWorkqueueExecuteEnd    *ebpf.Program `ebpf:"common_workqueue_execute_end"`
 	CommonWorkqueueExecuteStart  *ebpf.Program `ebpf:"common_workqueue_execute_start"`
 	FentryDelayedFreePidns       *ebpf.Program `ebpf:"fentry_delayed_free_pidns"`
@@ -563,6 +569,7 @@ func (p *BpfPrograms) Close() error {
 		p.CommonSchedProcessExec,
 		p.CommonSchedProcessFork,
 		p.CommonSchedProcessFree,
+		p.CommonWorkFns,
 		p.CommonWorkqueueExecuteEnd,
 		p.CommonWorkqueueExecuteStart,
 		p.FentryDelayedFreePidns,

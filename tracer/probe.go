@@ -121,6 +121,12 @@ var haveKprobes = sync.OnceValue(func() error {
 	return errors.New("this kernel has no kprobe support (no kprobe PMU, no kprobe_events: CONFIG_KPROBES is off)")
 })
 
+// haveSymbolLookup says whether BPF can look kernel symbols up
+// (bpf_kallsyms_lookup_name in a syscall program: 5.16+).
+var haveSymbolLookup = sync.OnceValue(func() error {
+	return features.HaveProgramHelper(ebpf.Syscall, asm.FnKallsymsLookupName)
+})
+
 // haveFentry reports whether the kernel accepts fentry programs, by loading
 // an empty one on free_nsproxy: cheaper than finding out by loading the
 // whole backend (some kernels refuse every fentry program with EPERM).

@@ -197,18 +197,27 @@ func open(b Backend, opts Options) (_ *Tracer, err error) {
 			return nil, err
 		}
 	}
-	// Read while the programs load: kallsyms takes tens of milliseconds.
-	syms := make(chan map[string]uint64, 1)
-	go func() {
-		m, err := kernelSymbols(slices.Collect(maps.Keys(workFuncs))...)
-		if err != nil {
-			slog.Debug("kallsyms unreadable", "err", err)
-		}
-		syms <- m
-	}()
+	// The work functions' addresses: the kernel looks them up for
+	// common_work_fns after the load; where it cannot (before 5.16),
+	// /proc/kallsyms is read while the programs load (tens of ms of CPU).
+	var syms chan map[string]uint64
+	if err := haveSymbolLookup(); err != nil {
+		slog.Debug("no kernel symbol lookup from BPF: reading /proc/kallsyms", "err", err)
+		syms = make(chan map[string]uint64, 1)
+		go func() {
+			m, err := kernelSymbols(slices.Collect(maps.Keys(workFuncs))...)
+			if err != nil {
+				slog.Debug("kallsyms unreadable", "err", err)
+			}
+			syms <- m
+		}()
+	}
 	spec, err := LoadSpec(b)
 	if err != nil {
 		return nil, err
+	}
+	if syms != nil {
+		delete(spec.Programs, workFnsProg)
 	}
 	spec.Maps["events"].MaxEntries = uint32(opts.RingBufferSize)
 	dense := uint32(liveDense)
@@ -253,7 +262,12 @@ func open(b Backend, opts Options) (_ *Tracer, err error) {
 			t.Close()
 		}
 	}()
-	t.setAddresses(hooks, <-syms)
+	addrs, err := t.workAddresses(syms)
+	if err != nil {
+		return nil, err
+	}
+	delete(spec.Programs, workFnsProg) // run, not attached
+	t.setAddresses(hooks, addrs)
 	if opts.KernelStacks {
 		t.stacks = newStackNames(coll.Maps["stacks"])
 		go t.stacks.syms() // read kallsyms while the rest starts
@@ -479,8 +493,8 @@ var workFuncs = map[string]string{
 
 // setKnobs fills the BPF programs' load-time constants and drops optional
 // programs whose hook this kernel does not have. Which functions exist
-// comes from the kernel's BTF; their addresses, read from /proc/kallsyms
-// meanwhile (about 30 ms), go in after the load (setAddresses).
+// comes from the kernel's BTF; their addresses go in after the load
+// (workAddresses, setAddresses).
 func setKnobs(spec *ebpf.CollectionSpec, b Backend) (hooks map[string]bool, err error) {
 	hooks = make(map[string]bool, len(teardownFuncs))
 	for _, f := range teardownFuncs {
@@ -505,6 +519,7 @@ func setKnobs(spec *ebpf.CollectionSpec, b Backend) (hooks map[string]bool, err 
 		"net_cleanup_hooked":      hooks["cleanup_net"],
 		"release_at_syscall_exit": b == Tracepoint,
 		"watch_survivors":         b == Tracepoint,
+		"have_rdonly_cast":        kernelHasFunc("bpf_rdonly_cast"),
 	}
 	for name, v := range set {
 		if err := spec.Variables[name].Set(v); err != nil {
@@ -523,7 +538,7 @@ func setKnobs(spec *ebpf.CollectionSpec, b Backend) (hooks map[string]bool, err 
 		drop("fentry_delayed_free_pidns", "kprobe_delayed_free_pidns")
 	}
 	if !hooks["free_user_ns"] && !pidWork && !hooks["cleanup_net"] {
-		drop("common_workqueue_execute_start")
+		drop("common_workqueue_execute_start", workFnsProg)
 	}
 	if !hooks["cleanup_net"] {
 		drop("common_workqueue_execute_end")
@@ -531,20 +546,50 @@ func setKnobs(spec *ebpf.CollectionSpec, b Backend) (hooks map[string]bool, err 
 	return hooks, nil
 }
 
-// setAddresses gives the loaded programs the work functions' addresses;
-// a hook whose address could not be read is off, and says so in the blind
-// spots.
-func (t *Tracer) setAddresses(hooks map[string]bool, syms map[string]uint64) {
+// workFnsProg looks the work functions' addresses up (bpf/hooks/destroy.h).
+const workFnsProg = "common_work_fns"
+
+// workAddresses returns the work functions' addresses: read from
+// /proc/kallsyms on syms, or, if that is nil, looked up by the kernel for
+// common_work_fns, which puts them in its variables.
+func (t *Tracer) workAddresses(syms chan map[string]uint64) (map[string]uint64, error) {
+	if syms != nil {
+		return <-syms, nil
+	}
+	addrs := make(map[string]uint64, len(workFuncs))
+	prog := t.coll.Programs[workFnsProg]
+	if prog == nil {
+		return addrs, nil // no work function hooked (setKnobs)
+	}
+	defer delete(t.coll.Programs, workFnsProg)
+	defer prog.Close()
+	if _, err := prog.Run(&ebpf.RunOptions{}); err != nil {
+		return nil, fmt.Errorf("run %s: %w", workFnsProg, err)
+	}
 	for f, v := range workFuncs {
-		if !hooks[f] {
-			continue
+		var a uint64
+		if err := t.coll.Variables[v].Get(&a); err != nil {
+			return nil, fmt.Errorf("read %s: %w", v, err)
 		}
-		if syms[f] == 0 {
+		addrs[f] = a
+	}
+	return addrs, nil
+}
+
+// setAddresses gives the loaded programs the addresses of the work
+// functions they hook, and 0 for the others; a hook whose address could
+// not be found is off, and says so in the blind spots.
+func (t *Tracer) setAddresses(hooks map[string]bool, addrs map[string]uint64) {
+	for f, v := range workFuncs {
+		a := addrs[f]
+		if hooks[f] && a == 0 {
 			slog.Debug("no address for a teardown hook", "func", f)
 			hooks[f] = false
-			continue
 		}
-		if err := t.coll.Variables[v].Set(syms[f]); err != nil {
+		if !hooks[f] {
+			a = 0
+		}
+		if err := t.coll.Variables[v].Set(a); err != nil {
 			slog.Debug("set address", "var", v, "err", err)
 			hooks[f] = false
 		}
@@ -697,10 +742,10 @@ func teardowns(b Backend, hooks map[string]bool) [NsTypes]teardown {
 		return td
 	}
 	if !hooks["free_user_ns"] {
-		td[user] = teardown{TeardownBlind, "user namespace destroy (free_user_ns is not in the kernel's BTF, or its address not in /proc/kallsyms)"}
+		td[user] = teardown{TeardownBlind, "user namespace destroy (free_user_ns is not in the kernel's BTF, or has no address in its symbols)"}
 	}
 	if !hooks["cleanup_net"] {
-		td[net] = teardown{TeardownAtRelease, "net namespace destroy, unless its last reference goes with an nsproxy (cleanup_net is not in the kernel's BTF, or its address not in /proc/kallsyms)"}
+		td[net] = teardown{TeardownAtRelease, "net namespace destroy, unless its last reference goes with an nsproxy (cleanup_net is not in the kernel's BTF, or has no address in its symbols)"}
 	}
 	// Where no hook shows a free, the tracepoint backend polls the
 	// namespaces that outlive their nsproxy: nothing is unseen.

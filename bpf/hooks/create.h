@@ -151,6 +151,7 @@ int BPF_PROG(tp_task_newtask, struct task_struct *task, u64 clone_flags)
 	a.sc = cur_syscall();
 	a.flags = clone_flags;
 	a.stack = stack_of(ctx);
+	task = task_ro(task);
 	emit_diff(o, n, EV_CREATE, true, &a, task->nsproxy, task->real_cred->user_ns, VIA_BTF);
 	flush(&a);
 	return 0;

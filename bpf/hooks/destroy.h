@@ -111,6 +111,24 @@ int BPF_KPROBE(kprobe_delayed_free_pidns, struct callback_head *rcu)
 	return pid_ns_rcu_freed(rcu, stack_of(ctx));
 }
 
+// The work functions' addresses, from the kernel's own symbol lookup
+// (5.16+), run once by userspace after the load (tracer.go,
+// workAddresses). Reading /proc/kallsyms for three names formats every
+// symbol the kernel has (120k lines: about 50 ms of CPU on the 2-CPU build
+// machines, taken from the verifier during the load).
+static const char free_user_ns_name[] = "free_user_ns";
+static const char destroy_pidns_name[] = "destroy_pid_namespace_work";
+static const char cleanup_net_name[] = "cleanup_net";
+
+SEC("syscall")
+int common_work_fns(void *ctx)
+{
+	bpf_kallsyms_lookup_name(free_user_ns_name, sizeof(free_user_ns_name), 0, &free_user_ns_fn);
+	bpf_kallsyms_lookup_name(destroy_pidns_name, sizeof(destroy_pidns_name), 0, &destroy_pidns_fn);
+	bpf_kallsyms_lookup_name(cleanup_net_name, sizeof(cleanup_net_name), 0, &cleanup_net_fn);
+	return 0;
+}
+
 SEC("tp_btf/workqueue_execute_start")
 int BPF_PROG(common_workqueue_execute_start, struct work_struct *work)
 {

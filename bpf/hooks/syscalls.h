@@ -74,6 +74,7 @@ static __always_inline int on_sys_exit(long ret, __u8 kind, __u8 sc, void *ctx)
 	a.sc = sc;
 	a.flags = syscall_flags(sc);
 	a.stack = stack_of(ctx);
+	cur = task_ro(cur);
 	emit_diff(o, n, kind, true, &a, cur->nsproxy, cur->real_cred->user_ns, VIA_BTF);
 	if (release_at_syscall_exit && o->nsproxy != n->nsproxy && o->nsproxy_count == 1)
 		emit_release(o, n, &a, 0);

@@ -12,9 +12,10 @@
 // so ids stay unique across runs during the boot.
 __u64 next_ns_id = 1;
 
-// Addresses of the work functions that free user, pid and net namespaces
-// (from /proc/kallsyms), set by userspace after the load and before the
-// attach (kallsyms is read meanwhile); 0 disables that teardown hook.
+// Addresses of the work functions that free user, pid and net namespaces,
+// looked up after the load and before the attach (common_work_fns, or
+// userspace from /proc/kallsyms on kernels before 5.16); userspace zeroes
+// those it does not hook, and 0 disables that teardown hook.
 __u64 free_user_ns_fn = 0;
 __u64 destroy_pidns_fn = 0;
 __u64 cleanup_net_fn = 0;
@@ -32,6 +33,8 @@ volatile const bool destroy_at_free_inum = false;
 volatile const bool release_at_syscall_exit = false;
 // Tracepoint backend only: remember namespaces in watched.
 volatile const bool watch_survivors = false;
+// The kernel has the bpf_rdonly_cast kfunc (6.2+): see task_ro.
+volatile const bool have_rdonly_cast = false;
 // --kernel-stack: every record carries its hook's kernel stack.
 volatile const bool want_stacks = false;
 

@@ -415,10 +415,15 @@ __noinline int cg_learn(__u64 cgid, __u64 knp, __u32 mode)
 // reads, for the rest: cheaper to verify, which keeps start-up short.
 static __always_inline void actor_of(struct task_struct *t, struct actx *a, __u32 mode, bool btf)
 {
-	struct kernfs_node *kn = task_cgroup_kn(t, btf);
-	__u32 tgid = RD(btf, t, tgid);
+	struct kernfs_node *kn;
 	struct cg_info *cg;
+	__u32 tgid;
 	__u64 *exe;
+
+	if (btf)
+		t = task_ro(t);
+	kn = task_cgroup_kn(t, btf);
+	tgid = RD(btf, t, tgid);
 
 	a->cgid = RD(btf, kn, id);
 	cg = bpf_map_lookup_elem(&cgroups, &a->cgid);

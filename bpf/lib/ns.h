@@ -33,6 +33,24 @@ struct ns_common___old {
 #define RD(btf, p, f) ((btf) ? (p)->f : BPF_CORE_READ(p, f))
 #define RD2(btf, p, f, g) ((btf) ? (p)->f->g : BPF_CORE_READ(p, f, g))
 
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
+
+// task_ro is t for plain loads, as a pointer the verifier does not trust.
+// Since 6.2, each load of a pointer field through a trusted or RCU pointer
+// (the current task, a tp_btf argument) makes the verifier look for
+// "<struct>__safe_trusted" and three more such names, each a linear search
+// of vmlinux's BTF: about 1 ms per load and path on the 6.18 build
+// machines, most of the start-up. Through an untrusted pointer the loads
+// are the same fault-guarded loads and none of that is looked up. Helpers
+// that take a task (task storage, pt_regs) still need t itself. 6.1 has no
+// bpf_rdonly_cast, and does no such lookups.
+static __always_inline struct task_struct *task_ro(struct task_struct *t)
+{
+	if (have_rdonly_cast)
+		return bpf_rdonly_cast(t, bpf_core_type_id_kernel(struct task_struct));
+	return t;
+}
+
 // Reads here are deliberately branch-free: a NULL namespace pointer makes
 // the read fail, which yields 0. Every branch multiplies the paths the
 // verifier walks, and older verifiers (6.1) give up on the unrolled loops.

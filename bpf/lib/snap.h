@@ -30,6 +30,7 @@ static __always_inline void snap_task(struct task_struct *t, struct snap *s)
 {
 	struct user_namespace *u;
 
+	t = task_ro(t);
 	snap_nsproxy(t->nsproxy, s, VIA_BTF);
 	u = t->real_cred->user_ns;
 	s->inum[NS_USER] = ns_inum(&u->ns, VIA_BTF);
