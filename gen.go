@@ -3,4 +3,4 @@
 // `go build` needs no clang; `make generate` rebuilds them.
 package nstrace
 
-//go:generate go tool bpf2go -cc ${BPF_CLANG} -cflags "-O2 -g -Wall -Werror" -target amd64 -type ns_rec -type ns_item -type release_item -type str_rec -go-package nstrace Bpf bpf/nstrace.bpf.c -- -I./bpf
+//go:generate go tool bpf2go -cc ${BPF_CLANG} -cflags "-O2 -g -Wall -Werror" -target amd64,arm64 -type ns_rec -type ns_item -type release_item -type str_rec -go-package nstrace Bpf bpf/nstrace.bpf.c -- -I./bpf

@@ -20,6 +20,7 @@ char LICENSE[] SEC("license") = "GPL";
 // where maps and global variables land in the object (their definition
 // order), so a reordering here changes the object even where no code does.
 #include "lib/common.h"
+#include "lib/arch.h"
 #include "lib/config.h"
 #include "lib/ring.h"
 #include "lib/maps.h"

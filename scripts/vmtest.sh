@@ -181,21 +181,10 @@ ensure_host_tools() {
 
 # ------------------------------------------------------------------- kernels
 
-# Newest installable package whose name matches the glob $1.
-resolve_glob() {
-	local pat=$1 prefix name cand
-	prefix=${pat%%[*?[]*}
-	while read -r name; do
-		# shellcheck disable=SC2053 # glob match on purpose
-		[[ $name == $pat ]] || continue
-		cand=$(apt-cache policy "$name" 2>/dev/null | awk '/Candidate:/ {print $2; exit}')
-		if [ -n "$cand" ] && [ "$cand" != "(none)" ]; then
-			echo "$name"
-			return 0
-		fi
-	done < <(apt-cache pkgnames "$prefix" 2>/dev/null | sort -rV)
-	return 1
-}
+# Debian's archive per suite and architecture (apt_for, resolve_glob).
+DEBIAN_APT_DIR=$VMTEST_CACHE/apt
+# shellcheck source=scripts/debian-apt.sh
+. "$ROOT/scripts/debian-apt.sh"
 
 # One line per kernel: the entry, then its options (ci=BACKEND,...).
 kernel_entries() {
@@ -207,24 +196,32 @@ kernel_entries() {
 	fi
 }
 
-# kernel_backends prints which of BACKENDS kernel options $1 runs: all of
+# kernel_opts parses kernel options $1 (ci=, suite=, arch=): sets
+# KSUITE, KARCH and KBACKENDS, which of BACKENDS the kernel runs: all of
 # them, or with VMTEST_CI=1 and a ci= option, those it names.
-kernel_backends() {
+kernel_opts() {
 	local opt ci='' b out=()
+	KSUITE=$HOST_SUITE KARCH=amd64
 	for opt in $1; do
 		case $opt in
 		ci=*) ci=${opt#ci=} ;;
-		*) die "kernels.txt: unknown option '$opt' (valid: ci=BACKEND,...)" ;;
+		suite=*) KSUITE=${opt#suite=} ;;
+		arch=*) KARCH=${opt#arch=} ;;
+		*) die "kernels.txt: unknown option '$opt' (valid: suite=NAME, arch=amd64, ci=BACKEND,...)" ;;
 		esac
 	done
+	[ -n "$KSUITE" ] || die "kernels.txt: no suite= for a kernel, and this machine's Debian release is unknown"
+	[ "$KARCH" = amd64 ] || die "kernels.txt: arch=$KARCH: this harness boots x86-64 kernels only (qemu-system-x86_64)"
 	for b in $(words "$BACKENDS"); do
 		if [ "$VMTEST_CI" != 1 ] || [ -z "$ci" ] || [[ ,$ci, == *,$b,* ]]; then out+=("$b"); fi
 	done
 	[ ${#out[@]} -gt 0 ] || die "kernels.txt: ci=$ci leaves no backend of '$BACKENDS'"
-	echo "${out[*]}"
+	KBACKENDS="${out[*]}"
 }
+HOST_SUITE=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")
 
-# Sets KLABEL, KIMAGE, KCONFIG, KMODDIR for entry $1.
+# Sets KLABEL, KIMAGE, KCONFIG, KMODDIR for entry $1 of suite KSUITE and
+# architecture KARCH.
 fetch_kernel() {
 	local entry=$1 pkg dir tmp deb img
 	KCONFIG='' KMODDIR=''
@@ -234,12 +231,13 @@ fetch_kernel() {
 		return 0
 	fi
 	pkg=$entry
+	apt_for "$KSUITE" "$KARCH"
 	if [[ $entry == *[*?[]* ]]; then
 		if ! pkg=$(resolve_glob "$entry"); then
-			apt_update_once
-			pkg=$(resolve_glob "$entry") || die "no installable package matches '$entry' (apt-cache pkgnames)"
+			apt_refresh "$KSUITE" "$KARCH"
+			pkg=$(resolve_glob "$entry") || die "no package of $KSUITE ($KARCH) matches '$entry' (apt-cache pkgnames)"
 		fi
-		say "kernel '$entry' -> $pkg"
+		say "kernel '$entry' ($KSUITE, $KARCH) -> $pkg"
 	fi
 	KLABEL=$pkg
 	dir=$VMTEST_CACHE/kernels/$pkg
@@ -247,9 +245,12 @@ fetch_kernel() {
 		rm -rf "$dir"
 		tmp=$(mktemp -d "$VMTEST_CACHE/dl.XXXXXX")
 		say "downloading $pkg"
-		if ! (cd "$tmp" && apt-get -qq -o APT::Sandbox::User=root download "$pkg" >&2); then
-			apt_update_once
-			(cd "$tmp" && apt-get -qq -o APT::Sandbox::User=root download "$pkg" >&2) || die "apt-get download $pkg failed"
+		if ! (cd "$tmp" && apt-get -qq "${APT_OPTS[@]}" download "$pkg" >&2); then
+			# The lists were stale: the archive has a newer build.
+			apt_refresh "$KSUITE" "$KARCH"
+			[[ $entry != *[*?[]* ]] || pkg=$(resolve_glob "$entry") || die "no package of $KSUITE ($KARCH) matches '$entry'"
+			(cd "$tmp" && apt-get -qq "${APT_OPTS[@]}" download "$pkg" >&2) || die "apt-get download $pkg ($KSUITE, $KARCH) failed"
+			KLABEL=$pkg dir=$VMTEST_CACHE/kernels/$pkg
 		fi
 		deb=$(find "$tmp" -maxdepth 1 -name '*.deb' | head -n1)
 		[ -n "$deb" ] || die "apt-get download $pkg produced no .deb"
@@ -520,9 +521,10 @@ mapfile -t ENTRIES < <(kernel_entries)
 declare -a K_LABELS=() K_IMAGES=() K_CONFIGS=() K_MODDIRS=() K_BACKENDS=()
 for line in "${ENTRIES[@]}"; do
 	read -r e opts <<<"$line"
+	kernel_opts "${opts:-}"
 	fetch_kernel "$e"
 	K_LABELS+=("$KLABEL") K_IMAGES+=("$KIMAGE") K_CONFIGS+=("$KCONFIG") K_MODDIRS+=("$KMODDIR")
-	K_BACKENDS+=("$(kernel_backends "${opts:-}")")
+	K_BACKENDS+=("$KBACKENDS")
 done
 T_FETCH=$((SECONDS - T0))
 

@@ -26,9 +26,9 @@ static __always_inline void pid_ns_freed(struct work_struct *work, __u32 stack)
 {
 	struct pid_namespace *ns;
 
-	if (!bpf_core_field_exists(struct pid_namespace, work))
+	if (!bpf_core_field_exists(struct pid_namespace___work, work))
 		return;
-	ns = container_of(work, struct pid_namespace, work);
+	ns = (void *)work - bpf_core_field_offset(struct pid_namespace___work, work);
 	emit_destroy_self(NS_PID, ns_inum(&ns->ns, VIA_PROBE), HOW_FREED, ns_kernel_id(&ns->ns, VIA_PROBE), stack);
 	for (int i = 0; i < MAX_NS_LEVEL; i++) {
 		ns = BPF_CORE_READ(ns, parent);

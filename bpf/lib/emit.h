@@ -158,7 +158,7 @@ static __always_inline void flush(struct actx *a)
 		// it follows if it went to sleep meanwhile.
 		if (bpf_ringbuf_output(&events, &b->hdr, size, BPF_RB_NO_WAKEUP))
 			count_lost_n(n + b->hdr.lost);
-		else if (reader_asleep())
+		else if (reader_asleep_committed())
 			send_bare(REC_WAKE);
 	}
 	b->busy = 0;

@@ -21,6 +21,12 @@ struct ns_common___old {
 	refcount_t count;
 } __attribute__((preserve_access_index));
 
+// Since 6.14 a pid namespace is freed from a work item in it (an RCU
+// callback before).
+struct pid_namespace___work {
+	struct work_struct work;
+} __attribute__((preserve_access_index));
+
 // Two ways to read kernel memory. Through a pointer whose type the verifier
 // knows from BTF (the current task, fentry and tp_btf arguments, an
 // iterator's task, pointers loaded through those) a read is a plain load

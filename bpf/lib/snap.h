@@ -5,18 +5,32 @@
 #ifndef NSTRACE_SNAP_H
 #define NSTRACE_SNAP_H
 
-static __always_inline void snap_nsproxy(struct nsproxy *p, struct snap *s, bool btf)
+// Every slot: a snapshot that takes nothing from another.
+#define ALL_SLOTS 0xffffffffU
+
+// snap_nsproxy_of reads into s the namespaces of p in the slots of mask,
+// and takes the others' from keep (with a literal ALL_SLOTS, none: keep
+// may be NULL).
+static __always_inline void snap_nsproxy_of(struct nsproxy *p, struct snap *s, bool btf, __u32 mask,
+					    struct snap *keep)
 {
 	s->nsproxy = (__u64)p;
 	if (!p)
 		return;
+	// Copied whole, before: copies slot by slot beside the reads, the
+	// compiler merges into loads the verifier refuses (two pointer types).
+	if (mask != ALL_SLOTS) {
+		__builtin_memcpy(s->inum, keep->inum, sizeof(s->inum));
+		__builtin_memcpy(s->ref, keep->ref, sizeof(s->ref));
+		__builtin_memcpy(s->id, keep->id, sizeof(s->id));
+	}
 	s->nsproxy_count = nsproxy_count(p, btf);
 	s->net = (__u64)RD(btf, p, net_ns);
 #pragma unroll
 	for (int i = 0; i < NS_SLOTS; i++) {
 		struct ns_common *ns;
 
-		if (i == NS_USER)
+		if (i == NS_USER || (mask != ALL_SLOTS && !(mask & (1U << i))))
 			continue;
 		ns = nsproxy_slot(p, i, btf);
 		s->inum[i] = ns_inum(ns, btf);
@@ -25,17 +39,42 @@ static __always_inline void snap_nsproxy(struct nsproxy *p, struct snap *s, bool
 	}
 }
 
-// snap_task reads a task the verifier knows the type of.
-static __always_inline void snap_task(struct task_struct *t, struct snap *s)
+static __always_inline void snap_nsproxy(struct nsproxy *p, struct snap *s, bool btf)
+{
+	snap_nsproxy_of(p, s, btf, ALL_SLOTS, NULL);
+}
+
+// snap_task_of reads a task the verifier knows the type of: as
+// snap_nsproxy_of, and its user namespace.
+static __always_inline void snap_task_of(struct task_struct *t, struct snap *s, __u32 mask, struct snap *keep)
 {
 	struct user_namespace *u;
 
 	t = task_ro(t);
-	snap_nsproxy(t->nsproxy, s, VIA_BTF);
+	snap_nsproxy_of(t->nsproxy, s, VIA_BTF, mask, keep);
 	u = t->real_cred->user_ns;
 	s->inum[NS_USER] = ns_inum(&u->ns, VIA_BTF);
 	s->ref[NS_USER] = ns_refs(&u->ns, VIA_BTF);
 	s->id[NS_USER] = ns_kernel_id(&u->ns, VIA_BTF);
+}
+
+static __always_inline void snap_task(struct task_struct *t, struct snap *s)
+{
+	snap_task_of(t, s, ALL_SLOTS, NULL);
+}
+
+// The nsproxy slots an unshare or setns with flags can change: those of
+// the types it names (time: the active one too, which setns switches), or
+// any, for a setns of nstype 0.
+static __always_inline __u32 changed_slots(__u8 sc, __u64 flags)
+{
+	__u32 t = types_of(flags);
+
+	if (sc == SC_SETNS && !t)
+		return ALL_SLOTS;
+	if (t & (1U << NS_TIME))
+		t |= 1U << NS_TIME_ACTIVE;
+	return t;
 }
 
 // Room for the snapshots of task-context hooks, too big for the BPF stack

@@ -5,16 +5,6 @@
 #ifndef NSTRACE_SYSCALL_H
 #define NSTRACE_SYSCALL_H
 
-// x86-64 syscall numbers of the calls nstrace tells apart.
-#define NR_CLONE    56
-#define NR_FORK     57
-#define NR_VFORK    58
-#define NR_EXECVE   59
-#define NR_UNSHARE  272
-#define NR_SETNS    308
-#define NR_EXECVEAT 322
-#define NR_CLONE3   435
-
 // The syscall the current task is in, from its saved user registers: this
 // is the same in every backend, whatever kernel function we are hooked on.
 static __always_inline struct pt_regs *user_regs(void)
@@ -24,15 +14,17 @@ static __always_inline struct pt_regs *user_regs(void)
 
 static __always_inline __u8 cur_syscall(void)
 {
-	long nr = user_regs()->orig_ax;
+	long nr = REGS_NR(user_regs());
 
 	switch (nr) {
 	case NR_CLONE:
 		return SC_CLONE;
+#ifdef NR_FORK
 	case NR_FORK:
 		return SC_FORK;
 	case NR_VFORK:
 		return SC_VFORK;
+#endif
 	case NR_EXECVE:
 		return SC_EXECVE;
 	case NR_UNSHARE:
@@ -56,15 +48,15 @@ static __always_inline __u64 syscall_flags(__u8 sc)
 
 	switch (sc) {
 	case SC_CLONE:
-		return (__u32)r->di & ~CSIGNAL;
+		return (__u32)REGS_ARG0(r) & ~CSIGNAL;
 	case SC_CLONE3:
 		// struct clone_args starts with the u64 flags
-		bpf_probe_read_user(&flags, sizeof(flags), (void *)r->di);
+		bpf_probe_read_user(&flags, sizeof(flags), (void *)REGS_ARG0(r));
 		return flags;
 	case SC_UNSHARE:
-		return r->di;
+		return REGS_ARG0(r);
 	case SC_SETNS:
-		return r->si;
+		return REGS_ARG1(r);
 	}
 	return 0;
 }
