@@ -38,6 +38,7 @@
 #                    ci=BACKEND,... runs only those of BACKENDS (make vmtest;
 #                    make vmtest-all runs every kernel under every backend)
 #   VMTEST_CACHE     cache folder (default: <repo>/.cache/vmtest)
+#   VMTEST_KERNELS_FILE  the kernels' list (default: scripts/kernels.txt)
 #   VMTEST_SRC       module directory whose packages are built (default: the repo)
 #   NSTRACE_PKG      package of the nstrace command (default: ./cmd/nstrace)
 #
@@ -67,18 +68,28 @@ VMTEST_TCG_THREAD=${VMTEST_TCG_THREAD:-single}
 VMTEST_CACHE=${VMTEST_CACHE:-$ROOT/.cache/vmtest}
 VMTEST_SRC=${VMTEST_SRC:-$ROOT}
 NSTRACE_PKG=${NSTRACE_PKG:-./cmd/nstrace}
-KERNELS_FILE=$ROOT/scripts/kernels.txt
+KERNELS_FILE=${VMTEST_KERNELS_FILE:-$ROOT/scripts/kernels.txt}
 
 # Programs from the host copied into the VM with their shared libraries.
 REQUIRED_TOOLS="unshare nsenter lsns bwrap ip"
 OPTIONAL_TOOLS="runc crun"
 # Kernel options the VM cannot do without, and ones some backend needs.
-REQUIRED_CONFIG="BLK_DEV_INITRD RD_GZIP DEVTMPFS TMPFS SERIAL_8250_CONSOLE BINFMT_ELF BINFMT_SCRIPT PROC_FS SYSFS
+REQUIRED_CONFIG="BLK_DEV_INITRD RD_GZIP DEVTMPFS TMPFS BINFMT_ELF BINFMT_SCRIPT PROC_FS SYSFS
  BPF_SYSCALL DEBUG_INFO_BTF TRACEPOINTS BPF_EVENTS FTRACE
  NAMESPACES UTS_NS IPC_NS PID_NS NET_NS USER_NS CGROUPS"
 WANTED_CONFIG="KPROBES KPROBE_EVENTS FUNCTION_TRACER DYNAMIC_FTRACE DYNAMIC_FTRACE_WITH_DIRECT_CALLS BPF_JIT TIME_NS
  CGROUP_BPF DEBUG_FS SECURITYFS MAGIC_SYSRQ"
 TAIL_LINES=80
+# Per architecture: the qemu that boots it, its machine, the serial console.
+HOST_ARCH=$(dpkg --print-architecture 2>/dev/null || echo amd64)
+declare -A ARCH_QEMU=([amd64]=qemu-system-x86_64 [arm64]=qemu-system-aarch64)
+declare -A ARCH_QEMU_PKG=([amd64]=qemu-system-x86 [arm64]=qemu-system-arm)
+declare -A ARCH_MACHINE=([amd64]="-vga none" [arm64]="-M virt -cpu max")
+declare -A ARCH_CONSOLE=([amd64]=ttyS0 [arm64]=ttyAMA0)
+declare -A ARCH_CONSOLE_CONFIG=([amd64]=SERIAL_8250_CONSOLE [arm64]=SERIAL_AMBA_PL011_CONSOLE)
+# The foreign architecture's tools come from these packages of this
+# machine's release (with what they depend on), unpacked into a sysroot.
+FOREIGN_PKGS="util-linux bubblewrap iproute2 runc busybox-static"
 
 say() { printf 'vmtest: %s\n' "$*" >&2; }
 die() { printf 'vmtest: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -198,7 +209,8 @@ kernel_entries() {
 
 # kernel_opts parses kernel options $1 (ci=, suite=, arch=): sets
 # KSUITE, KARCH and KBACKENDS, which of BACKENDS the kernel runs: all of
-# them, or with VMTEST_CI=1 and a ci= option, those it names.
+# them, or with VMTEST_CI=1 and a ci= option, those it names (none for
+# ci=none).
 kernel_opts() {
 	local opt ci='' b out=()
 	KSUITE=$HOST_SUITE KARCH=amd64
@@ -211,7 +223,10 @@ kernel_opts() {
 		esac
 	done
 	[ -n "$KSUITE" ] || die "kernels.txt: no suite= for a kernel, and this machine's Debian release is unknown"
-	[ "$KARCH" = amd64 ] || die "kernels.txt: arch=$KARCH: this harness boots x86-64 kernels only (qemu-system-x86_64)"
+	[ -n "${ARCH_QEMU[$KARCH]:-}" ] || die "kernels.txt: arch=$KARCH: this harness boots amd64 and arm64 kernels only"
+	KBACKENDS=''
+	# ci=none: not in CI's subset at all (make vmtest-all runs it).
+	[ "$VMTEST_CI" = 1 ] && [ "$ci" = none ] && return 0
 	for b in $(words "$BACKENDS"); do
 		if [ "$VMTEST_CI" != 1 ] || [ -z "$ci" ] || [[ ,$ci, == *,$b,* ]]; then out+=("$b"); fi
 	done
@@ -272,7 +287,7 @@ fetch_kernel() {
 # Fails if the kernel config lacks what the VM needs; warns for backend needs.
 check_config() {
 	local cfg=$1 opt missing=() weak=()
-	for opt in $REQUIRED_CONFIG; do grep -q "^CONFIG_$opt=y" "$cfg" || missing+=("$opt"); done
+	for opt in $REQUIRED_CONFIG ${ARCH_CONSOLE_CONFIG[$KARCH]}; do grep -q "^CONFIG_$opt=y" "$cfg" || missing+=("$opt"); done
 	for opt in $WANTED_CONFIG; do grep -q "^CONFIG_$opt=y" "$cfg" || weak+=("$opt"); done
 	[ ${#weak[@]} -eq 0 ] || say "WARNING: $KLABEL: not built in: ${weak[*]} (some backends or tests may fail)"
 	if [ ${#missing[@]} -gt 0 ]; then
@@ -312,8 +327,8 @@ module_paths() {
 
 # ------------------------------------------------------------------ initramfs
 
-STAGE=$VMTEST_CACHE/build/root
-BASE_CPIO=$VMTEST_CACHE/build/base.cpio.gz
+# Per architecture: STAGE and BASE_CPIO are set by build_initramfs.
+STAGE='' BASE_CPIO='' BARCH=''
 declare -a TEST_NAMES=()
 
 copy_with_libs() {
@@ -340,7 +355,7 @@ add_test_binaries() {
 		slug=${rel//\//_}
 		slug=${slug:-root}
 		out=$STAGE/vmtest/bin/$slug.test
-		CGO_ENABLED=0 go test -c -o "$out" "$ip"
+		CGO_ENABLED=0 GOARCH=$BARCH go test -c -o "$out" "$ip"
 		if ! [ -f "$out" ]; then
 			say "$ip has no test files: skipped"
 			continue
@@ -359,7 +374,7 @@ add_test_binaries() {
 # passes the backend on.
 BENCH_PKG=./scripts/bench
 add_bench() {
-	(cd "$ROOT" && CGO_ENABLED=0 go build -o "$STAGE/vmtest/bin/bench" "$BENCH_PKG")
+	(cd "$ROOT" && CGO_ENABLED=0 GOARCH=$BARCH go build -o "$STAGE/vmtest/bin/bench" "$BENCH_PKG")
 	{
 		echo '#!/bin/sh'
 		echo "exec /vmtest/bin/bench -nstrace /usr/bin/nstrace -backend \"\$NSTRACE_TEST_BACKEND\" $VMTEST_BENCH"
@@ -369,9 +384,62 @@ add_bench() {
 	printf 'pkg=%s\t%s\t%s\n' "$BENCH_PKG" /vmtest/bin/bench.sh /vmtest >>"$STAGE/vmtest/run.conf"
 }
 
+# sysroot_for unpacks, once, FOREIGN_PKGS of architecture $1 and what they
+# depend on, from this machine's release, and prints where.
+sysroot_for() {
+	local arch=$1 root dl pkgs deb
+	root=$VMTEST_CACHE/sysroot/$arch dl=$VMTEST_CACHE/sysroot/debs-$arch
+	if ! [ -f "$root/.ok" ]; then
+		[ -n "$HOST_SUITE" ] || die "this machine's Debian release is unknown: no $arch tools"
+		apt_for "$HOST_SUITE" "$arch"
+		# shellcheck disable=SC2086 # lists of words
+		pkgs=$(apt-cache "${APT_OPTS[@]}" depends --recurse --no-recommends --no-suggests --no-conflicts \
+			--no-breaks --no-replaces --no-enhances $FOREIGN_PKGS | grep -v '^[ <]' | sort -u)
+		rm -rf "$root" "$dl"
+		mkdir -p "$root" "$dl"
+		say "downloading $arch tools: $(echo "$pkgs" | wc -l) packages"
+		# shellcheck disable=SC2086
+		if ! (cd "$dl" && apt-get -qq "${APT_OPTS[@]}" download $pkgs >&2); then
+			apt_refresh "$HOST_SUITE" "$arch"
+			(cd "$dl" && apt-get -qq "${APT_OPTS[@]}" download $pkgs >&2) || die "apt-get download of the $arch tools failed"
+		fi
+		for deb in "$dl"/*.deb; do dpkg-deb -x "$deb" "$root"; done
+		touch "$root/.ok"
+	fi
+	echo "$root"
+}
+
+# add_foreign_tools puts architecture $1's tools, busybox and shared
+# libraries into STAGE (they cannot run here, so ldd cannot list what they
+# need: every library of the sysroot goes in).
+add_foreign_tools() {
+	local arch=$1 root t d found
+	root=$(sysroot_for "$arch")
+	if [ -d "$root/lib" ]; then cp -a "$root/lib/." "$STAGE/usr/lib/"; fi
+	cp -a "$root/usr/lib/." "$STAGE/usr/lib/"
+	for t in $REQUIRED_TOOLS $OPTIONAL_TOOLS; do
+		found=''
+		for d in usr/bin usr/sbin bin sbin; do
+			if [ -x "$root/$d/$t" ]; then found=$root/$d/$t; break; fi
+		done
+		if [ -z "$found" ]; then
+			[[ " $OPTIONAL_TOOLS " == *" $t "* ]] || die "$t not in the $arch packages ($FOREIGN_PKGS)"
+			continue
+		fi
+		cp -L "$found" "$STAGE/usr/bin/$t"
+	done
+	cp "$root/bin/busybox" "$STAGE/usr/bin/busybox"
+}
+
+# build_initramfs builds the base archive of architecture $1: vminit,
+# nstrace, the test binaries (or the bench), the tools and busybox.
 build_initramfs() {
 	local t p
-	rm -rf "$VMTEST_CACHE/build"
+	BARCH=$1
+	STAGE=$VMTEST_CACHE/build/root-$BARCH
+	BASE_CPIO=$VMTEST_CACHE/build/base-$BARCH.cpio.gz
+	TEST_NAMES=()
+	rm -rf "$STAGE" "$BASE_CPIO"
 	mkdir -p "$STAGE"/{usr/bin,usr/sbin,usr/lib,usr/lib64,etc,proc,sys,dev,tmp,run,root,var/tmp,vmtest/bin,vmtest/src}
 	ln -s usr/bin "$STAGE/bin"
 	ln -s usr/sbin "$STAGE/sbin"
@@ -379,23 +447,29 @@ build_initramfs() {
 	ln -s usr/lib64 "$STAGE/lib64"
 	ln -s ../run "$STAGE/var/run"
 
-	say "building vminit, nstrace and $([ -n "$VMTEST_BENCH" ] && echo "the bench" || echo "test binaries")"
-	(cd "$ROOT" && CGO_ENABLED=0 go build -o "$STAGE/init" ./scripts/vminit)
-	(cd "$VMTEST_SRC" && CGO_ENABLED=0 go build -o "$STAGE/usr/bin/nstrace" "$NSTRACE_PKG")
+	say "building vminit, nstrace and $([ -n "$VMTEST_BENCH" ] && echo "the bench" || echo "test binaries") ($BARCH)"
+	(cd "$ROOT" && CGO_ENABLED=0 GOARCH=$BARCH go build -o "$STAGE/init" ./scripts/vminit)
+	(cd "$VMTEST_SRC" && CGO_ENABLED=0 GOARCH=$BARCH go build -o "$STAGE/usr/bin/nstrace" "$NSTRACE_PKG")
 	if [ -n "$VMTEST_BENCH" ]; then
 		add_bench
 	else
 		add_test_binaries
 	fi
 
-	for t in $REQUIRED_TOOLS; do
-		p=$(command -v "$t") || die "$t not found on the host"
-		copy_with_libs "$p" "$p"
-	done
-	for t in $OPTIONAL_TOOLS; do
-		if p=$(command -v "$t"); then copy_with_libs "$p" "$p"; fi
-	done
-	cp /bin/busybox "$STAGE/usr/bin/busybox"
+	if [ "$BARCH" = "$HOST_ARCH" ]; then
+		for t in $REQUIRED_TOOLS; do
+			p=$(command -v "$t") || die "$t not found on the host"
+			copy_with_libs "$p" "$p"
+		done
+		for t in $OPTIONAL_TOOLS; do
+			if p=$(command -v "$t"); then copy_with_libs "$p" "$p"; fi
+		done
+		cp /bin/busybox "$STAGE/usr/bin/busybox"
+	else
+		add_foreign_tools "$BARCH"
+	fi
+	# The host's busybox names the applets (the same release's as the
+	# foreign one, which cannot run here).
 	for t in $(/bin/busybox --list); do
 		[ -e "$STAGE/usr/bin/$t" ] || [ -e "$STAGE/usr/sbin/$t" ] || ln -s busybox "$STAGE/usr/bin/$t"
 	done
@@ -412,6 +486,9 @@ build_initramfs() {
 		[ -z "$VMTEST_RUN" ] || echo "run=$VMTEST_RUN"
 		for t in $(words "$BACKENDS"); do echo "backend=$t"; done
 		echo "env=NSTRACE_BIN=/usr/bin/nstrace"
+		# An emulated foreign CPU runs several times slower again than
+		# the host's own under emulation (4): the tests' deadlines scale.
+		[ "$BARCH" = "$HOST_ARCH" ] || echo "env=NSTRACE_TEST_SLOW=16"
 		for t in $VMTEST_ENV; do
 			[[ $t == [A-Za-z_]*=* ]] || die "VMTEST_ENV: '$t' is not KEY=VALUE"
 			echo "env=$t"
@@ -450,7 +527,7 @@ kernel_initrd() {
 		[ -d "$kst/lib" ] && mv "$kst/lib" "$kst/usr/lib"
 	fi
 	{
-		cat "$BASE_CPIO"
+		cat "$VMTEST_CACHE/build/base-$KARCH.cpio.gz"
 		(cd "$kst" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0) | gzip -1
 	} >"$out"
 }
@@ -518,20 +595,39 @@ ensure_host_tools
 
 mapfile -t ENTRIES < <(kernel_entries)
 [ ${#ENTRIES[@]} -gt 0 ] || die "no kernels to test (KERNELS / $KERNELS_FILE)"
-declare -a K_LABELS=() K_IMAGES=() K_CONFIGS=() K_MODDIRS=() K_BACKENDS=()
+declare -a K_LABELS=() K_IMAGES=() K_CONFIGS=() K_MODDIRS=() K_BACKENDS=() K_ARCHS=()
 for line in "${ENTRIES[@]}"; do
 	read -r e opts <<<"$line"
 	kernel_opts "${opts:-}"
+	if [ -z "$KBACKENDS" ]; then
+		say "kernel '$e' ($KSUITE, $KARCH): not in CI's subset (ci=none)"
+		continue
+	fi
 	fetch_kernel "$e"
 	K_LABELS+=("$KLABEL") K_IMAGES+=("$KIMAGE") K_CONFIGS+=("$KCONFIG") K_MODDIRS+=("$KMODDIR")
-	K_BACKENDS+=("$KBACKENDS")
+	K_BACKENDS+=("$KBACKENDS") K_ARCHS+=("$KARCH")
+done
+[ ${#K_LABELS[@]} -gt 0 ] || die "no kernel left to test (all ci=none)"
+for a in $(printf '%s\n' "${K_ARCHS[@]}" | sort -u); do
+	q=${ARCH_QEMU[$a]}
+	command -v "$q" >/dev/null || apt_install "${ARCH_QEMU_PKG[$a]}"
+	command -v "$q" >/dev/null || die "$q is still not in PATH after installing ${ARCH_QEMU_PKG[$a]}"
 done
 T_FETCH=$((SECONDS - T0))
 
-build_initramfs
+rm -rf "$VMTEST_CACHE/build"
+for a in $(printf '%s\n' "${K_ARCHS[@]}" | sort -u); do build_initramfs "$a"; done
 T_BUILD=$((SECONDS - T0 - T_FETCH))
 
-choose_accel "${K_IMAGES[0]}"
+# KVM only for this machine's architecture; the others are emulated.
+QEMU_ACCEL=(-accel "tcg,thread=$VMTEST_TCG_THREAD")
+for i in "${!K_ARCHS[@]}"; do
+	if [ "${K_ARCHS[$i]}" = "$HOST_ARCH" ]; then
+		choose_accel "${K_IMAGES[$i]}"
+		break
+	fi
+done
+HOST_ACCEL=("${QEMU_ACCEL[@]}")
 
 mapfile -t BACKEND_LIST < <(words "$BACKENDS")
 NRUNS=$((${#BACKEND_LIST[@]} * ${#TEST_NAMES[@]}))
@@ -545,6 +641,11 @@ ROWS=()      # summary table rows
 NPASS=0 NFAIL=0
 for i in "${!K_LABELS[@]}"; do
 	KLABEL=${K_LABELS[$i]} KIMAGE=${K_IMAGES[$i]} KCONFIG=${K_CONFIGS[$i]} KMODDIR=${K_MODDIRS[$i]} KBACKENDS=${K_BACKENDS[$i]}
+	KARCH=${K_ARCHS[$i]}
+	QEMU_ACCEL=(-accel "tcg,thread=$VMTEST_TCG_THREAD")
+	[ "$KARCH" != "$HOST_ARCH" ] || QEMU_ACCEL=("${HOST_ACCEL[@]}")
+	# shellcheck disable=SC2206 # words on purpose
+	QEMU_MACHINE=(${ARCH_MACHINE[$KARCH]})
 	read -ra KBACKEND_LIST <<<"$KBACKENDS"
 	log=$VMTEST_CACHE/logs/$KLABEL.log
 	rm -f "$log"
@@ -567,10 +668,10 @@ for i in "${!K_LABELS[@]}"; do
 		exec 8<"$stdin"
 		{
 			# (set -e would end this subshell on a failure: hence the if.)
-			if timeout --foreground --kill-after=10 "$VM_TIMEOUT" qemu-system-x86_64 "${QEMU_ACCEL[@]}" \
-				-m "$VMTEST_MEM" -smp "$VMTEST_SMP" -nographic -no-reboot -nic none -vga none \
+			if timeout --foreground --kill-after=10 "$VM_TIMEOUT" "${ARCH_QEMU[$KARCH]}" "${QEMU_MACHINE[@]}" "${QEMU_ACCEL[@]}" \
+				-m "$VMTEST_MEM" -smp "$VMTEST_SMP" -nographic -no-reboot -nic none \
 				-pidfile "$QEMU_PIDFILE" -kernel "$KIMAGE" -initrd "$initrd" \
-				-append "console=ttyS0 panic=-1 quiet softlockup_panic=1 $VMTEST_APPEND" <&8 2>&1; then
+				-append "console=${ARCH_CONSOLE[$KARCH]} panic=-1 quiet softlockup_panic=1 $VMTEST_APPEND" <&8 2>&1; then
 				echo 0 >"$rcfile"
 			else
 				echo $? >"$rcfile"

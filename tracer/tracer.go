@@ -252,6 +252,16 @@ func open(b Backend, opts Options) (_ *Tracer, err error) {
 	}
 	ph.done("prepare")
 	coll, err := loadParallel(spec)
+	if err != nil && rdonlyCast(spec) {
+		// The kernel has the kfunc but may not let these programs call it
+		// (only 6.12 and 6.18 are tested): the plain loads work without
+		// it, at a slower verification.
+		slog.Debug("load failed with bpf_rdonly_cast: loading without it", "err", err)
+		if err := spec.Variables["have_rdonly_cast"].Set(false); err != nil {
+			return nil, fmt.Errorf("set have_rdonly_cast: %w", err)
+		}
+		coll, err = loadParallel(spec)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("load: %w", explainLoad(err))
 	}
@@ -574,6 +584,12 @@ func (t *Tracer) workAddresses(syms chan map[string]uint64) (map[string]uint64, 
 		addrs[f] = a
 	}
 	return addrs, nil
+}
+
+// rdonlyCast says whether spec's programs are set to call bpf_rdonly_cast.
+func rdonlyCast(spec *ebpf.CollectionSpec) bool {
+	var on bool
+	return spec.Variables["have_rdonly_cast"].Get(&on) == nil && on
 }
 
 // setAddresses gives the loaded programs the addresses of the work

@@ -90,6 +90,21 @@ func TestProgramsLoad(t *testing.T) {
 			if len(coll.Programs) < 3 {
 				t.Fatalf("only %d programs loaded", len(coll.Programs))
 			}
+			if kernelHasFunc("bpf_rdonly_cast") != rdonlyCast(spec) {
+				t.Fatalf("have_rdonly_cast = %v on a kernel where bpf_rdonly_cast exists: %v", rdonlyCast(spec), kernelHasFunc("bpf_rdonly_cast"))
+			}
+			if rdonlyCast(spec) {
+				// What open falls back to where the kfunc may not be
+				// called: the same loads through the trusted task.
+				if err := spec.Variables["have_rdonly_cast"].Set(false); err != nil {
+					t.Fatal(err)
+				}
+				plain, err := ebpf.NewCollection(spec)
+				if err != nil {
+					t.Fatalf("load %s programs without bpf_rdonly_cast: %v", b, explainLoad(err))
+				}
+				plain.Close()
+			}
 			// The verifier's work per program, for the record: how close
 			// each is to the limits of older kernels.
 			names := slices.Sorted(maps.Keys(coll.Programs))

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -460,8 +461,8 @@ func TestKernelStack(t *testing.T) {
 	checkStack(t, got[1], "do_exit")
 	checkStack(t, got[3], "copy_process", "kernel_clone")
 	if tr.backend != "tracepoint" {
-		checkStack(t, got[0], "ksys_unshare", "do_syscall_64")
-		checkStack(t, got[2], "do_syscall_64")
+		checkStack(t, got[0], "ksys_unshare", syscallEntry)
+		checkStack(t, got[2], syscallEntry)
 		return
 	}
 	// The syscall tracepoints: their exit, or on 6.1 and before (whose
@@ -474,9 +475,13 @@ func TestKernelStack(t *testing.T) {
 		}
 		return
 	}
-	checkStack(t, got[0], "do_syscall_64")
-	checkStack(t, got[2], "do_syscall_64")
+	checkStack(t, got[0], syscallEntry)
+	checkStack(t, got[2], syscallEntry)
 }
+
+// syscallEntry is a kernel function every syscall's stack passes through
+// on this architecture, on the way in and at the exit tracepoint alike.
+var syscallEntry = map[string]string{"amd64": "do_syscall_64", "arm64": "el0_svc"}[runtime.GOARCH]
 
 func kernelRelease(t *testing.T) string {
 	var u unix.Utsname

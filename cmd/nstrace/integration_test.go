@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // 1. unshare(2) through util-linux unshare, then exit.
@@ -133,6 +136,67 @@ func TestSetnsJoin(t *testing.T) {
 	verifyTarget(evs)
 	joined.verifyExact(t, evs)
 	forbid(t, evs, "create by nsenter (it only joins)", func(e *jsonEvent) bool { return e.Event == "create" && e.PID == pid })
+}
+
+// 4b. setns(2) with nstype 0 (whatever namespace the fd is) and with a
+// pidfd naming two types, each on a thread of its own: at the syscall's
+// exit nstrace reads again only the namespaces a call names, and every
+// one for nstype 0, so both must still report exactly what was joined.
+func TestSetnsAnyTypeAndPidfd(t *testing.T) {
+	needTools(t, "unshare", "sh", "readlink")
+	tr := startTracer(t, "json")
+	target := startNSProc(t, shCmd("unshare", "-u", "-n", "--"))
+	uts, err := os.Open(fmt.Sprintf("/proc/%d/ns/uts", target.pid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uts.Close()
+	pidfd, err := unix.PidfdOpen(target.pid(), 0)
+	if err != nil {
+		t.Fatalf("pidfd_open: %v", err)
+	}
+	defer unix.Close(pidfd)
+	var tidAny, tidPidfd int
+	if err := onThread(func() error {
+		tidAny = unix.Gettid()
+		return unix.Setns(int(uts.Fd()), 0)
+	}); err != nil {
+		t.Fatalf("setns(uts fd, 0): %v", err)
+	}
+	if err := onThread(func() error {
+		tidPidfd = unix.Gettid()
+		return unix.Setns(pidfd, unix.CLONE_NEWUTS|unix.CLONE_NEWNET)
+	}); err != nil {
+		t.Fatalf("setns(pidfd, CLONE_NEWUTS|CLONE_NEWNET): %v", err)
+	}
+	evs := tr.stop(os.Interrupt)
+	for _, c := range []struct {
+		name string
+		tid  int
+		raw  uint64
+		want map[string]uint64
+	}{
+		{"setns(fd, 0)", tidAny, 0, map[string]uint64{"uts": target.ns["uts"]}},
+		{"setns(pidfd, CLONE_NEWUTS|CLONE_NEWNET)", tidPidfd, unix.CLONE_NEWUTS | unix.CLONE_NEWNET,
+			map[string]uint64{"uts": target.ns["uts"], "net": target.ns["net"]}},
+	} {
+		got := map[string]uint64{}
+		for _, e := range evs {
+			if e.Event != "join" || e.TID != c.tid {
+				continue
+			}
+			if _, dup := got[e.Type]; dup {
+				t.Errorf("%s: two %s joins", c.name, e.Type)
+			}
+			got[e.Type] = e.Inum
+			if e.Syscall != "setns" || e.CloneFlagsRaw != c.raw {
+				t.Errorf("%s: join of %s says syscall %q, flags %#x; want setns, %#x", c.name, e.Type, e.Syscall, e.CloneFlagsRaw, c.raw)
+			}
+		}
+		if !maps.Equal(got, c.want) {
+			t.Errorf("%s: joins by thread %d: %v, want %v (the target's, from /proc)", c.name, c.tid, got, c.want)
+		}
+	}
 }
 
 // 5. A user namespace by unshare(CLONE_NEWUSER).

@@ -1,4 +1,4 @@
-//go:build linux && amd64
+//go:build linux
 
 // Command vminit is /init of the initramfs that scripts/vmtest.sh boots under
 // qemu. It mounts the kernel file systems the tracer and its tests need, runs
@@ -21,6 +21,8 @@ import (
 	"syscall"
 	"time"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -28,10 +30,8 @@ const (
 	kernelConf = "/vmtest/kernel.conf"
 	// How long past -test.timeout a test binary may run before init kills its
 	// process group (the test binary panics itself at -test.timeout).
-	killGrace = 30 * time.Second
-	hostname  = "vmtest"
-	// finit_module(2) on amd64; the syscall package has no name for it.
-	sysFinitModule           = 313
+	killGrace                = 30 * time.Second
+	hostname                 = "vmtest"
 	moduleInitCompressedFile = 4
 	path                     = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 )
@@ -228,7 +228,7 @@ func loadModules(mods []string) {
 		if strings.HasSuffix(m, ".xz") || strings.HasSuffix(m, ".gz") || strings.HasSuffix(m, ".zst") {
 			flags = moduleInitCompressedFile // the kernel decompresses (5.17+)
 		}
-		_, _, e := syscall.Syscall(sysFinitModule, f.Fd(), uintptr(unsafe.Pointer(&empty[0])), flags)
+		_, _, e := syscall.Syscall(unix.SYS_FINIT_MODULE, f.Fd(), uintptr(unsafe.Pointer(&empty[0])), flags)
 		f.Close()
 		if e != 0 && e != syscall.EEXIST {
 			logf("WARNING: load module %s: %v", m, e)
