@@ -403,12 +403,17 @@ func TestFailClone(t *testing.T) {
 	}
 }
 
+var stacklessRE = regexp.MustCompile(`nstrace: (\d+) records went without their kernel stack`)
+
 var frameRE = regexp.MustCompile(`^[A-Za-z0-9_.]+( \[[A-Za-z0-9_]+\])?\+0x[0-9a-f]+$`)
 
 // checkStack checks a kernel_stack: named frames, none of them BPF's own
 // machinery on top, and among them every function in want.
 func checkStack(t *testing.T, e *jsonEvent, want ...string) {
 	t.Helper()
+	if e.stackless {
+		return
+	}
 	if len(e.KernelStack) == 0 {
 		t.Errorf("%s event without kernel_stack: %s", e.Event, e)
 		return
@@ -457,6 +462,18 @@ func TestKernelStack(t *testing.T) {
 	tr.stop(os.Interrupt)
 	for i, what := range []string{"unshare create", "exit destroy", "unshare fail", "clone create"} {
 		t.Logf("%s backend, %s: %s", tr.backend, what, strings.Join(got[i].KernelStack, " < "))
+	}
+	// A stack whose hash bucket another stack holds is not kept (README):
+	// nstrace counts those, and only so many events may lack one.
+	if m := stacklessRE.FindStringSubmatch(tr.stderrText()); m != nil {
+		n, _ := strconv.Atoi(m[1])
+		for _, e := range got {
+			if len(e.KernelStack) == 0 && n > 0 {
+				t.Logf("%s event without a stack, one of the %d nstrace counted as not kept", e.Event, n)
+				n--
+				e.stackless = true
+			}
+		}
 	}
 	checkStack(t, got[1], "do_exit")
 	checkStack(t, got[3], "copy_process", "kernel_clone")
