@@ -39,6 +39,17 @@ apt_refresh() {
 	APT_FRESH[$suite-$arch]=1
 }
 
+# apt_download downloads packages $4... of suite $1, architecture $2 into
+# folder $3, fetching the lists again once if that fails (they were stale:
+# the archive has newer builds).
+apt_download() {
+	local suite=$1 arch=$2 dir=$3
+	shift 3
+	(cd "$dir" && apt-get -qq "${APT_OPTS[@]}" download "$@" >&2) && return 0
+	apt_refresh "$suite" "$arch"
+	(cd "$dir" && apt-get -qq "${APT_OPTS[@]}" download "$@" >&2)
+}
+
 # resolve_glob prints the newest package of the suite (APT_OPTS) whose name
 # matches the glob $1.
 resolve_glob() {

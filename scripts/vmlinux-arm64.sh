@@ -40,12 +40,9 @@ mkdir -p "$dir"
 deb=$(find "$dir" -maxdepth 1 -name "${pkg}_${version:-*}_arm64.deb" | sort -V | tail -n1)
 if [ -z "$deb" ]; then
 	say "downloading $want ($suite)"
-	if ! (cd "$dir" && apt-get -qq "${APT_OPTS[@]}" download "$want" >&2); then
-		apt_refresh "$suite" arm64
-		if ! (cd "$dir" && apt-get -qq "${APT_OPTS[@]}" download "$want" >&2); then
-			[ -n "$version" ] && { say "$want is no longer in $suite"; exit 3; }
-			die "apt-get download $want failed"
-		fi
+	if ! apt_download "$suite" arm64 "$dir" "$want"; then
+		[ -n "$version" ] && { say "$want is no longer in $suite"; exit 3; }
+		die "apt-get download $want failed"
 	fi
 	deb=$(find "$dir" -maxdepth 1 -name "${pkg}_*_arm64.deb" | sort -V | tail -n1)
 fi

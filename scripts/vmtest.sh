@@ -399,10 +399,7 @@ sysroot_for() {
 		mkdir -p "$root" "$dl"
 		say "downloading $arch tools: $(echo "$pkgs" | wc -l) packages"
 		# shellcheck disable=SC2086
-		if ! (cd "$dl" && apt-get -qq "${APT_OPTS[@]}" download $pkgs >&2); then
-			apt_refresh "$HOST_SUITE" "$arch"
-			(cd "$dl" && apt-get -qq "${APT_OPTS[@]}" download $pkgs >&2) || die "apt-get download of the $arch tools failed"
-		fi
+		apt_download "$HOST_SUITE" "$arch" "$dl" $pkgs || die "apt-get download of the $arch tools failed"
 		for deb in "$dl"/*.deb; do dpkg-deb -x "$deb" "$root"; done
 		touch "$root/.ok"
 	fi

@@ -216,9 +216,6 @@ func open(b Backend, opts Options) (_ *Tracer, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if syms != nil {
-		delete(spec.Programs, workFnsProg)
-	}
 	spec.Maps["events"].MaxEntries = uint32(opts.RingBufferSize)
 	dense := uint32(liveDense)
 	if n := uint32(opts.TableSize); n > 0 {
@@ -276,7 +273,6 @@ func open(b Backend, opts Options) (_ *Tracer, err error) {
 	if err != nil {
 		return nil, err
 	}
-	delete(spec.Programs, workFnsProg) // run, not attached
 	t.setAddresses(hooks, addrs)
 	if opts.KernelStacks {
 		t.stacks = newStackNames(coll.Maps["stacks"])
@@ -292,8 +288,8 @@ func open(b Backend, opts Options) (_ *Tracer, err error) {
 		return nil, err
 	}
 	for name, p := range spec.Programs {
-		if p.AttachType == ebpf.AttachTraceIter || isPoll(p) {
-			continue
+		if p.AttachType == ebpf.AttachTraceIter || isPoll(p) || p.Type == ebpf.Syscall {
+			continue // run, not attached
 		}
 		l, err := attach(p, coll.Programs[name])
 		if err != nil {
@@ -549,6 +545,9 @@ func setKnobs(spec *ebpf.CollectionSpec, b Backend) (hooks map[string]bool, err 
 	}
 	if !hooks["free_user_ns"] && !pidWork && !hooks["cleanup_net"] {
 		drop("common_workqueue_execute_start", workFnsProg)
+	}
+	if haveSymbolLookup() != nil {
+		drop(workFnsProg) // open reads /proc/kallsyms instead
 	}
 	if !hooks["cleanup_net"] {
 		drop("common_workqueue_execute_end")
