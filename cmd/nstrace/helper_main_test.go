@@ -40,6 +40,13 @@ var itCfg struct {
 	keep    string  // NSTRACE_TEST_ARTIFACTS
 }
 
+// The main goroutine keeps the main thread. Tests setns, unshare and drop
+// capabilities on goroutines that end locked, so that their thread ends
+// with them; but the runtime cannot end the main thread and parks it
+// instead, still in the joined namespace. /proc/PID/ns shows the main
+// thread's namespaces, which the tests take as the process's own.
+func init() { runtime.LockOSThread() }
+
 func TestMain(m *testing.M) {
 	if mode, ok := os.LookupEnv(helperEnv); ok {
 		os.Exit(runHelper(mode))
