@@ -15,6 +15,7 @@ type jsonWriter struct {
 	clock clock
 	flags memo[uint64, string] // jsonCloneFlags
 	ctx   contextJSON
+	actor actorJSON
 }
 
 func (j *jsonWriter) Write(ev *Event) error {
@@ -43,17 +44,13 @@ func (j *jsonWriter) appendEvent(b []byte, ev *Event) []byte {
 	}
 	// The acting process; for exist, the one it was found through. A
 	// polled destroy has none, nor has a lost event.
-	if (k == Exist && ev.Pid != 0) || (k != Exist && k != Lost && k != Orphan && !FoundGone(ev.How)) {
+	switch {
+	case k != Exist && k != Lost && k != Orphan && !FoundGone(ev.How):
+		o.members(j.actor.of(ev, &j.ctx))
+	case k == Exist && ev.Pid != 0:
 		o.uint("pid", uint64(ev.Pid))
-		if k != Exist {
-			o.uint("tid", uint64(ev.Tid))
-		}
-		o.uint("ppid", uint64(ev.Ppid))
-		o.uint("uid", uint64(ev.Uid))
-		o.string("comm", ev.Comm)
-		o.stringOmit("parent_comm", ev.ParentComm)
-	}
-	if k != Lost {
+		actorRest(&o, ev, &j.ctx)
+	case k != Lost:
 		o.stringOmit("exe", ev.Exe)
 		o.members(j.ctx.of(&ev.Ctx))
 	}
@@ -199,6 +196,47 @@ func (cj *contextJSON) of(c *Context) []byte {
 		cj.ctx, cj.members, cj.valid = *c, o.b, true
 	}
 	return cj.members
+}
+
+// actorRest appends what follows an actor's pid (and tid): ppid through
+// its context.
+func actorRest(o *object, ev *Event, cj *contextJSON) {
+	o.uint("ppid", uint64(ev.Ppid))
+	o.uint("uid", uint64(ev.Uid))
+	o.string("comm", ev.Comm)
+	o.stringOmit("parent_comm", ev.ParentComm)
+	o.stringOmit("exe", ev.Exe)
+	o.members(cj.of(&ev.Ctx))
+}
+
+// actorJSON is the members of the last acting task encoded, pid through
+// its context: the events of one record share them, and so do the
+// records of a process that does one operation after another. They were
+// a third of an event's JSON.
+type actorJSON struct {
+	key     actorKey
+	members []byte // each with a comma before it
+	valid   bool
+}
+
+type actorKey struct {
+	pid, tid, ppid, uid   uint32
+	comm, parentComm, exe string
+	ctx                   Context
+}
+
+// of returns the actor members of ev, for object.members; valid until the
+// next call.
+func (aj *actorJSON) of(ev *Event, cj *contextJSON) []byte {
+	k := actorKey{ev.Pid, ev.Tid, ev.Ppid, ev.Uid, ev.Comm, ev.ParentComm, ev.Exe, ev.Ctx}
+	if !aj.valid || k != aj.key {
+		o := object{b: aj.members[:0], some: true}
+		o.uint("pid", uint64(ev.Pid))
+		o.uint("tid", uint64(ev.Tid))
+		actorRest(&o, ev, cj)
+		aj.key, aj.members, aj.valid = k, o.b, true
+	}
+	return aj.members
 }
 
 // object appends the members of a JSON object after its "{", with the

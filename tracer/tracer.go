@@ -88,13 +88,13 @@ type Options struct {
 	TableSize int
 }
 
-// DefaultRingBufferSize holds about 38k unshares' records (216 bytes for
-// the 3 events of one): a burst of 100k unshare(CLONE_NEWUTS), 300k events,
-// goes through without loss while nstrace writes JSON to a file on a 2-CPU
-// machine, and so do two such bursts at once with nstrace at its default
-// nice value (BENCHMARKS.md). The reader maps it twice, which RSS counts
-// twice: 16 MiB of nstrace's RSS.
-const DefaultRingBufferSize = 8 << 20
+// DefaultRingBufferSize holds about 15k unshares' records (272 bytes for
+// the 3 events of one). With the reader at its default nice value, a burst
+// of 100k unshare(CLONE_NEWUTS), 300k events, goes through without loss
+// while nstrace writes JSON to a file on a 2-CPU machine, and so do two
+// such bursts at once (BENCHMARKS.md). The reader maps it twice, which RSS
+// counts twice: 8 MiB of nstrace's RSS, where 8 MiB took it over 40.
+const DefaultRingBufferSize = 4 << 20
 
 // Tracer is a loaded and attached backend.
 type Tracer struct {

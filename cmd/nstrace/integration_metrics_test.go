@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nstrace/nstrace/tracer"
 )
 
 var metricsURLRE = regexp.MustCompile(`(?m)^nstrace: serving metrics url=(http://\S+)$`)
@@ -111,8 +113,8 @@ func TestMetrics(t *testing.T) {
 	if v := before[fmt.Sprintf(`nstrace_backend_info{backend=%q}`, tr.backend)]; v != 1 {
 		t.Errorf("nstrace_backend_info{backend=%q} = %v, want 1", tr.backend, v)
 	}
-	if v := before[`nstrace_ring_buffer_size_bytes`]; v != 8<<20 {
-		t.Errorf("nstrace_ring_buffer_size_bytes = %v, want the default 8 MiB", v)
+	if v := before[`nstrace_ring_buffer_size_bytes`]; v != tracer.DefaultRingBufferSize {
+		t.Errorf("nstrace_ring_buffer_size_bytes = %v, want the default %d", v, tracer.DefaultRingBufferSize)
 	}
 	_, version, _ := runCLI(t, itCfg.bin, nil, "--version")
 	obj := regexp.MustCompile(`bpf object: ([0-9a-f]{12})`).FindStringSubmatch(version)
