@@ -90,6 +90,54 @@ func kernelProblem() error {
 	return RingBufferProblem()
 }
 
+// MinKernel is the oldest kernel with all that the BPF programs use.
+const MinKernel = "5.15"
+
+// kernelFeatures are what every backend's programs use that came after the
+// ring buffer, with the release that brought each: on a kernel without
+// one, the load fails with a bare EINVAL on whatever came first. Probed
+// only once a load has failed (Open), so that a start costs no probes.
+// A variable, so that a test can be a kernel without them.
+var kernelFeatures = []struct {
+	what, since string
+	have        func() error
+}{
+	{"BPF task storage", "5.11", func() error { return features.HaveMapType(ebpf.TaskStorage) }},
+	{"the bpf_get_current_task_btf helper", "5.11", func() error {
+		return features.HaveProgramHelper(ebpf.TracePoint, asm.FnGetCurrentTaskBtf)
+	}},
+	{"the bpf_for_each_map_elem helper", "5.13", func() error {
+		return features.HaveProgramHelper(ebpf.TracePoint, asm.FnForEachMapElem)
+	}},
+	{"the bpf_task_pt_regs helper", "5.15", func() error {
+		return features.HaveProgramHelper(ebpf.TracePoint, asm.FnTaskPtRegs)
+	}},
+}
+
+// FeaturesProblem says what the programs need that the kernel lacks, if
+// anything, and which kernel has it all.
+func FeaturesProblem() error {
+	var missing []string
+	for _, f := range kernelFeatures {
+		if err := f.have(); err != nil {
+			if !errors.Is(err, ebpf.ErrNotSupported) {
+				slog.Debug("feature probe failed", "feature", f.what, "err", err)
+				continue // the load will say what it is
+			}
+			missing = append(missing, fmt.Sprintf("%s (Linux %s)", f.what, f.since))
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	var u unix.Utsname
+	release := "this kernel"
+	if unix.Uname(&u) == nil {
+		release = "Linux " + unix.ByteSliceToString(u.Release[:])
+	}
+	return fmt.Errorf("%s lacks what nstrace's BPF programs use: %s; nstrace needs Linux %s or newer", release, strings.Join(missing, ", "), MinKernel)
+}
+
 // BTFProblem says why the kernel's types cannot be read, if they cannot.
 func BTFProblem() error {
 	if _, err := kernelTypes(); err != nil {

@@ -166,6 +166,9 @@ func Open(opts Options) (*Tracer, error) {
 	if opts.Backend != Auto {
 		t, err := open(opts.Backend, opts)
 		if err != nil {
+			if ferr := FeaturesProblem(); ferr != nil {
+				return nil, ferr
+			}
 			return nil, fmt.Errorf("backend %s: %w", opts.Backend, err)
 		}
 		return t, nil
@@ -180,6 +183,9 @@ func Open(opts Options) (*Tracer, error) {
 		slog.Info("backend unavailable, trying the next", "backend", b, "reason", err)
 		errs = append(errs, err)
 		reasons = append(reasons, fmt.Sprintf("%s: %v", b, err))
+	}
+	if ferr := FeaturesProblem(); ferr != nil {
+		return nil, ferr
 	}
 	// One line, and still matchable (errors.Is) by what each said.
 	return nil, &explainedError{"no backend works here: " + strings.Join(reasons, "; "), errors.Join(errs...)}
