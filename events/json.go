@@ -14,8 +14,8 @@ type jsonWriter struct {
 	out   output
 	clock clock
 	flags memo[uint64, string] // jsonCloneFlags
-	ctx   contextJSON
-	actor actorJSON
+	ctx   lastJSON[Context]
+	actor lastJSON[actorKey]
 }
 
 func (j *jsonWriter) Write(ev *Event) error {
@@ -46,19 +46,19 @@ func (j *jsonWriter) appendEvent(b []byte, ev *Event) []byte {
 	// polled destroy has none, nor has a lost event.
 	switch {
 	case k != Exist && k != Lost && k != Orphan && !FoundGone(ev.How):
-		o.members(j.actor.of(ev, &j.ctx))
+		o.members(j.actorOf(ev))
 	case k == Exist && ev.Pid != 0:
 		o.uint("pid", uint64(ev.Pid))
-		actorRest(&o, ev, &j.ctx)
+		j.actorRest(&o, ev)
 	case k != Lost:
 		o.stringOmit("exe", ev.Exe)
-		o.members(j.ctx.of(&ev.Ctx))
+		o.members(j.contextOf(&ev.Ctx))
 	}
 	if k != Lost && k != Exist && ev.HasOwner {
 		o.key("owner")
 		owner := object{b: append(o.b, '{')}
 		owner.uintOmit("pid", uint64(ev.Owner.Pid))
-		owner.members(j.ctx.of(&ev.Owner.Context))
+		owner.members(j.contextOf(&ev.Owner.Context))
 		o.b = owner.end()
 	}
 
@@ -177,66 +177,62 @@ func jsonCloneFlags(flags uint64) string {
 	return string(append(b, ']'))
 }
 
-// contextJSON is the members of the last context written. Encoding a
-// context is most of the work of a line, and most contexts are the one
-// before: events come in runs from one container, and a destroy's context
-// is its owner's. Comparing them is cheap, as their strings are the
-// Attributor's: the same each time, down to the pointers.
-type contextJSON struct {
-	ctx     Context
-	members []byte // each with a comma before it
+// lastJSON is the members encoded for the last key seen, each with a comma
+// before it. What an event shares with the one before is encoded once:
+// its context (events come in runs from one container, and a destroy's
+// context is its owner's) and its actor, pid through its context (the
+// events of one record share it, and so do the records of a process that
+// does one operation after another). Comparing keys is cheap, as their
+// strings are the decoder's and the Attributor's: the same each time,
+// down to the pointers.
+type lastJSON[K comparable] struct {
+	key     K
+	members []byte
 	valid   bool
 }
 
-// of returns the members of c, for object.members; valid until the next call.
-func (cj *contextJSON) of(c *Context) []byte {
-	if !cj.valid || *c != cj.ctx {
-		o := object{b: cj.members[:0], some: true}
-		o.context(c)
-		cj.ctx, cj.members, cj.valid = *c, o.b, true
+// of returns the members for k, encoded by enc unless k is the last key,
+// for object.members; valid until the next call.
+func (l *lastJSON[K]) of(k K, enc func(o *object)) []byte {
+	if !l.valid || k != l.key {
+		o := object{b: l.members[:0], some: true}
+		enc(&o)
+		l.key, l.members, l.valid = k, o.b, true
 	}
-	return cj.members
+	return l.members
 }
 
-// actorRest appends what follows an actor's pid (and tid): ppid through
-// its context.
-func actorRest(o *object, ev *Event, cj *contextJSON) {
-	o.uint("ppid", uint64(ev.Ppid))
-	o.uint("uid", uint64(ev.Uid))
-	o.string("comm", ev.Comm)
-	o.stringOmit("parent_comm", ev.ParentComm)
-	o.stringOmit("exe", ev.Exe)
-	o.members(cj.of(&ev.Ctx))
+// contextOf returns the members of c.
+func (j *jsonWriter) contextOf(c *Context) []byte {
+	return j.ctx.of(*c, func(o *object) { o.context(c) })
 }
 
-// actorJSON is the members of the last acting task encoded, pid through
-// its context: the events of one record share them, and so do the
-// records of a process that does one operation after another. They were
-// a third of an event's JSON.
-type actorJSON struct {
-	key     actorKey
-	members []byte // each with a comma before it
-	valid   bool
-}
-
+// actorKey is what an actor's members are made of.
 type actorKey struct {
 	pid, tid, ppid, uid   uint32
 	comm, parentComm, exe string
 	ctx                   Context
 }
 
-// of returns the actor members of ev, for object.members; valid until the
-// next call.
-func (aj *actorJSON) of(ev *Event, cj *contextJSON) []byte {
+// actorOf returns the members of ev's actor, pid through its context.
+func (j *jsonWriter) actorOf(ev *Event) []byte {
 	k := actorKey{ev.Pid, ev.Tid, ev.Ppid, ev.Uid, ev.Comm, ev.ParentComm, ev.Exe, ev.Ctx}
-	if !aj.valid || k != aj.key {
-		o := object{b: aj.members[:0], some: true}
+	return j.actor.of(k, func(o *object) {
 		o.uint("pid", uint64(ev.Pid))
 		o.uint("tid", uint64(ev.Tid))
-		actorRest(&o, ev, cj)
-		aj.key, aj.members, aj.valid = k, o.b, true
-	}
-	return aj.members
+		j.actorRest(o, ev)
+	})
+}
+
+// actorRest appends what follows an actor's pid (and tid): ppid through
+// its context.
+func (j *jsonWriter) actorRest(o *object, ev *Event) {
+	o.uint("ppid", uint64(ev.Ppid))
+	o.uint("uid", uint64(ev.Uid))
+	o.string("comm", ev.Comm)
+	o.stringOmit("parent_comm", ev.ParentComm)
+	o.stringOmit("exe", ev.Exe)
+	o.members(j.contextOf(&ev.Ctx))
 }
 
 // object appends the members of a JSON object after its "{", with the

@@ -327,9 +327,12 @@ module_paths() {
 
 # ------------------------------------------------------------------ initramfs
 
-# Per architecture: STAGE and BASE_CPIO are set by build_initramfs.
-STAGE='' BASE_CPIO='' BARCH=''
+# Per architecture: STAGE and BARCH are set by build_initramfs.
+STAGE='' BARCH=''
 declare -a TEST_NAMES=()
+
+# base_cpio is the base archive of architecture $1 (build_initramfs).
+base_cpio() { echo "$VMTEST_CACHE/build/base-$1.cpio.gz"; }
 
 copy_with_libs() {
 	local bin=$1 dst=$2 lib
@@ -431,12 +434,12 @@ add_foreign_tools() {
 # build_initramfs builds the base archive of architecture $1: vminit,
 # nstrace, the test binaries (or the bench), the tools and busybox.
 build_initramfs() {
-	local t p
+	local t p archive
 	BARCH=$1
 	STAGE=$VMTEST_CACHE/build/root-$BARCH
-	BASE_CPIO=$VMTEST_CACHE/build/base-$BARCH.cpio.gz
+	archive=$(base_cpio "$BARCH")
 	TEST_NAMES=()
-	rm -rf "$STAGE" "$BASE_CPIO"
+	rm -rf "$STAGE" "$archive"
 	mkdir -p "$STAGE"/{usr/bin,usr/sbin,usr/lib,usr/lib64,etc,proc,sys,dev,tmp,run,root,var/tmp,vmtest/bin,vmtest/src}
 	ln -s usr/bin "$STAGE/bin"
 	ln -s usr/sbin "$STAGE/sbin"
@@ -494,8 +497,8 @@ build_initramfs() {
 		[ "$VMTEST_SHELL" != 1 ] || echo "shell=1"
 	} >>"$STAGE/vmtest/run.conf"
 
-	(cd "$STAGE" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0) | gzip -1 >"$BASE_CPIO"
-	say "initramfs: $(du -h "$BASE_CPIO" | cut -f1) compressed, $(du -sh "$STAGE" | cut -f1) unpacked"
+	(cd "$STAGE" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0) | gzip -1 >"$archive"
+	say "initramfs: $(du -h "$archive" | cut -f1) compressed, $(du -sh "$STAGE" | cut -f1) unpacked"
 }
 
 # The per-kernel part: kernel.conf and modules, appended as a second archive.
@@ -524,7 +527,7 @@ kernel_initrd() {
 		[ -d "$kst/lib" ] && mv "$kst/lib" "$kst/usr/lib"
 	fi
 	{
-		cat "$VMTEST_CACHE/build/base-$KARCH.cpio.gz"
+		cat "$(base_cpio "$KARCH")"
 		(cd "$kst" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0) | gzip -1
 	} >"$out"
 }

@@ -138,8 +138,7 @@ type Tracer struct {
 }
 
 // Open checks privileges and kernel support, then loads and attaches a
-// backend. With Auto it tries fentry, kprobe and tracepoint in turn and logs
-// why each one it passed over could not be used.
+// backend (with Auto, the first that works: openAuto).
 func Open(opts Options) (*Tracer, error) {
 	go parsedSpec()
 	if err := checkPrivileges(); err != nil {
@@ -163,16 +162,27 @@ func Open(opts Options) (*Tracer, error) {
 		}
 		opts.Cgroups = &h
 	}
-	if opts.Backend != Auto {
-		t, err := open(opts.Backend, opts)
-		if err != nil {
-			if ferr := FeaturesProblem(); ferr != nil {
-				return nil, ferr
-			}
-			return nil, fmt.Errorf("backend %s: %w", opts.Backend, err)
-		}
-		return t, nil
+	var t *Tracer
+	var err error
+	if opts.Backend == Auto {
+		t, err = openAuto(opts)
+	} else if t, err = open(opts.Backend, opts); err != nil {
+		err = fmt.Errorf("backend %s: %w", opts.Backend, err)
 	}
+	if err != nil {
+		// A kernel that lacks what the programs use fails every load,
+		// each on whatever came first: say what it lacks instead.
+		if ferr := FeaturesProblem(); ferr != nil {
+			return nil, ferr
+		}
+		return nil, err
+	}
+	return t, nil
+}
+
+// openAuto tries fentry, kprobe and tracepoint in turn, and logs why each
+// one it passes over could not be used.
+func openAuto(opts Options) (*Tracer, error) {
 	var errs []error
 	var reasons []string
 	for _, b := range Backends[1:] {
@@ -183,9 +193,6 @@ func Open(opts Options) (*Tracer, error) {
 		slog.Info("backend unavailable, trying the next", "backend", b, "reason", err)
 		errs = append(errs, err)
 		reasons = append(reasons, fmt.Sprintf("%s: %v", b, err))
-	}
-	if ferr := FeaturesProblem(); ferr != nil {
-		return nil, ferr
 	}
 	// One line, and still matchable (errors.Is) by what each said.
 	return nil, &explainedError{"no backend works here: " + strings.Join(reasons, "; "), errors.Join(errs...)}

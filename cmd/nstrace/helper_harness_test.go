@@ -53,16 +53,13 @@ type jsonEvent struct {
 	Partial       bool              `json:"partial"`
 	ParentComm    string            `json:"parent_comm"`
 	// fail, limit, and the usage of a create.
-	Error     string  `json:"error"`
-	Errno     int     `json:"errno"`
-	Reason    string  `json:"reason"`
-	Depth     *uint32 `json:"depth"`
-	MaxDepth  *uint32 `json:"max_depth"`
-	UserCount *uint32 `json:"user_count"`
-	UserLimit *uint32 `json:"user_limit"`
-	// stackless: its kernel stack was not kept, and nstrace counted it
-	// (set by TestKernelStack, not decoded).
-	stackless   bool
+	Error       string   `json:"error"`
+	Errno       int      `json:"errno"`
+	Reason      string   `json:"reason"`
+	Depth       *uint32  `json:"depth"`
+	MaxDepth    *uint32  `json:"max_depth"`
+	UserCount   *uint32  `json:"user_count"`
+	UserLimit   *uint32  `json:"user_limit"`
 	UserNs      uint64   `json:"user_ns"`
 	UserUID     *uint32  `json:"user_uid"`
 	WarnPercent uint32   `json:"warn_percent"`
@@ -79,6 +76,9 @@ type jsonEvent struct {
 	line     string                     // the raw line
 	recv     time.Time                  // when the harness read it
 	wall     time.Time                  // Time, parsed
+	// Its kernel stack was not kept, and nstrace counted it (set by
+	// TestKernelStack).
+	stackless bool
 }
 
 // jsonContext is whose event it is (README: cgroup, container and pod).
