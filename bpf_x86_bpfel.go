@@ -156,6 +156,13 @@ type BpfStrRec struct {
 	Str       [1024]int8
 }
 
+type BpfTaskState struct {
+	_      structs.HostLayout
+	Snap   BpfSnap
+	CgSent uint64
+	ExeId  uint64
+}
+
 type BpfWatch struct {
 	_    structs.HostLayout
 	Ns   uint64
@@ -186,8 +193,8 @@ const (
 	BpfMapScratchDepth                  = "scratch_depth"
 	BpfMapSnapBuf                       = "snap_buf"
 	BpfMapStacks                        = "stacks"
-	BpfMapSyscallSnaps                  = "syscall_snaps"
 	BpfMapTableFull                     = "table_full"
+	BpfMapTaskStates                    = "task_states"
 	BpfMapWatched                       = "watched"
 	BpfProgCommonIterTask               = "common_iter_task"
 	BpfProgCommonIterTaskFile           = "common_iter_task_file"
@@ -220,6 +227,7 @@ const (
 	BpfProgTpPollWatched                = "tp_poll_watched"
 	BpfProgTpSchedProcessExit           = "tp_sched_process_exit"
 	BpfProgTpSysEnter                   = "tp_sys_enter"
+	BpfProgTpSysEnterSetns              = "tp_sys_enter_setns"
 	BpfProgTpSysExit                    = "tp_sys_exit"
 	BpfProgTpTaskNewtask                = "tp_task_newtask"
 	BpfVarCgroupSubsys                  = "cgroup_subsys"
@@ -335,6 +343,7 @@ type BpfProgramSpecs struct {
 	TpPollWatched                *ebpf.ProgramSpec `ebpf:"tp_poll_watched"`
 	TpSchedProcessExit           *ebpf.ProgramSpec `ebpf:"tp_sched_process_exit"`
 	TpSysEnter                   *ebpf.ProgramSpec `ebpf:"tp_sys_enter"`
+	TpSysEnterSetns              *ebpf.ProgramSpec `ebpf:"tp_sys_enter_setns"`
 	TpSysExit                    *ebpf.ProgramSpec `ebpf:"tp_sys_exit"`
 	TpTaskNewtask                *ebpf.ProgramSpec `ebpf:"tp_task_newtask"`
 }
@@ -361,8 +370,8 @@ type BpfMapSpecs struct {
 	ScratchDepth *ebpf.MapSpec `ebpf:"scratch_depth"`
 	SnapBuf      *ebpf.MapSpec `ebpf:"snap_buf"`
 	Stacks       *ebpf.MapSpec `ebpf:"stacks"`
-	SyscallSnaps *ebpf.MapSpec `ebpf:"syscall_snaps"`
 	TableFull    *ebpf.MapSpec `ebpf:"table_full"`
+	TaskStates   *ebpf.MapSpec `ebpf:"task_states"`
 	Watched      *ebpf.MapSpec `ebpf:"watched"`
 }
 
@@ -448,8 +457,8 @@ type BpfMaps struct {
 	ScratchDepth *ebpf.Map `ebpf:"scratch_depth"`
 	SnapBuf      *ebpf.Map `ebpf:"snap_buf"`
 	Stacks       *ebpf.Map `ebpf:"stacks"`
-	SyscallSnaps *ebpf.Map `ebpf:"syscall_snaps"`
 	TableFull    *ebpf.Map `ebpf:"table_full"`
+	TaskStates   *ebpf.Map `ebpf:"task_states"`
 	Watched      *ebpf.Map `ebpf:"watched"`
 }
 
@@ -473,8 +482,8 @@ func (m *BpfMaps) Close() error {
 		m.ScratchDepth,
 		m.SnapBuf,
 		m.Stacks,
-		m.SyscallSnaps,
 		m.TableFull,
+		m.TaskStates,
 		m.Watched,
 	)
 }
@@ -558,6 +567,7 @@ type BpfPrograms struct {
 	TpPollWatched                *ebpf.Program `ebpf:"tp_poll_watched"`
 	TpSchedProcessExit           *ebpf.Program `ebpf:"tp_sched_process_exit"`
 	TpSysEnter                   *ebpf.Program `ebpf:"tp_sys_enter"`
+	TpSysEnterSetns              *ebpf.Program `ebpf:"tp_sys_enter_setns"`
 	TpSysExit                    *ebpf.Program `ebpf:"tp_sys_exit"`
 	TpTaskNewtask                *ebpf.Program `ebpf:"tp_task_newtask"`
 }
@@ -595,6 +605,7 @@ func (p *BpfPrograms) Close() error {
 		p.TpPollWatched,
 		p.TpSchedProcessExit,
 		p.TpSysEnter,
+		p.TpSysEnterSetns,
 		p.TpSysExit,
 		p.TpTaskNewtask,
 	)

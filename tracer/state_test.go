@@ -176,7 +176,7 @@ func TestStateBoundedAfterChurn(t *testing.T) {
 	if len(leaked) > 0 {
 		t.Errorf("%d tracking entries outlived their namespace, e.g. %v", len(leaked), leaked[:min(len(leaked), 5)])
 	}
-	// syscall_snaps is task storage, freed with each task (and not iterable).
+	// task_states is task storage, freed with each task (and not iterable).
 	for _, name := range []string{"live_ns", "live_ns_sparse", "live_nets", "watched", "exit_releases", "kprobe_args"} {
 		m := tr.coll.Maps[name]
 		t.Logf("%s: %d entries of %d", name, mapLen(t, m), m.MaxEntries())

@@ -822,8 +822,7 @@ func (t *Tracer) Teardowns() [NsTypes]string {
 // section names: one program for several syscalls' tracepoints is verified
 // once at start-up (bpf/hooks/syscalls.h).
 var moreTracepoints = map[string][]string{
-	"tp_sys_enter": {"syscalls/sys_enter_setns"},
-	"tp_sys_exit":  {"syscalls/sys_exit_setns", "syscalls/sys_exit_clone", "syscalls/sys_exit_clone3"},
+	"tp_sys_exit": {"syscalls/sys_exit_setns", "syscalls/sys_exit_clone", "syscalls/sys_exit_clone3"},
 }
 
 func attach(spec *ebpf.ProgramSpec, prog *ebpf.Program) (link.Link, error) {

@@ -27,9 +27,14 @@ int BPF_PROG(common_sched_process_exec, struct task_struct *p, pid_t old_pid, st
 {
 	struct scratch *s = get_scratch(0);
 	__u64 id = __sync_fetch_and_add(&next_exe_id, 1);
+	struct task_state *ts = bpf_task_storage_get(&task_states, bpf_get_current_task_btf(), 0, 0);
 	__u32 tgid = p->tgid;
 	long n;
 
+	// The exe id an actor remembers is the old program's (p is current:
+	// the thread that exec'd, alone in its process now).
+	if (ts)
+		ts->exe_id = 0;
 	if (!s)
 		return 0;
 	// The name exec was given (execsnoop's): resolved by the shell's PATH

@@ -6,17 +6,21 @@
 #ifndef NSTRACE_HOOKS_SYSCALLS_H
 #define NSTRACE_HOOKS_SYSCALLS_H
 
-static __always_inline int on_sys_enter(void)
+// flags: what the call passed (syscall_flags), kept for its exit.
+static __always_inline int on_sys_enter(__u64 flags)
 {
 	struct task_struct *cur = bpf_get_current_task_btf();
-	struct snap *s = bpf_task_storage_get(&syscall_snaps, cur, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	struct task_state *ts = bpf_task_storage_get(&task_states, cur, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	struct snap *s;
 
-	if (!s) {
+	if (!ts) {
 		count_lost();
 		return 0;
 	}
+	s = &ts->snap;
 	__builtin_memset(s, 0, sizeof(*s));
 	snap_task(cur, s);
+	s->flags = flags;
 	s->in_flight = 1;
 	return 0;
 }
@@ -53,27 +57,27 @@ static __always_inline int on_sys_fail(long err, __u8 sc, void *ctx)
 static __always_inline int on_sys_exit(long ret, __u8 kind, __u8 sc, void *ctx)
 {
 	struct task_struct *cur = bpf_get_current_task_btf();
-	struct snap *o = bpf_task_storage_get(&syscall_snaps, cur, 0, 0);
+	struct task_state *ts = bpf_task_storage_get(&task_states, cur, 0, 0);
+	struct snap *o = NULL, *n;
 	struct actx a = {};
-	struct snap *n;
 
 	// A failure needs no snapshot (nor one from before nstrace started).
-	if (o && o->in_flight)
+	if (ts && ts->snap.in_flight) {
+		o = &ts->snap;
 		o->in_flight = 0;
-	else
-		o = NULL;
+	}
 	if (ret < 0)
 		return fail_with(&a, ret, sc, ctx);
 	if (ret != 0 || !o)
 		return 0;
-	n = snap_tmp(0);
+	n = snap_tmp_over(0);
 	if (!n)
 		return 0;
-	a.flags = syscall_flags(sc);
+	a.flags = o->flags;
 	// Only what the call named can have changed: the rest is the entry's,
 	// not read again (8 namespaces, 3 loads each, were a sixth of this).
 	snap_task_of(cur, n, changed_slots(sc, a.flags), o);
-	actor_of(cur, &a, CG_LEARN, VIA_BTF);
+	actor_memo_of(cur, &a, CG_LEARN, VIA_BTF, ts);
 	a.sc = sc;
 	a.stack = stack_of(ctx);
 	cur = task_ro(cur);
@@ -81,6 +85,7 @@ static __always_inline int on_sys_exit(long ret, __u8 kind, __u8 sc, void *ctx)
 	if (release_at_syscall_exit && o->nsproxy != n->nsproxy && o->nsproxy_count == 1)
 		emit_release(o, n, &a, 0);
 	flush(&a);
+	actor_memo_keep(ts, &a);
 	return 0;
 }
 
@@ -92,7 +97,7 @@ static __always_inline int on_sys_exit(long ret, __u8 kind, __u8 sc, void *ctx)
 SEC("fentry/" SYS_PREFIX "sys_setns")
 int BPF_PROG(fentry_sys_setns)
 {
-	return on_sys_enter();
+	return on_sys_enter(syscall_flags(SC_SETNS));
 }
 
 SEC("fexit/" SYS_PREFIX "sys_setns")
@@ -104,7 +109,7 @@ int BPF_PROG(fexit_sys_setns, struct pt_regs *regs, long ret)
 SEC("kprobe/" SYS_PREFIX "sys_setns")
 int BPF_KPROBE(kprobe_sys_setns)
 {
-	return on_sys_enter();
+	return on_sys_enter(syscall_flags(SC_SETNS));
 }
 
 SEC("kretprobe/" SYS_PREFIX "sys_setns")
@@ -143,17 +148,27 @@ int BPF_KRETPROBE(kretprobe_kernel_clone, int ret)
 	return ret < 0 ? on_sys_fail(ret, cur_syscall(), ctx) : 0;
 }
 
-// The tracepoint backend has one entry and one exit program for these
-// syscalls, attached to each one's tracepoints (tracer.go,
-// moreTracepoints): every program costs its verification at start-up, and
-// these are among the largest. The exit tells them apart by the syscall
+// The tracepoint backend has one exit program for these syscalls,
+// attached to each one's tracepoint (tracer.go, moreTracepoints): every
+// program costs its verification at start-up, and it is among the
+// largest. It tells them apart by the syscall
 // number the tracepoint carries, which all share with raw_syscalls'
 // sys_exit: an int at the offset of its id. clone and clone3 have only an
 // exit: only their failures are seen there (task_newtask sees the rest).
+// The entries read the flags from the tracepoint's copy of the arguments
+// (bpf_task_pt_regs would cost a helper call at exit): one for each
+// syscall, as the kernel refuses to attach a program that reads past its
+// tracepoint's record (unshare's holds one argument).
 SEC("tracepoint/syscalls/sys_enter_unshare")
-int tp_sys_enter(void *ctx)
+int tp_sys_enter(struct trace_event_raw_sys_enter *ctx)
 {
-	return on_sys_enter();
+	return on_sys_enter(ctx->args[0]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_setns")
+int tp_sys_enter_setns(struct trace_event_raw_sys_enter *ctx)
+{
+	return on_sys_enter(ctx->args[1]);
 }
 
 SEC("tracepoint/syscalls/sys_exit_unshare")

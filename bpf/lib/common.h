@@ -160,9 +160,9 @@ struct snap {
 	__u64 id[NS_SLOTS]; // the kernel's namespace ids, 0 before 6.18
 	__u64 nsproxy;
 	__u64 net; // struct net *, to follow it to its cleanup
-	__u64 flags;
+	__u64 flags; // task_states: what the call passed (syscall_flags)
 	__u32 nsproxy_count;
-	__u32 in_flight; // syscall_snaps: set at syscall entry, cleared at exit
+	__u32 in_flight; // task_states: set at syscall entry, cleared at exit
 };
 
 // Put the record types in BTF, so bpf2go generates their Go types.

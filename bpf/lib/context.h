@@ -230,6 +230,10 @@ __noinline int component_id(__u32 slot, __u32 off, __u32 len)
 
 // Who acts, worked out once per hook and handed to the emitters (global
 // functions: it holds no pointers the verifier would have to follow).
+// What announce sent (or found sent) for an actor.
+#define ANN_ALL 1 // its cgroup and executable: nothing more to do
+#define ANN_EXE 2 // its executable
+
 struct actx {
 	__u64 ts; // of its events, once one is reserved
 	__u64 cgid;
@@ -244,7 +248,7 @@ struct actx {
 	__u32 stack; // the hook's kernel stack (stack_of)
 	__u8 sc;
 	bool pass;
-	bool announced; // the strings went out before an earlier event
+	__u8 announced; // ANN_*: what went out before an earlier event
 	__u8 batch;     // its record's staging slot + 1, once it has an event
 };
 
@@ -410,10 +414,13 @@ __noinline int cg_learn(__u64 cgid, __u64 knp, __u32 mode)
 // Who acts: the task's cgroup and what nstrace knows of it, its exe id,
 // and whether it passes the filters.
 
-// actor_of works out who task t (the current task, or an iterator's) is.
-// btf (see RD): plain loads, for the hooks that run per operation, or probe
-// reads, for the rest: cheaper to verify, which keeps start-up short.
-static __always_inline void actor_of(struct task_struct *t, struct actx *a, __u32 mode, bool btf)
+// actor_memo_of works out who task t (the current task, or an iterator's)
+// is. btf (see RD): plain loads, for the hooks that run per operation, or
+// probe reads, for the rest: cheaper to verify, which keeps start-up short.
+// m, if not NULL, is t's own task_state: what the hash lookups found the
+// last time, for as long as it still holds (the same cgroup; no exec since).
+static __always_inline void actor_memo_of(struct task_struct *t, struct actx *a, __u32 mode, bool btf,
+					  struct task_state *m)
 {
 	struct kernfs_node *kn;
 	struct cg_info *cg;
@@ -426,21 +433,31 @@ static __always_inline void actor_of(struct task_struct *t, struct actx *a, __u3
 	tgid = RD(btf, t, tgid);
 
 	a->cgid = RD(btf, kn, id);
-	cg = bpf_map_lookup_elem(&cgroups, &a->cgid);
-	// With CG_CACHED a->kn stays 0: nor does announce learn it later.
-	if (mode != CG_CACHED && kn && (!cg || !cg->sent)) {
-		// A number for the global functions that learn it (they take
-		// numbers, not typed pointers).
-		a->kn = btf ? (__u64)task_cgroup_kn(t, VIA_PROBE) : (__u64)kn;
-		if (!cg) {
-			cg_learn(a->cgid, a->kn, mode);
-			cg = bpf_map_lookup_elem(&cgroups, &a->cgid);
+	// Cgroup ids are never reused: a path userspace has stays had.
+	if (!m || !a->cgid || m->cg_sent != a->cgid) {
+		cg = bpf_map_lookup_elem(&cgroups, &a->cgid);
+		// With CG_CACHED a->kn stays 0: nor does announce learn it later.
+		if (mode != CG_CACHED && kn && (!cg || !cg->sent)) {
+			// A number for the global functions that learn it (they
+			// take numbers, not typed pointers).
+			a->kn = btf ? (__u64)task_cgroup_kn(t, VIA_PROBE) : (__u64)kn;
+			if (!cg) {
+				cg_learn(a->cgid, a->kn, mode);
+				cg = bpf_map_lookup_elem(&cgroups, &a->cgid);
+			}
+			if (!cg || cg->sent)
+				a->kn = 0; // could not learn it, or userspace has it
 		}
-		if (!cg || cg->sent)
-			a->kn = 0; // could not learn it, or userspace has it
+		if (m && cg && cg->sent)
+			m->cg_sent = a->cgid;
 	}
-	exe = bpf_map_lookup_elem(&procs, &tgid);
-	a->exe_id = exe ? *exe : 0;
+	if (m && m->exe_id) {
+		a->exe_id = m->exe_id;
+		a->announced = ANN_EXE;
+	} else {
+		exe = bpf_map_lookup_elem(&procs, &tgid);
+		a->exe_id = exe ? *exe : 0;
+	}
 	a->pid = tgid;
 	a->tid = RD(btf, t, pid);
 	a->ppid = RD2(btf, t, real_parent, tgid);
@@ -457,6 +474,19 @@ static __always_inline void actor_of(struct task_struct *t, struct actx *a, __u3
 	a->pass = actor_passes(a, RD2(btf, t, group_leader, start_time));
 }
 
+static __always_inline void actor_of(struct task_struct *t, struct actx *a, __u32 mode, bool btf)
+{
+	actor_memo_of(t, a, mode, btf, NULL);
+}
+
+// actor_memo_keep remembers in m what a's hook learnt that actor_memo_of
+// can use the next time: its executable, once its path went out.
+static __always_inline void actor_memo_keep(struct task_state *m, struct actx *a)
+{
+	if (m && (a->announced & ANN_EXE))
+		m->exe_id = a->exe_id;
+}
+
 // announce sends, before an event about to go out, the strings it refers
 // to that userspace does not have yet.
 static __always_inline void announce(struct actx *a, bool with_cgroup)
@@ -467,10 +497,10 @@ static __always_inline void announce(struct actx *a, bool with_cgroup)
 	struct exe_info *x;
 	struct cg_info *cg;
 
-	if (a->announced)
+	if (a->announced & ANN_ALL)
 		return;
 	if (with_cgroup) {
-		a->announced = true;
+		a->announced |= ANN_ALL;
 		if (a->kn) {
 			cg = bpf_map_lookup_elem(&cgroups, &cgid);
 			if (cg && !cg->sent)
@@ -478,7 +508,7 @@ static __always_inline void announce(struct actx *a, bool with_cgroup)
 			a->kn = 0;
 		}
 	}
-	if (!exe_id)
+	if (!exe_id || (a->announced & ANN_EXE))
 		return;
 	x = bpf_map_lookup_elem(&exes, &exe_id);
 	if (!x) {
@@ -487,6 +517,8 @@ static __always_inline void announce(struct actx *a, bool with_cgroup)
 	}
 	if (!x->sent)
 		x->sent = emit_str(REC_EXE, exe_id, x->path, x->len, x->truncated);
+	if (x->sent)
+		a->announced |= ANN_EXE;
 }
 
 #endif

@@ -229,15 +229,20 @@ static __always_inline void emit_diff(struct snap *old, struct snap *new, __u8 k
 {
 #pragma unroll
 	for (int i = 0; i < NS_TYPES; i++) {
-		struct usage u = {};
+		struct usage u;
 
 		if (i == NS_USER && !with_user)
 			continue;
 		if (!new->inum[i] || new->inum[i] == old->inum[i])
 			continue;
-		if (kind == EV_CREATE)
+		// Zeroed only where it is used: 8 unrolled zeroings were a
+		// thirtieth of sys_exit.
+		if (kind == EV_CREATE) {
+			__builtin_memset(&u, 0, sizeof(u));
 			usage_in(np, un, i, btf, &u);
-		emit_ns(NS_WHAT(kind, i), NS_INUMS(new->inum[i], old->inum[i]), new->id[i], &u, a);
+		}
+		emit_ns(NS_WHAT(kind, i), NS_INUMS(new->inum[i], old->inum[i]), new->id[i],
+			kind == EV_CREATE ? &u : NULL, a);
 		if (i == NS_NET && kind == EV_CREATE)
 			track_net(new->net, new->inum[i], false);
 	}

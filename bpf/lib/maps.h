@@ -6,16 +6,23 @@
 #ifndef NSTRACE_MAPS_H
 #define NSTRACE_MAPS_H
 
-// unshare/setns in flight: namespaces at syscall entry, in the calling
-// task's local storage (a few pointer loads away from the task, where a
-// hash keyed by tid would cost a locked update and a delete per call; freed
-// with the task).
+// What a task's own hooks keep between its syscalls, in its local storage
+// (a few pointer loads away from the task, where a hash keyed by tid would
+// cost a locked update and a delete per call; freed with the task): the
+// namespaces at unshare/setns entry, and what its actor took hash lookups
+// to learn the last time (see actor_memo_of), which a task that unshares
+// or joins in a loop would otherwise look up again at every call.
+struct task_state {
+	struct snap snap;
+	__u64 cg_sent; // a cgroup id whose path userspace has (0: none)
+	__u64 exe_id;  // the process's exe id, its path sent (0: none; cleared at exec)
+};
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
-	__type(value, struct snap);
-} syscall_snaps SEC(".maps");
+	__type(value, struct task_state);
+} task_states SEC(".maps");
 
 // kprobe -> kretprobe argument hand-off, keyed by tid. LRU so a missed
 // kretprobe (maxactive exhausted) cannot leak entries.

@@ -15,8 +15,10 @@ static __always_inline void snap_nsproxy_of(struct nsproxy *p, struct snap *s, b
 					    struct snap *keep)
 {
 	s->nsproxy = (__u64)p;
-	if (!p)
+	if (!p) {
+		__builtin_memset(s, 0, sizeof(*s));
 		return;
+	}
 	// Copied whole, before: copies slot by slot beside the reads, the
 	// compiler merges into loads the verifier refuses (two pointer types).
 	if (mask != ALL_SLOTS) {
@@ -93,6 +95,13 @@ static __always_inline struct snap *snap_tmp(__u32 i)
 	if (s)
 		__builtin_memset(s, 0, sizeof(*s));
 	return s;
+}
+
+// snap_tmp_over is snap_tmp for a snapshot snap_task_of overwrites whole
+// (but flags and in_flight): not cleared first.
+static __always_inline struct snap *snap_tmp_over(__u32 i)
+{
+	return bpf_map_lookup_elem(&snap_buf, &i);
 }
 
 #endif

@@ -167,6 +167,42 @@ func TestContextOfEvents(t *testing.T) {
 	}
 }
 
+// An actor's executable is remembered with its task between calls
+// (task_states), and an exec forgets it: one task joins twice, with
+// nsenter and then, exec'd by it, a copy of nsenter under another name.
+// Each join must name the program that made it.
+func TestExeAfterExec(t *testing.T) {
+	needTools(t, "unshare", "nsenter", "sh")
+	nsenter, err := exec.LookPath("nsenter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(nsenter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again := filepath.Join(t.TempDir(), "nsenter-again")
+	if err := os.WriteFile(again, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	holder := startUnshared(t)
+	tr := startTracer(t, "json")
+	ns := func(typ string) string { return fmt.Sprintf("--%s=/proc/%d/ns/%s", typ, holder.pid(), typ) }
+	p := startNSProc(t, shCmd(nsenter, ns("uts"), "--", again, ns("net"), "--"))
+	if p.ns["uts"] != holder.uts || p.ns["net"] != holder.net {
+		t.Fatalf("nsenter did not join %v (the holder's uts and net): %v", holder.p.ns, p.ns)
+	}
+	tr.watch(p.selfPID)
+	evs := tr.await(eventTimeout(), func(e *jsonEvent) bool { return e.PID == p.selfPID },
+		wantEvent{fmt.Sprintf("join uts %d", holder.uts), isEv("join", "uts", holder.uts)},
+		wantEvent{fmt.Sprintf("join net %d", holder.net), isEv("join", "net", holder.net)})
+	if evs[0].Exe != nsenter || evs[1].Exe != again {
+		t.Errorf("want the joins by %s then %s\n    events: %s\n            %s", nsenter, again, evs[0], evs[1])
+	}
+	p.release()
+	holder.p.release()
+}
+
 // filtered runs nstrace with args (a) and an unfiltered one (b) as ground
 // truth: other runs its whole lifecycle first (seen by b), then selected
 // (seen by both). a must print every event of selected and none of other's
