@@ -146,6 +146,22 @@ func column(b []byte, start, width int) []byte {
 	return append(b, ' ')
 }
 
+// asciiPad is column for a column of printable ASCII (a time, a number,
+// a name of nstrace's): its runes are its bytes, with no need to count.
+func asciiPad(b []byte, start, width int) []byte {
+	for n := len(b) - start; n < width; n++ {
+		b = append(b, ' ')
+	}
+	return append(b, ' ')
+}
+
+// asciiColumn appends s, printable ASCII, as a column: as stringColumn
+// would, with nothing to escape.
+func asciiColumn(b []byte, s string, width int) []byte {
+	start := len(b)
+	return asciiPad(append(b, s...), start, width)
+}
+
 // stringColumn appends s, escaped, as a column.
 func stringColumn(b []byte, s string, width int) []byte {
 	start := len(b)
@@ -188,7 +204,7 @@ func uintColumn(b []byte, v uint64, ok bool, width int) []byte {
 		return stringColumn(b, "-", width)
 	}
 	start := len(b)
-	return column(strconv.AppendUint(b, v, 10), start, width)
+	return asciiPad(strconv.AppendUint(b, v, 10), start, width)
 }
 
 type textWriter struct {
@@ -196,6 +212,25 @@ type textWriter struct {
 	headerDone bool
 	clock      clock
 	flags      memo[uint64, string] // FormatCloneFlags
+	// The columns PID through CONTAINER of the last actor, and the pairs
+	// of the last context in DETAILS: escaping and padding the names and
+	// quoting the paths were half the cost of a line.
+	actor last[textActor]
+	ctx   last[textContext]
+}
+
+// textActor is what the columns PID through CONTAINER are made of.
+type textActor struct {
+	pid             uint32
+	proc            bool // else PID and COMM are "-"
+	comm, container string
+}
+
+// textContext is what the context's pairs in DETAILS are made of.
+type textContext struct {
+	ctx   Context
+	owner string // the owner_container, if the event has one
+	exe   string
 }
 
 func (t *textWriter) Write(ev *Event) error {
@@ -219,13 +254,16 @@ func (t *textWriter) Write(ev *Event) error {
 		typ = ev.Type.String()
 	}
 	start := len(b)
-	b = column(t.clock.append(b, ev.Time), start, widthTime)
-	b = stringColumn(b, ev.Kind.String(), widthEvent)
-	b = stringColumn(b, typ, widthType)
+	b = asciiPad(t.clock.append(b, ev.Time), start, widthTime)
+	b = asciiColumn(b, ev.Kind.String(), widthEvent)
+	b = asciiColumn(b, typ, widthType)
 	b = uintColumn(b, uint64(ev.Inum), hasInum, widthInum)
-	b = uintColumn(b, uint64(ev.Pid), hasProc, widthPid)
-	b = stringColumn(b, comm, widthComm)
-	b = stringColumn(b, containerColumn(&ev.Ctx), widthContainer)
+	actor := textActor{ev.Pid, hasProc, comm, containerColumn(&ev.Ctx)}
+	b = append(b, t.actor.of(actor, func(b []byte) []byte {
+		b = uintColumn(b, uint64(actor.pid), actor.proc, widthPid)
+		b = stringColumn(b, actor.comm, widthComm)
+		return stringColumn(b, actor.container, widthContainer)
+	})...)
 	b = t.appendDetails(b, ev)
 	b = append(b, '\n')
 	// The kernel stack as perf script prints one: a frame a line, indented.
@@ -359,7 +397,7 @@ func (t *textWriter) appendDetails(b []byte, ev *Event) []byte {
 		b = append(b, " partial"...)
 	}
 	if ev.Kind != Lost {
-		b = appendContextDetails(b, ev)
+		b = append(b, t.contextDetails(ev)...)
 	}
 	// Each pair but the first of a kind has a space before it.
 	if len(b) > start && b[start] == ' ' {
@@ -372,9 +410,18 @@ func appendKeyUint(b []byte, key string, v uint64) []byte {
 	return strconv.AppendUint(append(b, key...), v, 10)
 }
 
-// appendContextDetails appends the rest of the context, for DETAILS.
-func appendContextDetails(b []byte, ev *Event) []byte {
-	c := &ev.Ctx
+// contextDetails returns the rest of ev's context, for DETAILS.
+func (t *textWriter) contextDetails(ev *Event) []byte {
+	k := textContext{ctx: ev.Ctx, exe: ev.Exe}
+	if o := &ev.Owner; ev.HasOwner && ev.Kind == Join && o.ID != ev.Ctx.ID {
+		k.owner = containerColumn(&o.Context) // never "": "-" at least
+	}
+	return t.ctx.of(k, func(b []byte) []byte { return appendContextDetails(b, &k) })
+}
+
+// appendContextDetails appends the pairs of k, for DETAILS.
+func appendContextDetails(b []byte, k *textContext) []byte {
+	c := &k.ctx
 	// The pod's and the container's names come from the runtime's labels,
 	// which whoever starts a container sets; the rest from cgroup paths.
 	if c.Runtime != "" {
@@ -390,12 +437,12 @@ func appendContextDetails(b []byte, ev *Event) []byte {
 		b = append(b, " pod_uid="...)
 		b = appendEscaped(b, c.PodUID)
 	}
-	if o := &ev.Owner; ev.HasOwner && ev.Kind == Join && o.ID != c.ID {
+	if k.owner != "" {
 		b = append(b, " owner_container="...)
-		b = appendEscaped(b, containerColumn(&o.Context))
+		b = appendEscaped(b, k.owner)
 	}
-	if ev.Exe != "" {
-		b = appendQuoteIfNeeded(append(b, " exe="...), ev.Exe)
+	if k.exe != "" {
+		b = appendQuoteIfNeeded(append(b, " exe="...), k.exe)
 	}
 	if c.Cgroup != "" {
 		b = appendQuoteIfNeeded(append(b, " cgroup="...), c.Cgroup)

@@ -14,8 +14,10 @@ type jsonWriter struct {
 	out   output
 	clock clock
 	flags memo[uint64, string] // jsonCloneFlags
-	ctx   lastJSON[Context]
-	actor lastJSON[actorKey]
+	// The members of the last context and actor (pid through its
+	// context), each with a comma before it.
+	ctx   last[Context]
+	actor last[actorKey]
 }
 
 func (j *jsonWriter) Write(ev *Event) error {
@@ -177,34 +179,13 @@ func jsonCloneFlags(flags uint64) string {
 	return string(append(b, ']'))
 }
 
-// lastJSON is the members encoded for the last key seen, each with a comma
-// before it. What an event shares with the one before is encoded once:
-// its context (events come in runs from one container, and a destroy's
-// context is its owner's) and its actor, pid through its context (the
-// events of one record share it, and so do the records of a process that
-// does one operation after another). Comparing keys is cheap, as their
-// strings are the decoder's and the Attributor's: the same each time,
-// down to the pointers.
-type lastJSON[K comparable] struct {
-	key     K
-	members []byte
-	valid   bool
-}
-
-// of returns the members for k, encoded by enc unless k is the last key,
-// for object.members; valid until the next call.
-func (l *lastJSON[K]) of(k K, enc func(o *object)) []byte {
-	if !l.valid || k != l.key {
-		o := object{b: l.members[:0], some: true}
-		enc(&o)
-		l.key, l.members, l.valid = k, o.b, true
-	}
-	return l.members
-}
-
 // contextOf returns the members of c.
 func (j *jsonWriter) contextOf(c *Context) []byte {
-	return j.ctx.of(*c, func(o *object) { o.context(c) })
+	return j.ctx.of(*c, func(b []byte) []byte {
+		o := object{b: b, some: true} // a comma before the first, too
+		o.context(c)
+		return o.b
+	})
 }
 
 // actorKey is what an actor's members are made of.
@@ -217,10 +198,12 @@ type actorKey struct {
 // actorOf returns the members of ev's actor, pid through its context.
 func (j *jsonWriter) actorOf(ev *Event) []byte {
 	k := actorKey{ev.Pid, ev.Tid, ev.Ppid, ev.Uid, ev.Comm, ev.ParentComm, ev.Exe, ev.Ctx}
-	return j.actor.of(k, func(o *object) {
+	return j.actor.of(k, func(b []byte) []byte {
+		o := object{b: b, some: true}
 		o.uint("pid", uint64(ev.Pid))
 		o.uint("tid", uint64(ev.Tid))
-		j.actorRest(o, ev)
+		j.actorRest(&o, ev)
+		return o.b
 	})
 }
 

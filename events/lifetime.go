@@ -17,11 +17,16 @@ func bootTime() (time.Duration, error) {
 // MaxTracked bounds how many live namespaces Lifetimes remembers.
 const MaxTracked = 1 << 18
 
+// nsKey is a namespace's (type, inum, ns_id), laid out without padding:
+// a map hashes such a key in one call, and one with padding a field at a
+// time.
 type nsKey struct {
-	typ  NsType
-	inum uint32
 	id   uint64
+	inum uint32
+	typ  uint32 // an NsType
 }
+
+func nsKeyOf(ev *Event) nsKey { return nsKey{ev.NsID, ev.Inum, uint32(ev.Type)} }
 
 // Lifetimes remembers when each namespace was created so that its destroy
 // event can carry its lifetime. The key is (type, inum, ns_id): inode
@@ -41,7 +46,7 @@ func NewLifetimes() *Lifetimes {
 
 // Annotate records creates and fills the lifetime of destroys.
 func (l *Lifetimes) Annotate(ev *Event) {
-	k := nsKey{ev.Type, ev.Inum, ev.NsID}
+	k := nsKeyOf(ev)
 	switch ev.Kind {
 	case Create:
 		if len(l.born) >= MaxTracked {

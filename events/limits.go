@@ -48,7 +48,7 @@ func (w *LimitWatch) Check(ev *Event) *Event {
 		}
 		st.count, st.limit = ev.UserCount, ev.UserLimit
 		if len(w.charged) < MaxTracked {
-			w.charged[nsKey{ev.Type, ev.Inum, ev.NsID}] = k
+			w.charged[nsKeyOf(ev)] = k
 		}
 		if !w.over(st) {
 			st.warned = false
@@ -62,7 +62,7 @@ func (w *LimitWatch) Check(ev *Event) *Event {
 		w.out.Kind, w.out.WarnPercent = Limit, w.Percent
 		return &w.out
 	case Destroy:
-		nk := nsKey{ev.Type, ev.Inum, ev.NsID}
+		nk := nsKeyOf(ev)
 		k, ok := w.charged[nk]
 		if !ok {
 			return nil

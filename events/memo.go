@@ -28,3 +28,26 @@ func (c *memo[K, V]) get(k K, compute func(K) V) V {
 	c.m[k] = v
 	return v
 }
+
+// last is the bytes made for the last key seen, for what an event shares
+// with the one before, which a writer then makes once: its context
+// (events come in runs from one container, and a destroy's context is its
+// owner's) and its actor (the events of one record share it, and so do
+// the records of a process that does one operation after another). Only
+// the last: a map would hash every byte of a key's strings, where
+// comparing them with the last key's is cheap, as they are the decoder's
+// and the Attributor's: the same each time, down to the pointers.
+type last[K comparable] struct {
+	key   K
+	b     []byte
+	valid bool
+}
+
+// of returns the bytes for k, which build appends to its argument, unless
+// k is the last key; valid until the next call.
+func (l *last[K]) of(k K, build func(b []byte) []byte) []byte {
+	if !l.valid || k != l.key {
+		l.key, l.b, l.valid = k, build(l.b[:0]), true
+	}
+	return l.b
+}
