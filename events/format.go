@@ -259,11 +259,7 @@ func (t *textWriter) Write(ev *Event) error {
 	b = asciiColumn(b, typ, widthType)
 	b = uintColumn(b, uint64(ev.Inum), hasInum, widthInum)
 	actor := textActor{ev.Pid, hasProc, comm, containerColumn(&ev.Ctx)}
-	b = append(b, t.actor.of(actor, func(b []byte) []byte {
-		b = uintColumn(b, uint64(actor.pid), actor.proc, widthPid)
-		b = stringColumn(b, actor.comm, widthComm)
-		return stringColumn(b, actor.container, widthContainer)
-	})...)
+	b = append(b, t.actorColumns(&actor)...)
 	b = t.appendDetails(b, ev)
 	b = append(b, '\n')
 	// The kernel stack as perf script prints one: a frame a line, indented.
@@ -416,7 +412,22 @@ func (t *textWriter) contextDetails(ev *Event) []byte {
 	if o := &ev.Owner; ev.HasOwner && ev.Kind == Join && o.ID != ev.Ctx.ID {
 		k.owner = containerColumn(&o.Context) // never "": "-" at least
 	}
-	return t.ctx.of(k, func(b []byte) []byte { return appendContextDetails(b, &k) })
+	b, ok := t.ctx.get(&k)
+	if ok {
+		return b
+	}
+	return t.ctx.set(&k, appendContextDetails(b, &k))
+}
+
+// actorColumns returns the columns PID through CONTAINER of a.
+func (t *textWriter) actorColumns(a *textActor) []byte {
+	b, ok := t.actor.get(a)
+	if ok {
+		return b
+	}
+	b = uintColumn(b, uint64(a.pid), a.proc, widthPid)
+	b = stringColumn(b, a.comm, widthComm)
+	return t.actor.set(a, stringColumn(b, a.container, widthContainer))
 }
 
 // appendContextDetails appends the pairs of k, for DETAILS.

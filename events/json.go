@@ -181,11 +181,13 @@ func jsonCloneFlags(flags uint64) string {
 
 // contextOf returns the members of c.
 func (j *jsonWriter) contextOf(c *Context) []byte {
-	return j.ctx.of(*c, func(b []byte) []byte {
-		o := object{b: b, some: true} // a comma before the first, too
-		o.context(c)
-		return o.b
-	})
+	b, ok := j.ctx.get(c)
+	if ok {
+		return b
+	}
+	o := object{b: b, some: true} // a comma before the first, too
+	o.context(c)
+	return j.ctx.set(c, o.b)
 }
 
 // actorKey is what an actor's members are made of.
@@ -198,13 +200,15 @@ type actorKey struct {
 // actorOf returns the members of ev's actor, pid through its context.
 func (j *jsonWriter) actorOf(ev *Event) []byte {
 	k := actorKey{ev.Pid, ev.Tid, ev.Ppid, ev.Uid, ev.Comm, ev.ParentComm, ev.Exe, ev.Ctx}
-	return j.actor.of(k, func(b []byte) []byte {
-		o := object{b: b, some: true}
-		o.uint("pid", uint64(ev.Pid))
-		o.uint("tid", uint64(ev.Tid))
-		j.actorRest(&o, ev)
-		return o.b
-	})
+	b, ok := j.actor.get(&k)
+	if ok {
+		return b
+	}
+	o := object{b: b, some: true}
+	o.uint("pid", uint64(ev.Pid))
+	o.uint("tid", uint64(ev.Tid))
+	j.actorRest(&o, ev)
+	return j.actor.set(&k, o.b)
 }
 
 // actorRest appends what follows an actor's pid (and tid): ppid through

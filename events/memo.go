@@ -43,11 +43,17 @@ type last[K comparable] struct {
 	valid bool
 }
 
-// of returns the bytes for k, which build appends to its argument, unless
-// k is the last key; valid until the next call.
-func (l *last[K]) of(k K, build func(b []byte) []byte) []byte {
-	if !l.valid || k != l.key {
-		l.key, l.b, l.valid = k, build(l.b[:0]), true
+// get returns the bytes made for k, if k is the last key; else what set
+// should append to (the last key's buffer, emptied).
+func (l *last[K]) get(k *K) ([]byte, bool) {
+	if l.valid && *k == l.key {
+		return l.b, true
 	}
-	return l.b
+	return l.b[:0], false
+}
+
+// set makes b the bytes for k; valid until the next call to set.
+func (l *last[K]) set(k *K, b []byte) []byte {
+	l.key, l.b, l.valid = *k, b, true
+	return b
 }
