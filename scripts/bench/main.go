@@ -21,7 +21,8 @@
 //
 // With -compare OLD (another nstrace build, an earlier commit's, say) the
 // rows without filters also run traced by OLD (-o json to /dev/null), in the
-// same rounds: a regression shows in its column.
+// same rounds: a regression shows in its column. The ready section starts
+// the two builds in turn, and the BPF section runs OLD after this one.
 //
 // -only picks sections (ratios, loss, idle, ready, rss, bpf), -modes the
 // columns, -scale the size of the workloads; -quick is the smoke run of make
@@ -188,9 +189,12 @@ func run(cfg *config) error {
 		{"rss", func() error { return rssSection(cfg, ws[0], columns, table) }},
 		{"loss", func() error { return lossSection(cfg, modeNamed(modes, jsonToFile)) }},
 		{"idle", func() error { return idleSection(cfg, modeNamed(modes, jsonToFile)) }},
-		{"ready", func() error { return readySection(cfg, modeNamed(modes, jsonToNull), modeNamed(modes, btScriptMode)) }},
+		// -compare's build beside this one, in the same rounds.
+		{"ready", func() error {
+			return readySection(cfg, modeNamed(modes, jsonToNull), modeNamed(modes, oldNull), modeNamed(modes, btScriptMode))
+		}},
 		{"bpf", func() error {
-			return bpfSection(cfg, ws, []mode{modeNamed(modes, jsonToNull), modeNamed(modes, btScriptMode)})
+			return bpfSection(cfg, ws, []mode{modeNamed(modes, jsonToNull), modeNamed(modes, oldNull), modeNamed(modes, btScriptMode)})
 		}},
 	}
 	for _, s := range steps {
@@ -234,6 +238,7 @@ func findTracers(cfg *config) error {
 const (
 	jsonToFile   = "json-file" // the loss threshold's and idle's: what a user would log
 	jsonToNull   = "json-null" // the filter rows', ready's and BPF's: nstrace's own cost
+	oldNull      = "old-null"  // -compare's build, as json-null
 	btScriptMode = "bpftrace"
 )
 
@@ -263,7 +268,7 @@ func buildModes(cfg *config) []mode {
 	}
 	if cfg.compare != "" {
 		// Only flags every build knows.
-		modes = append(modes, mode{name: "old-null", kind: nstraceKind, bin: cfg.compare, out: os.DevNull,
+		modes = append(modes, mode{name: oldNull, kind: nstraceKind, bin: cfg.compare, out: os.DevNull,
 			desc: "-compare " + cfg.compare + " -o json > /dev/null", args: []string{"-o", "json", "--backend", cfg.backend}})
 	}
 	return modes
