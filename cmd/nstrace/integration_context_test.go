@@ -203,6 +203,52 @@ func TestExeAfterExec(t *testing.T) {
 	holder.p.release()
 }
 
+// What an actor's task remembers between its calls (task_states) must not
+// outlive a move: a task that moves to another cgroup between two
+// operations is attributed to the new one, path and id. One task: unshare
+// -i in cgroup a, nsenter joining a uts namespace there (by then the
+// cgroup's path has gone out: this call remembers that), then a shell that
+// moves itself to cgroup b and execs nsenter to join a net namespace.
+func TestCgroupAfterMove(t *testing.T) {
+	needTools(t, "unshare", "nsenter", "sh")
+	h := hierarchy(t)
+	base := "/" + uniqueName("nstrace-test")
+	dirA, idA := testCgroup(t, h, base+"/a")
+	dirB, idB := testCgroup(t, h, base+"/b")
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nsenter, err := exec.LookPath("nsenter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder := startUnshared(t)
+	tr := startTracer(t, "json")
+	ns := func(typ string) string { return fmt.Sprintf("--%s=/proc/%d/ns/%s", typ, holder.pid(), typ) }
+	line := append(inCgroup(dirA), unshare, "-i", "--", nsenter, ns("uts"), "--")
+	line = append(line, inCgroup(dirB)...)
+	p := startNSProc(t, shCmd(append(line, nsenter, ns("net"), "--")...))
+	if got := cgroupOf(t, p.selfPID, h); got != base+"/b" {
+		t.Fatalf("the driven process is in %s, want %s/b", got, base)
+	}
+	tr.watch(p.selfPID)
+	evs := tr.await(eventTimeout(), func(e *jsonEvent) bool { return e.PID == p.selfPID },
+		wantEvent{fmt.Sprintf("create ipc %d", p.ns["ipc"]), isEv("create", "ipc", p.ns["ipc"])},
+		wantEvent{fmt.Sprintf("join uts %d", holder.uts), isEv("join", "uts", holder.uts)},
+		wantEvent{fmt.Sprintf("join net %d", holder.net), isEv("join", "net", holder.net)})
+	for i, want := range []struct {
+		rel string
+		id  uint64
+	}{{base + "/a", idA}, {base + "/a", idA}, {base + "/b", idB}} {
+		if evs[i].Cgroup != want.rel || evs[i].CgroupID != want.id {
+			t.Errorf("want cgroup %s (id %d)\n    event: %s", want.rel, want.id, evs[i])
+		}
+	}
+	p.release()
+	holder.p.release()
+}
+
 // filtered runs nstrace with args (a) and an unfiltered one (b) as ground
 // truth: other runs its whole lifecycle first (seen by b), then selected
 // (seen by both). a must print every event of selected and none of other's
