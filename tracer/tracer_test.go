@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -26,6 +27,16 @@ func testBackend() Backend {
 		return Backend(b)
 	}
 	return Auto
+}
+
+// scaled is d times NSTRACE_TEST_SLOW, which the VM suite sets where the
+// kernel runs emulated (the command's tests scale their deadlines alike).
+func scaled(d time.Duration) time.Duration {
+	f, err := strconv.ParseFloat(os.Getenv("NSTRACE_TEST_SLOW"), 64)
+	if err != nil || f < 1 {
+		return d
+	}
+	return time.Duration(float64(d) * f)
 }
 
 func needRoot(t *testing.T) {

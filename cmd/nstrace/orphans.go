@@ -53,12 +53,18 @@ type orphanWatch struct {
 	found    []foundOrphan
 	reported map[nsRef]time.Time // orphaned since, of those reported
 	gone     map[nsRef]bool      // reported, and found gone by one walk
+	// dead: destroyed, with how many walks had ended then. A walk that was
+	// under way read the live table before the destroy (and, on a slow
+	// machine, long before: arm64 under emulation reported an ip netns
+	// orphaned again after its destroy): it must not report it.
+	dead     map[nsRef]int
 	walks    int
 	walkTime time.Duration
 }
 
 func newOrphanWatch(t *tracer.Tracer, after time.Duration) *orphanWatch {
-	w := &orphanWatch{t: t, after: after, period: orphanPeriod(after), since: map[nsRef]time.Time{}, reported: map[nsRef]time.Time{}, gone: map[nsRef]bool{}}
+	w := &orphanWatch{t: t, after: after, period: orphanPeriod(after), since: map[nsRef]time.Time{}, reported: map[nsRef]time.Time{}, gone: map[nsRef]bool{},
+		dead: map[nsRef]int{}}
 	for i, how := range t.Teardowns() {
 		w.trusted[i] = how == tracer.TeardownExact || how == tracer.TeardownPolled
 	}
@@ -90,6 +96,7 @@ type holding struct {
 
 func (w *orphanWatch) walk(ctx context.Context) {
 	start := time.Now()
+	n := w.walks // only this goroutine changes it
 	// The table before the walk: a namespace created during the walk is
 	// not taken for one the walk missed.
 	live, err := w.t.LiveNamespaces()
@@ -156,6 +163,9 @@ func (w *orphanWatch) walk(ctx context.Context) {
 		if _, done := w.reported[ref]; done || now.Sub(since) < w.after {
 			continue
 		}
+		if _, d := w.dead[ref]; d {
+			continue
+		}
 		ev := events.Event{Kind: events.Orphan, Time: now, Type: ref.typ, Inum: ref.inum, NsID: ref.id,
 			HeldBy: h.heldBy, Mountpoint: h.mountpoint, HolderPid: uint32(h.pid), HolderComm: h.comm, HolderFD: int32(h.fd),
 			OrphanedFor: now.Sub(since), HasOrphanedFor: true}
@@ -186,6 +196,12 @@ func (w *orphanWatch) walk(ctx context.Context) {
 			w.gone[ref] = true
 		}
 	}
+	// A walk that began after a destroy did not see it alive.
+	for ref, k := range w.dead {
+		if n > k {
+			delete(w.dead, ref)
+		}
+	}
 	w.walks++
 	w.walkTime += time.Since(start)
 	w.mu.Unlock()
@@ -202,7 +218,7 @@ func (w *orphanWatch) take() []foundOrphan {
 }
 
 // destroyed marks ev, a destroy, with how long it was orphaned, if it was
-// reported orphaned.
+// reported orphaned, and keeps a walk under way from reporting it.
 func (w *orphanWatch) destroyed(ev *events.Event) {
 	ref := nsRef{ev.Type, ev.Inum, ev.NsID}
 	w.mu.Lock()
@@ -211,6 +227,7 @@ func (w *orphanWatch) destroyed(ev *events.Event) {
 		delete(w.reported, ref)
 		delete(w.gone, ref)
 	}
+	w.dead[ref] = w.walks
 	w.mu.Unlock()
 	if ok {
 		ev.OrphanedFor, ev.HasOrphanedFor = ev.Time.Sub(since), true
