@@ -21,6 +21,7 @@ char LICENSE[] SEC("license") = "GPL";
 // order), so a reordering here changes the object even where no code does.
 #include "lib/common.h"
 #include "lib/arch.h"
+#include "lib/compat.h"
 #include "lib/config.h"
 #include "lib/ring.h"
 #include "lib/maps.h"

@@ -22,7 +22,8 @@ case $rc in
 *) exit "$rc" ;;
 esac
 go generate .
-if ! git diff --exit-code --stat -- bpf/vmlinux bpf_x86_bpfel.go bpf_x86_bpfel.o bpf_arm64_bpfel.go bpf_arm64_bpfel.o; then
+if ! git diff --exit-code --stat -- bpf/vmlinux bpf_x86_bpfel.go bpf_x86_bpfel.o bpf_arm64_bpfel.go bpf_arm64_bpfel.o \
+	bpfcompat_x86_bpfel.go bpfcompat_x86_bpfel.o bpfcompat_arm64_bpfel.go bpfcompat_arm64_bpfel.o; then
 	echo "check-generated: generated files are stale; run 'make generate' and commit the result" >&2
 	exit 1
 fi

@@ -257,7 +257,9 @@ func setFilter(spec *ebpf.CollectionSpec, f Filter, h CgroupHierarchy) error {
 			return fmt.Errorf("set %s: %w", name, err)
 		}
 	}
-	if len(f.Pids) == 0 {
+	// It also deletes the compat object's task_states entries (kept by
+	// thread id there, bpf/lib/maps.h).
+	if len(f.Pids) == 0 && !useCompat() {
 		delete(spec.Programs, "common_sched_process_free")
 	}
 	return nil

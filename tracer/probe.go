@@ -90,14 +90,15 @@ func kernelProblem() error {
 	return RingBufferProblem()
 }
 
-// MinKernel is the oldest kernel with all that the BPF programs use.
-const MinKernel = "5.15"
+// MinKernel is the oldest kernel nstrace runs on (the oldest the suite
+// proves).
+const MinKernel = "5.10"
 
-// kernelFeatures are what every backend's programs use that came after the
-// ring buffer, with the release that brought each: on a kernel without
-// one, the load fails with a bare EINVAL on whatever came first. Probed
-// only once a load has failed (Open), so that a start costs no probes.
-// A variable, so that a test can be a kernel without them.
+// kernelFeatures are what the programs of the BPF object for current
+// kernels use that 5.10 lacks, with the release that brought each: a
+// kernel without one of them gets the object built for older kernels
+// (bpf/lib/compat.h). A variable, so that a test can be a kernel without
+// them.
 var kernelFeatures = []struct {
 	what, since string
 	have        func() error
@@ -114,9 +115,8 @@ var kernelFeatures = []struct {
 	}},
 }
 
-// FeaturesProblem says what the programs need that the kernel lacks, if
-// anything, and which kernel has it all.
-func FeaturesProblem() error {
+// missingFeatures names those of kernelFeatures this kernel lacks.
+func missingFeatures() []string {
 	var missing []string
 	for _, f := range kernelFeatures {
 		if err := f.have(); err != nil {
@@ -127,15 +127,55 @@ func FeaturesProblem() error {
 			missing = append(missing, fmt.Sprintf("%s (Linux %s)", f.what, f.since))
 		}
 	}
-	if len(missing) == 0 {
+	return missing
+}
+
+// objectEnv forces one BPF object: "compat" (the one for kernels before
+// 5.15) or "current"; for tests of the compat object on a newer kernel.
+const objectEnv = "NSTRACE_BPF_OBJECT"
+
+// needCompat says whether the programs must come from the object for
+// kernels before 5.15: the kernel lacks something the current one uses.
+func needCompat() bool {
+	switch os.Getenv(objectEnv) {
+	case "compat":
+		return true
+	case "current":
+		return false
+	}
+	if missing := missingFeatures(); len(missing) > 0 {
+		slog.Debug("using the BPF object for kernels before 5.15", "lacking", strings.Join(missing, ", "))
+		return true
+	}
+	return false
+}
+
+// useCompat is needCompat, probed once.
+var useCompat = sync.OnceValue(needCompat)
+
+// kernelRelease is uname's release (a variable, so that a test can be an
+// older kernel).
+var kernelRelease = func() string {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}
+
+// FeaturesProblem says, after a load failed, whether that is because the
+// kernel is older than MinKernel, and what it lacks.
+func FeaturesProblem() error {
+	release := kernelRelease()
+	var major, minor int
+	if _, err := fmt.Sscanf(release, "%d.%d", &major, &minor); err != nil || major > 5 || (major == 5 && minor >= 10) {
 		return nil
 	}
-	var u unix.Utsname
-	release := "this kernel"
-	if unix.Uname(&u) == nil {
-		release = "Linux " + unix.ByteSliceToString(u.Release[:])
+	msg := fmt.Sprintf("Linux %s is older than Linux %s, the oldest nstrace runs on", release, MinKernel)
+	if missing := missingFeatures(); len(missing) > 0 {
+		msg += " (it lacks, among others, " + strings.Join(missing, ", ") + ")"
 	}
-	return fmt.Errorf("%s lacks what nstrace's BPF programs use: %s; nstrace needs Linux %s or newer", release, strings.Join(missing, ", "), MinKernel)
+	return errors.New(msg)
 }
 
 // BTFProblem says why the kernel's types cannot be read, if they cannot.

@@ -3,6 +3,7 @@
 package tracer
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -99,6 +100,7 @@ const DefaultRingBufferSize = 4 << 20
 // Tracer is a loaded and attached backend.
 type Tracer struct {
 	backend Backend
+	compat  bool // programs from the object for kernels before 5.15
 	coll    *ebpf.Collection
 	links   []link.Link
 	reader  *ringbuf.Reader
@@ -276,7 +278,7 @@ func open(b Backend, opts Options) (_ *Tracer, err error) {
 		return nil, fmt.Errorf("load: %w", explainLoad(err))
 	}
 	ph.done("load")
-	t := &Tracer{backend: b, coll: coll, nextID: firstID, lastID: firstID + userIDs - 1, hierarchy: *opts.Cgroups, liveDense: dense}
+	t := &Tracer{backend: b, compat: useCompat(), coll: coll, nextID: firstID, lastID: firstID + userIDs - 1, hierarchy: *opts.Cgroups, liveDense: dense}
 	defer func() {
 		if err != nil {
 			t.Close()
@@ -357,7 +359,11 @@ func open(b Backend, opts Options) (_ *Tracer, err error) {
 	t.watchMissed = (*uint64)(unsafe.Pointer(&t.readerState[8]))
 	for name, p := range spec.Programs {
 		if isPoll(p) {
-			if _, err := coll.Programs[name].Run(&ebpf.RunOptions{}); err != nil {
+			opts := &ebpf.RunOptions{}
+			if t.compat {
+				opts.Context = []uint64{0, 0, 0} // no namespace (pollOnce)
+			}
+			if _, err := coll.Programs[name].Run(opts); err != nil {
 				return nil, fmt.Errorf("run %s: %w", name, err)
 			}
 			t.stopPoll, t.pollDone = make(chan struct{}), make(chan struct{})
@@ -417,7 +423,7 @@ func (t *Tracer) poll(prog *ebpf.Program) {
 			}
 			// n: the namespaces it looked at, those still watched and
 			// those it found gone.
-			n, err := prog.Run(&ebpf.RunOptions{})
+			n, err := t.pollOnce(prog)
 			if err != nil {
 				slog.Warn("polling watched namespaces failed; stopping it", "err", err)
 				return
@@ -433,6 +439,57 @@ func (t *Tracer) poll(prog *ebpf.Program) {
 	}
 }
 
+// pollOnce runs the poll of watched namespaces once and returns how many
+// there were. The compat object's poll (no bpf_for_each_map_elem before
+// 5.13) looks at one namespace per run: the walk over them and the order
+// of the passes (bpf/hooks/poll.h) are done here.
+func (t *Tracer) pollOnce(prog *ebpf.Program) (uint32, error) {
+	if !t.compat {
+		return prog.Run(&ebpf.RunOptions{})
+	}
+	const first, level, rest = 0, 1, 2 // POLL_*
+	var inums []uint32
+	var inum uint32
+	var w [24]byte
+	it := t.coll.Maps["watched"].Iterate()
+	for it.Next(&inum, &w) {
+		inums = append(inums, inum)
+	}
+	if err := it.Err(); err != nil {
+		return 0, fmt.Errorf("walk watched: %w", err)
+	}
+	run := func(inum uint32, pass, lvl uint64) (uint32, error) {
+		return prog.Run(&ebpf.RunOptions{Context: []uint64{uint64(inum), pass, lvl}})
+	}
+	// Gone pid namespaces are reported deepest first, after every other.
+	type gone struct {
+		inum  uint32
+		level uint64
+	}
+	var pids []gone
+	for _, inum := range inums {
+		r, err := run(inum, first, 0)
+		if err != nil {
+			return 0, err
+		}
+		if r > 0 {
+			pids = append(pids, gone{inum, uint64(r - 1)})
+		}
+	}
+	slices.SortStableFunc(pids, func(a, b gone) int { return cmp.Compare(b.level, a.level) })
+	for _, p := range pids {
+		if _, err := run(p.inum, level, p.level); err != nil {
+			return 0, err
+		}
+	}
+	for _, p := range pids {
+		if _, err := run(p.inum, rest, 0); err != nil {
+			return 0, err
+		}
+	}
+	return uint32(len(inums)), nil
+}
+
 // kickPoll makes the poll look at the watched namespaces again.
 func (t *Tracer) kickPoll() {
 	if t.pollWake == nil {
@@ -446,7 +503,12 @@ func (t *Tracer) kickPoll() {
 
 // parsedSpec is the BPF object, parsed once (10-20 ms): Open starts it
 // while it checks the kernel, and each backend it tries takes a copy.
-var parsedSpec = sync.OnceValues(nstrace.LoadBpf)
+var parsedSpec = sync.OnceValues(func() (*ebpf.CollectionSpec, error) {
+	if useCompat() {
+		return nstrace.LoadBpfCompat()
+	}
+	return nstrace.LoadBpf()
+})
 
 // Prefetch starts, in the background, the two decodes every start-up
 // waits for: the BPF object's and the kernel's BTF (10-20 ms each, and the
@@ -518,6 +580,14 @@ func setKnobs(spec *ebpf.CollectionSpec, b Backend) (hooks map[string]bool, err 
 	hooks = make(map[string]bool, len(teardownFuncs))
 	for _, f := range teardownFuncs {
 		hooks[f] = kernelHasFunc(f)
+	}
+	if useCompat() {
+		// Nothing walks live_nets before 5.13: the network namespaces
+		// are watched (tracepoint backend) instead of swept.
+		hooks["cleanup_net"] = false
+		if err := spec.Variables["nr_cpus"].Set(uint32(ebpf.MustPossibleCPU())); err != nil {
+			return nil, fmt.Errorf("set nr_cpus: %w", err)
+		}
 	}
 	// fentry and kprobe see every namespace's free in proc_free_inum(); the
 	// tracepoint backend pieces teardown together from what tracepoints show.
@@ -780,6 +850,9 @@ func teardowns(b Backend, hooks map[string]bool) [NsTypes]teardown {
 	if b == Tracepoint {
 		if !hooks["destroy_pid_namespace_work"] && !hooks["delayed_free_pidns"] {
 			td[pid].how = TeardownPolled
+		}
+		if !hooks["cleanup_net"] {
+			td[net] = teardown{how: TeardownPolled}
 		}
 		for _, i := range []int{mnt, uts, ipc, cgroup, time} {
 			td[i].how = TeardownPolled

@@ -26,7 +26,7 @@ static __always_inline int on_new_nsproxy(struct task_struct *tsk, struct nsprox
 	sc = cur_syscall();
 	if (sc == SC_UNSHARE || sc == SC_CLONE3 || sc == SC_CLONE)
 		flags = syscall_flags(sc);
-	actor_of(bpf_get_current_task_btf(), &a, CG_LEARN, VIA_BTF);
+	actor_of(current_task(), &a, CG_LEARN, VIA_BTF);
 	a.sc = sc;
 	a.flags = flags;
 	a.stack = stack_of(ctx);
@@ -46,7 +46,7 @@ static __always_inline int on_new_user_ns(struct cred *cred, void *ctx)
 	if (!ns)
 		return 0;
 	parent = BPF_CORE_READ(ns, parent);
-	actor_of(bpf_get_current_task_btf(), &a, CG_LEARN, VIA_PROBE);
+	actor_of(current_task(), &a, CG_LEARN, VIA_PROBE);
 	a.sc = cur_syscall();
 	a.flags = syscall_flags(a.sc);
 	a.stack = stack_of(ctx);
@@ -145,14 +145,14 @@ int BPF_PROG(tp_task_newtask, struct task_struct *task, u64 clone_flags)
 	n = snap_tmp(1);
 	if (!o || !n)
 		return 0;
-	snap_task(bpf_get_current_task_btf(), o);
+	snap_task(current_task(), o);
 	snap_task(task, n);
-	actor_of(bpf_get_current_task_btf(), &a, CG_LEARN, VIA_BTF);
+	actor_of(current_task(), &a, CG_LEARN, VIA_BTF);
 	a.sc = cur_syscall();
 	a.flags = clone_flags;
 	a.stack = stack_of(ctx);
 	task = task_ro(task);
-	emit_diff(o, n, EV_CREATE, true, &a, task->nsproxy, task->real_cred->user_ns, VIA_BTF);
+	emit_diff(o, n, EV_CREATE, true, &a, RD(VIA_BTF, task, nsproxy), RD2(VIA_BTF, task, real_cred, user_ns), VIA_BTF);
 	flush(&a);
 	return 0;
 }

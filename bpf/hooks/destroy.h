@@ -16,7 +16,7 @@ static __always_inline void user_ns_freed(struct work_struct *work, __u32 stack)
 	emit_destroy_self(NS_USER, ns_inum(&ns->ns, VIA_PROBE), HOW_FREED, ns_kernel_id(&ns->ns, VIA_PROBE), stack);
 	for (int i = 0; i < MAX_NS_LEVEL; i++) {
 		ns = BPF_CORE_READ(ns, parent);
-		if (!ns || ns_refs(&ns->ns, VIA_PROBE) != 1)
+		if (!ns || ns_refs(&ns->ns, NS_USER, VIA_PROBE) != 1)
 			break;
 		emit_destroy_self(NS_USER, ns_inum(&ns->ns, VIA_PROBE), HOW_LAST_REF, ns_kernel_id(&ns->ns, VIA_PROBE), stack);
 	}
@@ -32,7 +32,7 @@ static __always_inline void pid_ns_freed(struct work_struct *work, __u32 stack)
 	emit_destroy_self(NS_PID, ns_inum(&ns->ns, VIA_PROBE), HOW_FREED, ns_kernel_id(&ns->ns, VIA_PROBE), stack);
 	for (int i = 0; i < MAX_NS_LEVEL; i++) {
 		ns = BPF_CORE_READ(ns, parent);
-		if (!ns || ns_refs(&ns->ns, VIA_PROBE) != 1)
+		if (!ns || ns_refs(&ns->ns, NS_PID, VIA_PROBE) != 1)
 			break;
 		emit_destroy_self(NS_PID, ns_inum(&ns->ns, VIA_PROBE), HOW_LAST_REF, ns_kernel_id(&ns->ns, VIA_PROBE), stack);
 	}
@@ -68,15 +68,27 @@ int BPF_KPROBE(kprobe_proc_free_inum, unsigned int inum)
 // and the taking of the list is caught when the work ends (its memory is
 // freed then, but slab memory stays readable and keeps the zero unless
 // reused at once).
+#ifndef NSTRACE_COMPAT
 static long sweep_net(struct bpf_map *map, __u64 *key, __u32 *inum, __u32 *stack)
 {
 	struct net *net = (struct net *)*key;
 
-	if (ns_refs(&net->ns, VIA_PROBE) == 0) {
+	if (ns_refs(&net->ns, NS_NET, VIA_PROBE) == 0) {
 		emit_destroy_self(NS_NET, *inum, HOW_FREED, 0, *stack);
 		bpf_map_delete_elem(map, key);
 	}
 	return 0;
+}
+#endif
+
+// sweep_nets reports the tracked network namespaces cleanup_net freed.
+// Before 5.13 (compat.h) nothing can walk live_nets: userspace leaves
+// cleanup_net unhooked, and the network namespaces are watched instead.
+static __always_inline void sweep_nets(__u32 stack)
+{
+#ifndef NSTRACE_COMPAT
+	bpf_for_each_map_elem(&live_nets, sweep_net, &stack, 0);
+#endif
 }
 
 // Before 6.14 a pid namespace is freed from this RCU callback, one call per
@@ -144,7 +156,7 @@ int BPF_PROG(common_workqueue_execute_start, struct work_struct *work)
 	else if (fn == destroy_pidns_fn)
 		pid_ns_freed(work, stack);
 	else
-		bpf_for_each_map_elem(&live_nets, sweep_net, &stack, 0);
+		sweep_nets(stack);
 	return 0;
 }
 
@@ -158,7 +170,7 @@ int BPF_PROG(common_workqueue_execute_end, struct work_struct *work)
 	if ((__u64)work->func != cleanup_net_fn)
 		return 0;
 	stack = stack_of(ctx);
-	bpf_for_each_map_elem(&live_nets, sweep_net, &stack, 0);
+	sweep_nets(stack);
 	return 0;
 }
 

@@ -24,9 +24,9 @@ struct poll_ctx {
 };
 enum { POLL_FIRST, POLL_LEVEL, POLL_REST };
 
-static __always_inline bool watched_gone(struct ns_common *ns, __u32 inum, __u64 id)
+static __always_inline bool watched_gone(struct ns_common *ns, __u32 type, __u32 inum, __u64 id)
 {
-	bool gone = ns_inum(ns, VIA_PROBE) != inum || ns_refs(ns, VIA_PROBE) == 0;
+	bool gone = ns_inum(ns, VIA_PROBE) != inum || ns_refs(ns, type, VIA_PROBE) == 0;
 
 	if (bpf_core_field_exists(struct ns_common___new, ns_list_node)) {
 		struct ns_common___new *n = (void *)ns;
@@ -42,7 +42,7 @@ static long check_watched(struct bpf_map *map, __u32 *inum, struct watch *w, str
 	struct ns_common *ns = (void *)w->ns;
 	__u32 level;
 
-	if (!watched_gone(ns, *inum, w->id))
+	if (!watched_gone(ns, w->type, *inum, w->id))
 		return 0;
 	if (w->type == NS_PID) {
 		level = BPF_CORE_READ(container_of(ns, struct pid_namespace, ns), level);
@@ -63,6 +63,7 @@ static long check_watched(struct bpf_map *map, __u32 *inum, struct watch *w, str
 	return 0;
 }
 
+#ifndef NSTRACE_COMPAT
 SEC("raw_tp")
 int tp_poll_watched(void *ctx)
 {
@@ -82,5 +83,24 @@ int tp_poll_watched(void *ctx)
 	bpf_for_each_map_elem(&watched, check_watched, &pc, 0);
 	return n;
 }
+#else
+// Before 5.13 (compat.h) userspace walks the keys of watched and runs this
+// once per namespace and pass, in the order above (tracer.pollKeys):
+// ctx holds the inode number, the pass and, for POLL_LEVEL, the level. On
+// POLL_FIRST it returns 1 + the level of a pid namespace found gone (to be
+// reported in a later pass), else 0.
+SEC("raw_tp")
+int tp_poll_watched(__u64 *ctx)
+{
+	__u32 inum = ctx[0];
+	struct poll_ctx pc = { .pass = ctx[1], .level = ctx[2], .min_level = ~0U };
+	struct watch *w = bpf_map_lookup_elem(&watched, &inum);
+
+	if (!w)
+		return 0;
+	check_watched((struct bpf_map *)&watched, &inum, w, &pc);
+	return pc.min_level == ~0U ? 0 : pc.min_level + 1;
+}
+#endif
 
 #endif

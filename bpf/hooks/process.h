@@ -14,7 +14,11 @@ SEC("tp_btf/sched_process_free")
 int BPF_PROG(common_sched_process_free, struct task_struct *p)
 {
 	__u32 tgid = p->tgid;
+#ifdef NSTRACE_COMPAT
+	__u32 tid = p->pid;
 
+	bpf_map_delete_elem(&task_states, &tid);
+#endif
 	if (p->pid == tgid)
 		unfollow(tgid, p->start_time);
 	return 0;
@@ -26,8 +30,8 @@ SEC("tp_btf/sched_process_exec")
 int BPF_PROG(common_sched_process_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
 	struct scratch *s = get_scratch(0);
-	__u64 id = __sync_fetch_and_add(&next_exe_id, 1);
-	struct task_state *ts = bpf_task_storage_get(&task_states, bpf_get_current_task_btf(), 0, 0);
+	__u64 id = TAKE_ID(next_exe_id, SEQ_EXE);
+	struct task_state *ts = task_state_of(current_task(), false);
 	__u32 tgid = p->tgid;
 	long n;
 

@@ -100,8 +100,8 @@ int tp_sched_process_exit(void *ctx)
 {
 	// Runs on every exit: a direct BTF load and one read of the count,
 	// until we know this exit may free an nsproxy.
-	struct task_struct *t = task_ro(bpf_get_current_task_btf());
-	struct nsproxy *p = t->nsproxy;
+	struct task_struct *t = task_ro(current_task());
+	struct nsproxy *p = RD(VIA_BTF, t, nsproxy);
 	__u32 count;
 
 	if (!p)

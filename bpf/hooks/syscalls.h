@@ -9,8 +9,8 @@
 // flags: what the call passed (syscall_flags), kept for its exit.
 static __always_inline int on_sys_enter(__u64 flags)
 {
-	struct task_struct *cur = bpf_get_current_task_btf();
-	struct task_state *ts = bpf_task_storage_get(&task_states, cur, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	struct task_struct *cur = current_task();
+	struct task_state *ts = task_state_of(cur, true);
 	struct snap *s;
 
 	if (!ts) {
@@ -38,7 +38,7 @@ static __always_inline int fail_with(struct actx *a, long err, __u8 sc, void *ct
 	flags = syscall_flags(sc);
 	if (sc != SC_SETNS && !(flags & NS_CLONE_FLAGS))
 		return 0;
-	actor_of(bpf_get_current_task_btf(), a, CG_LEARN, VIA_BTF);
+	actor_of(current_task(), a, CG_LEARN, VIA_BTF);
 	a->sc = sc;
 	a->flags = flags;
 	a->stack = stack_of(ctx);
@@ -54,10 +54,10 @@ static __always_inline int on_sys_fail(long err, __u8 sc, void *ctx)
 	return fail_with(&a, err, sc, ctx);
 }
 
-static __always_inline int on_sys_exit(long ret, __u8 kind, __u8 sc, void *ctx)
+static __always_inline int sys_exit_diff(long ret, __u8 kind, __u8 sc, void *ctx)
 {
-	struct task_struct *cur = bpf_get_current_task_btf();
-	struct task_state *ts = bpf_task_storage_get(&task_states, cur, 0, 0);
+	struct task_struct *cur = current_task();
+	struct task_state *ts = task_state_of(cur, false);
 	struct snap *o = NULL, *n;
 	struct actx a = {};
 
@@ -81,12 +81,20 @@ static __always_inline int on_sys_exit(long ret, __u8 kind, __u8 sc, void *ctx)
 	a.sc = sc;
 	a.stack = stack_of(ctx);
 	cur = task_ro(cur);
-	emit_diff(o, n, kind, true, &a, cur->nsproxy, cur->real_cred->user_ns, VIA_BTF);
+	emit_diff(o, n, kind, true, &a, RD(VIA_BTF, cur, nsproxy), RD2(VIA_BTF, cur, real_cred, user_ns), VIA_BTF);
 	if (release_at_syscall_exit && o->nsproxy != n->nsproxy && o->nsproxy_count == 1)
 		emit_release(o, n, &a, 0);
 	flush(&a);
 	actor_memo_keep(ts, &a);
 	return 0;
+}
+
+static __always_inline int on_sys_exit(long ret, __u8 kind, __u8 sc, void *ctx)
+{
+	int r = sys_exit_diff(ret, kind, sc, ctx);
+
+	task_state_done();
+	return r;
 }
 
 // setns joins happen in commit_nsset(), static and inlined, with the user

@@ -18,9 +18,9 @@
 #define NR_SETNS    308
 #define NR_EXECVEAT 322
 #define NR_CLONE3   435
-#define REGS_NR(r)   ((r)->orig_ax)
-#define REGS_ARG0(r) ((r)->di)
-#define REGS_ARG1(r) ((r)->si)
+#define REGS_NR(r)   REGS_RD(r, orig_ax)
+#define REGS_ARG0(r) REGS_RD(r, di)
+#define REGS_ARG1(r) REGS_RD(r, si)
 
 #elif defined(__TARGET_ARCH_arm64)
 
@@ -35,9 +35,9 @@
 #define NR_CLONE3   435
 // x0 carries the return value on the way out: orig_x0 keeps the first
 // argument.
-#define REGS_NR(r)   ((r)->syscallno)
-#define REGS_ARG0(r) ((r)->orig_x0)
-#define REGS_ARG1(r) ((r)->regs[1])
+#define REGS_NR(r)   REGS_RD(r, syscallno)
+#define REGS_ARG0(r) REGS_RD(r, orig_x0)
+#define REGS_ARG1(r) REGS_RD(r, regs[1])
 
 #else
 #error "nstrace is built for x86-64 and arm64 only"

@@ -30,7 +30,7 @@ static __always_inline struct batch *claim(struct actx *a, __u32 slot)
 {
 	struct batch *b = bpf_map_lookup_elem(&batch_buf, &slot);
 
-	if (!b || __sync_lock_test_and_set(&b->busy, 1))
+	if (!b || test_and_set(&b->busy))
 		return NULL;
 	a->batch = slot + 1;
 	// One clock read for all the events of a hook: they are one operation
@@ -170,12 +170,55 @@ static __always_inline void flush(struct actx *a)
 // old inode numbers in another. The caller works out who acts (a,
 // actor_of, with the syscall and flags) once for all the events of one
 // hook; a create's usage is its creator's count and limit.
+#ifndef NSTRACE_COMPAT
 __noinline int emit_destroy(__u32 type, __u32 inum, __u32 how, __u64 kid, struct actx *a);
+#else
+// Global functions take numbers only before 5.12 (compat.h): the caller's
+// actx (and a create's usage) travel in a per-CPU frame, one per function,
+// copied in before the call and back after it (the callee adds to a). None
+// of them calls itself; emit_ns calls emit_destroy, on the next frame.
+struct frame {
+	struct actx a;
+	struct usage u;
+};
+enum { FRAME_NS, FRAME_DESTROY, FRAME_FAIL, FRAMES };
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, FRAMES);
+	__type(key, __u32);
+	__type(value, struct frame);
+} frames SEC(".maps");
+
+static __always_inline struct frame *frame_of(__u32 i)
+{
+	return bpf_map_lookup_elem(&frames, &i);
+}
+
+// The caller's side of a call through a frame: a is copied in and back,
+// u only in.
+#define FRAME_CALL(fr, call, act, use)                    \
+	({                                                \
+		struct frame *_f = frame_of(fr);          \
+		int _r = 0;                               \
+		if (_f && (act)) {                        \
+			_f->a = *(act);                   \
+			if (use)                          \
+				_f->u = *(use);           \
+			_r = call;                        \
+			*(act) = _f->a;                   \
+		}                                         \
+		_r;                                       \
+	})
+
+__noinline int emit_destroy_g(__u32 type, __u32 inum, __u32 how, __u64 kid);
+#define emit_destroy(type, inum, how, kid, a) \
+	FRAME_CALL(FRAME_DESTROY, emit_destroy_g(type, inum, how, kid), a, (struct usage *)0)
+#endif
 
 #define NS_WHAT(kind, type) ((kind) | (type) << 8)
 #define NS_INUMS(inum, old) ((__u64)(old) << 32 | (inum))
 
-__noinline int emit_ns(__u32 what, __u64 inums, __u64 kid, struct usage *u, struct actx *a)
+static __always_inline int emit_ns_body(__u32 what, __u64 inums, __u64 kid, struct usage *u, struct actx *a)
 {
 	__u32 kind = what & 0xff, type = (what >> 8) & 0xff;
 	__u32 inum = (__u32)inums, old_inum = inums >> 32;
@@ -221,6 +264,28 @@ __noinline int emit_ns(__u32 what, __u64 inums, __u64 kid, struct usage *u, stru
 	return 0;
 }
 
+#ifndef NSTRACE_COMPAT
+__noinline int emit_ns(__u32 what, __u64 inums, __u64 kid, struct usage *u, struct actx *a)
+{
+	return emit_ns_body(what, inums, kid, u, a);
+}
+#else
+__noinline int emit_ns_g(__u32 what, __u64 inums, __u64 kid, __u32 has_u)
+{
+	struct frame *f = frame_of(FRAME_NS);
+
+	if (!f)
+		return 0;
+	// Without a usage the frame's is an earlier call's: a usage with no
+	// user namespace is none. (A pointer chosen by has_u, the compiler
+	// tests through has_u and loads through a copy the verifier saw NULL.)
+	if (!has_u)
+		f->u.user_ns = 0;
+	return emit_ns_body(what, inums, kid, &f->u, &f->a);
+}
+#define emit_ns(what, inums, kid, u, a) FRAME_CALL(FRAME_NS, emit_ns_g(what, inums, kid, (u) != NULL), a, u)
+#endif
+
 // One event per namespace type whose inum differs between two snapshots.
 // new's namespaces are np's and un (the user namespace, with_user), read
 // through BTF or not (btf, a literal) for the creates' usage.
@@ -254,9 +319,9 @@ static __always_inline void emit_diff(struct snap *old, struct snap *new, __u8 k
 // nesting as deep as it goes, or a per-user count at its limit. (Kernels
 // before 4.9 said EUSERS for the user namespaces' depth.) It passes the
 // type filter if it asked for one of the types.
-__noinline int emit_fail(__u32 err, struct actx *a)
+static __always_inline int emit_fail_body(__u32 err, struct actx *a)
 {
-	struct task_struct *t = bpf_get_current_task_btf();
+	struct task_struct *t = current_task();
 	struct usage u = {};
 	struct ns_item *e;
 	__u32 types, level;
@@ -307,13 +372,28 @@ __noinline int emit_fail(__u32 err, struct actx *a)
 	return 0;
 }
 
+#ifndef NSTRACE_COMPAT
+__noinline int emit_fail(__u32 err, struct actx *a)
+{
+	return emit_fail_body(err, a);
+}
+#else
+__noinline int emit_fail_g(__u32 err)
+{
+	struct frame *f = frame_of(FRAME_FAIL);
+
+	return f ? emit_fail_body(err, &f->a) : 0;
+}
+#define emit_fail(err, a) FRAME_CALL(FRAME_FAIL, emit_fail_g(err), a, (struct usage *)0)
+#endif
+
 // The destroy takes the namespace's entry out of live_ns, and its id with
 // it; kid is the kernel's id, for a namespace nstrace did not know. a is
 // who released the last reference (emit_destroy_self works it out). With
 // UNLESS_WATCHED in how, a namespace under watch is left to the poll.
 #define UNLESS_WATCHED 0x100
 
-__noinline int emit_destroy(__u32 type, __u32 inum, __u32 how, __u64 kid, struct actx *a)
+static __always_inline int emit_destroy_body(__u32 type, __u32 inum, __u32 how, __u64 kid, struct actx *a)
 {
 	struct ns_info *info = live_get(inum);
 	struct owner o = {};
@@ -343,6 +423,20 @@ __noinline int emit_destroy(__u32 type, __u32 inum, __u32 how, __u64 kid, struct
 	return 0;
 }
 
+#ifndef NSTRACE_COMPAT
+__noinline int emit_destroy(__u32 type, __u32 inum, __u32 how, __u64 kid, struct actx *a)
+{
+	return emit_destroy_body(type, inum, how, kid, a);
+}
+#else
+__noinline int emit_destroy_g(__u32 type, __u32 inum, __u32 how, __u64 kid)
+{
+	struct frame *f = frame_of(FRAME_DESTROY);
+
+	return f ? emit_destroy_body(type, inum, how, kid, &f->a) : 0;
+}
+#endif
+
 // emit_destroy_self reports a destroy in whatever context the free runs
 // (often a kworker's): its cgroup is not learnt, the destroy's context is
 // the owner's anyway. No task did a polled one: the poll runs in nstrace's
@@ -353,7 +447,7 @@ __noinline int emit_destroy_self(__u32 type, __u32 inum, __u32 how, __u64 kid, _
 	struct actx a = { .stack = stack };
 
 	if (how != HOW_POLLED && event_wanted(EV_DESTROY, type))
-		actor_of(bpf_get_current_task_btf(), &a, CG_CACHED, VIA_PROBE);
+		actor_of(current_task(), &a, CG_CACHED, VIA_PROBE);
 	emit_destroy(type, inum, how, kid, &a);
 	flush(&a);
 	return 0;
@@ -410,8 +504,20 @@ static __always_inline void release_destroys(struct snap *s, struct snap *after,
 			// Someone else holds it too. Only at exit (no after) is
 			// the nsproxy still there to read its pointer from: it is
 			// the exiting task's.
-			if (!after && watch_survivors)
+			if (!after && watch_survivors) {
 				watch_slot(i);
+			} else if (i == NS_NET && watch_survivors) {
+				// A network namespace's pointer is in the
+				// snapshot: where no cleanup_net sweep follows
+				// it (compat.h), the poll does. Memory with
+				// another number by now was freed meanwhile.
+				struct ns_common *ns = &((struct net *)s->net)->ns;
+
+				if (ns_inum(ns, VIA_PROBE) == s->inum[i])
+					watch_ns((__u64)ns, NS_NET);
+				else
+					emit_destroy(NS_NET, s->inum[i], HOW_POLLED, s->id[i], a);
+			}
 			continue;
 		}
 		// unshare/setns: the put happened before sys_exit, so a watched
@@ -433,7 +539,7 @@ static __always_inline void emit_release(struct snap *s, struct snap *after, str
 	// The exit path: nothing to learn about the task if the event is
 	// filtered out anyway.
 	if (mine) {
-		actor_of(bpf_get_current_task_btf(), &own,
+		actor_of(current_task(), &own,
 			 event_wanted(EV_NSPROXY_FREE, -1) ? CG_LEARN : CG_CACHED, VIA_BTF);
 		a = &own;
 	}

@@ -77,7 +77,7 @@ struct usage {
 // return value (a test of a bit of types, or of a count left on the stack,
 // in each iteration would double the verifier's paths). Nested no deeper
 // than emit_fail: 6.1 allows 512 bytes of stack for a whole call chain.
-__noinline int usage_of(__u64 uc, __u32 type, __u32 types, struct usage *u)
+static __always_inline int usage_of_body(__u64 uc, __u32 type, __u32 types, struct usage *u)
 {
 	struct ucounts *c = (struct ucounts *)uc;
 	int idx = ucount_index(type);
@@ -99,6 +99,43 @@ __noinline int usage_of(__u64 uc, __u32 type, __u32 types, struct usage *u)
 	u->user_ns = BPF_CORE_READ(ns, ns.inum);
 	return type < NS_TYPES && (types & (1 << type)) && u->count >= u->limit;
 }
+
+#ifndef NSTRACE_COMPAT
+__noinline int usage_of(__u64 uc, __u32 type, __u32 types, struct usage *u)
+{
+	return usage_of_body(uc, type, types, u);
+}
+#else
+// Global functions take numbers only before 5.12 (compat.h): u travels in
+// a per-CPU slot, copied in and out around the call.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct usage);
+} usage_frame SEC(".maps");
+
+__noinline int usage_of_g(__u64 uc, __u32 type, __u32 types)
+{
+	__u32 zero = 0;
+
+	return usage_of_body(uc, type, types, bpf_map_lookup_elem(&usage_frame, &zero));
+}
+
+static __always_inline int usage_of(__u64 uc, __u32 type, __u32 types, struct usage *u)
+{
+	__u32 zero = 0;
+	struct usage *f = bpf_map_lookup_elem(&usage_frame, &zero);
+	int r;
+
+	if (!f || !u)
+		return 0;
+	*f = *u;
+	r = usage_of_g(uc, type, types);
+	*u = *f;
+	return r;
+}
+#endif
 
 // The ucounts a namespace in nsproxy slot (or user namespace u) is charged
 // to: its creator's euid in its owning user namespace (for a user

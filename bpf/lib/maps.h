@@ -17,12 +17,57 @@ struct task_state {
 	__u64 cg_sent; // a cgroup id whose path userspace has (0: none)
 	__u64 exe_id;  // the process's exe id, its path sent (0: none; cleared at exec)
 };
+#ifndef NSTRACE_COMPAT
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
 	__type(value, struct task_state);
 } task_states SEC(".maps");
+
+// task_state_of is the current task cur's state, made if create and none.
+static __always_inline struct task_state *task_state_of(struct task_struct *cur, bool create)
+{
+	return bpf_task_storage_get(&task_states, cur, 0, create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
+}
+
+// task_state_done: the syscall that used the current task's state is over.
+static __always_inline void task_state_done(void)
+{
+}
+#else
+// Before 5.11 (compat.h): keyed by thread id, and deleted at the exit of
+// the syscall that made it (so its actor memo is never kept), or when the
+// task is freed (common_sched_process_free), should it die in the call.
+// That one runs in RCU callbacks, where a delete can fail (the bucket
+// locked on this CPU by the program it interrupted): not the main way.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, struct task_state);
+} task_states SEC(".maps");
+
+static __always_inline struct task_state *task_state_of(struct task_struct *cur, bool create)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct task_state *ts = bpf_map_lookup_elem(&task_states, &tid);
+	struct task_state fresh = {};
+
+	if (ts || !create)
+		return ts;
+	bpf_map_update_elem(&task_states, &tid, &fresh, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&task_states, &tid);
+}
+
+static __always_inline void task_state_done(void)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+
+	bpf_map_delete_elem(&task_states, &tid);
+}
+#endif
 
 // kprobe -> kretprobe argument hand-off, keyed by tid. LRU so a missed
 // kretprobe (maxactive exhausted) cannot leak entries.

@@ -34,12 +34,18 @@ struct pid_namespace___work {
 // pointers kept in maps or made by container_of) it takes a probe-read
 // helper call, an order of magnitude slower. The readers below take `btf`,
 // always a literal: each inlined copy keeps one of the two.
+#ifdef NSTRACE_COMPAT
+#define VIA_BTF false // no BTF-typed current task before 5.11 (compat.h)
+#else
 #define VIA_BTF true
+#endif
 #define VIA_PROBE false
 #define RD(btf, p, f) ((btf) ? (p)->f : BPF_CORE_READ(p, f))
 #define RD2(btf, p, f, g) ((btf) ? (p)->f->g : BPF_CORE_READ(p, f, g))
 
+#ifndef NSTRACE_COMPAT
 extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
+#endif
 
 // task_ro is t for plain loads, as a pointer the verifier does not trust.
 // Since 6.2, each load of a pointer field through a trusted or RCU pointer
@@ -52,8 +58,10 @@ extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
 // bpf_rdonly_cast, and does no such lookups.
 static __always_inline struct task_struct *task_ro(struct task_struct *t)
 {
+#ifndef NSTRACE_COMPAT
 	if (have_rdonly_cast)
 		return bpf_rdonly_cast(t, bpf_core_type_id_kernel(struct task_struct));
+#endif
 	return t;
 }
 
@@ -73,10 +81,58 @@ static __always_inline __u64 ns_kernel_id(struct ns_common *ns, bool btf)
 	return 0;
 }
 
-static __always_inline __u32 ns_refs(struct ns_common *ns, bool btf)
+#ifdef NSTRACE_COMPAT
+// Before 5.11 each namespace type counted its references in its own struct
+// (ns_common had no count): the count of ns, of slot type (NS_*).
+struct mnt_namespace___own { atomic_t count; struct ns_common ns; } __attribute__((preserve_access_index));
+struct uts_namespace___own { struct kref kref; struct ns_common ns; } __attribute__((preserve_access_index));
+struct ipc_namespace___own { refcount_t count; struct ns_common ns; } __attribute__((preserve_access_index));
+struct pid_namespace___own { struct kref kref; struct ns_common ns; } __attribute__((preserve_access_index));
+struct net___own { refcount_t count; struct ns_common ns; } __attribute__((preserve_access_index));
+struct user_namespace___own { atomic_t count; struct ns_common ns; } __attribute__((preserve_access_index));
+struct cgroup_namespace___own { refcount_t count; struct ns_common ns; } __attribute__((preserve_access_index));
+struct time_namespace___own { struct kref kref; struct ns_common ns; } __attribute__((preserve_access_index));
+
+#define OWN_REFS(T, ns, count)                                                      \
+	({                                                                          \
+		struct T *_o = (void *)(ns) - bpf_core_field_offset(struct T, ns); \
+		(__u32)BPF_CORE_READ(_o, count);                                    \
+	})
+
+static __always_inline __u32 ns_own_refs(struct ns_common *ns, __u32 slot)
+{
+	switch (slot) {
+	case NS_MNT:
+		return OWN_REFS(mnt_namespace___own, ns, count.counter);
+	case NS_UTS:
+		return OWN_REFS(uts_namespace___own, ns, kref.refcount.refs.counter);
+	case NS_IPC:
+		return OWN_REFS(ipc_namespace___own, ns, count.refs.counter);
+	case NS_PID:
+		return OWN_REFS(pid_namespace___own, ns, kref.refcount.refs.counter);
+	case NS_NET:
+		return OWN_REFS(net___own, ns, count.refs.counter);
+	case NS_USER:
+		return OWN_REFS(user_namespace___own, ns, count.counter);
+	case NS_CGROUP:
+		return OWN_REFS(cgroup_namespace___own, ns, count.refs.counter);
+	case NS_TIME:
+	case NS_TIME_ACTIVE:
+		return OWN_REFS(time_namespace___own, ns, kref.refcount.refs.counter);
+	}
+	return 0;
+}
+#endif
+
+// ns_refs is the reference count of namespace ns, of slot type slot.
+static __always_inline __u32 ns_refs(struct ns_common *ns, __u32 slot, bool btf)
 {
 	if (bpf_core_field_exists(struct ns_common___new, __ns_ref))
 		return RD(btf, (struct ns_common___new *)ns, __ns_ref.refs.counter);
+#ifdef NSTRACE_COMPAT
+	if (!bpf_core_field_exists(struct ns_common___old, count))
+		return ns ? ns_own_refs(ns, slot) : 0;
+#endif
 	return RD(btf, (struct ns_common___old *)ns, count.refs.counter);
 }
 

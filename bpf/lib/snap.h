@@ -36,7 +36,7 @@ static __always_inline void snap_nsproxy_of(struct nsproxy *p, struct snap *s, b
 			continue;
 		ns = nsproxy_slot(p, i, btf);
 		s->inum[i] = ns_inum(ns, btf);
-		s->ref[i] = ns_refs(ns, btf);
+		s->ref[i] = ns_refs(ns, i, btf);
 		s->id[i] = ns_kernel_id(ns, btf);
 	}
 }
@@ -53,10 +53,10 @@ static __always_inline void snap_task_of(struct task_struct *t, struct snap *s, 
 	struct user_namespace *u;
 
 	t = task_ro(t);
-	snap_nsproxy_of(t->nsproxy, s, VIA_BTF, mask, keep);
-	u = t->real_cred->user_ns;
+	snap_nsproxy_of(RD(VIA_BTF, t, nsproxy), s, VIA_BTF, mask, keep);
+	u = RD2(VIA_BTF, t, real_cred, user_ns);
 	s->inum[NS_USER] = ns_inum(&u->ns, VIA_BTF);
-	s->ref[NS_USER] = ns_refs(&u->ns, VIA_BTF);
+	s->ref[NS_USER] = ns_refs(&u->ns, NS_USER, VIA_BTF);
 	s->id[NS_USER] = ns_kernel_id(&u->ns, VIA_BTF);
 }
 

@@ -9,7 +9,14 @@
 // is the same in every backend, whatever kernel function we are hooked on.
 static __always_inline struct pt_regs *user_regs(void)
 {
-	return (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+#ifndef NSTRACE_COMPAT
+	return (struct pt_regs *)bpf_task_pt_regs(current_task());
+#else
+	// task_pt_regs(), as the kernel computes it (compat.h).
+	void *stack = BPF_CORE_READ(current_task(), stack);
+
+	return (struct pt_regs *)(stack + KERNEL_STACK_SIZE) - 1;
+#endif
 }
 
 static __always_inline __u8 cur_syscall(void)

@@ -49,7 +49,7 @@ __noinline __u64 track_ns(__u32 what, __u32 inum, __u64 kid, __u64 cgid, __u32 p
 			return old->id;
 	}
 	if (!info.id)
-		info.id = __sync_fetch_and_add(&next_ns_id, 1);
+		info.id = TAKE_ID(next_ns_id, SEQ_NS);
 	info.owner_cgid = cgid;
 	info.owner_pid = pid;
 	info.owner_pass = !!(what & TRACK_PASS);
@@ -107,13 +107,19 @@ static __always_inline void watch_added(void)
 	__u32 one = 1;
 	__u64 *missed;
 
+#ifndef NSTRACE_COMPAT
 	if (__sync_fetch_and_add(&watched_count, 1) != 0)
 		return;
+#else
+	// No fetch (compat.h): every new watch wakes the reader, which
+	// only ever needs one.
+	__sync_fetch_and_add(&watched_count, 1);
+#endif
 	if (send_bare(REC_WATCH))
 		return;
 	missed = bpf_map_lookup_elem(&reader_state, &one);
 	if (missed)
-		__sync_lock_test_and_set(missed, 1);
+		test_and_set(missed);
 }
 
 // unwatch ends the watch of inum and says whether there was one.
@@ -136,7 +142,7 @@ __noinline int watch_ns(__u64 nsp, __u32 type)
 	struct ns_info *info;
 	__u32 inum;
 
-	if (!watch_survivors || type == NS_NET || type == NS_USER || (type == NS_PID && pid_ns_free_hooked))
+	if (!watch_survivors || (type == NS_NET && net_cleanup_hooked) || type == NS_USER || (type == NS_PID && pid_ns_free_hooked))
 		return 0;
 	inum = ns_inum(ns, VIA_PROBE);
 	barrier_var(type); // keep the mask: the verifier checks the register it indexes with

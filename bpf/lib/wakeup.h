@@ -35,7 +35,7 @@ static __always_inline bool reader_asleep(void)
 	__u32 zero = 0;
 	__u64 *asleep = bpf_map_lookup_elem(&reader_state, &zero);
 
-	return asleep && __sync_fetch_and_and(asleep, 0);
+	return asleep && test_and_clear(asleep);
 }
 
 // reader_asleep_committed is reader_asleep after a record's commit
@@ -48,7 +48,7 @@ static __always_inline bool reader_asleep_committed(void)
 	__u32 zero = 0;
 	__u64 *asleep = bpf_map_lookup_elem(&reader_state, &zero);
 
-	return asleep && *(volatile __u64 *)asleep && __sync_fetch_and_and(asleep, 0);
+	return asleep && *(volatile __u64 *)asleep && test_and_clear(asleep);
 }
 
 // submit commits a reserved record: the reservation came first, as above.
