@@ -77,6 +77,13 @@ lint:
 # another's noise and ring-buffer pressure.
 test:
 	$(GO) test -count=1 -p 1 -v ./...
+	NSTRACE_BPF_OBJECT=compat $(GO) test -count=1 -p 1 -v ./tracer
+	NSTRACE_BPF_OBJECT=compat $(GO) test -count=1 -p 1 -v -run '$(COMPAT_TESTS)' ./cmd/nstrace
+
+# The object for kernels before 5.15 (bpf/lib/compat.h) also runs on this
+# kernel, forced: the tracer package and the ground-truth scenarios, under
+# the tracepoint backend here (5.10 itself is in the VM suite).
+COMPAT_TESTS = ^Test(UnshareCreateAndDestroy|CloneCreateAndDestroy|Bubblewrap|SetnsJoin|SetnsAnyTypeAndPidfd|UserNamespace|ForChildren|IPNetns|DestroyOfPreexistingNamespaces|NestedPidNamespaces|UserNamespaceOwningNet|PreexistingBindMountedAndOwner|Orphans|PinnedNamespaces|RuncContainer|DockerContainer|MultiThreadedExit|NsIDSurvivesInumReuse|FailClone|FailLimit|ContextOfEvents|ExeAfterExec|Soak)$$
 
 # CI's subset (scripts/kernels.txt's ci= options: every kernel under auto,
 # every backend on at least one kernel), to keep .ci/run under an hour;

@@ -274,6 +274,7 @@ const (
 	BpfCompatVarPidNsFreeHooked               = "pid_ns_free_hooked"
 	BpfCompatVarReleaseAtSyscallExit          = "release_at_syscall_exit"
 	BpfCompatVarStackless                     = "stackless"
+	BpfCompatVarUcountsTable                  = "ucounts_table"
 	BpfCompatVarUnusedNsItem                  = "unused_ns_item"
 	BpfCompatVarUnusedNsRec                   = "unused_ns_rec"
 	BpfCompatVarUnusedReleaseItem             = "unused_release_item"
@@ -427,6 +428,7 @@ type BpfCompatVariableSpecs struct {
 	PidNsFreeHooked      *ebpf.VariableSpec `ebpf:"pid_ns_free_hooked"`
 	ReleaseAtSyscallExit *ebpf.VariableSpec `ebpf:"release_at_syscall_exit"`
 	Stackless            *ebpf.VariableSpec `ebpf:"stackless"`
+	UcountsTable         *ebpf.VariableSpec `ebpf:"ucounts_table"`
 	UnusedNsItem         *ebpf.VariableSpec `ebpf:"unused_ns_item"`
 	UnusedNsRec          *ebpf.VariableSpec `ebpf:"unused_ns_rec"`
 	UnusedReleaseItem    *ebpf.VariableSpec `ebpf:"unused_release_item"`
@@ -547,6 +549,7 @@ type BpfCompatVariables struct {
 	PidNsFreeHooked      *ebpf.Variable `ebpf:"pid_ns_free_hooked"`
 	ReleaseAtSyscallExit *ebpf.Variable `ebpf:"release_at_syscall_exit"`
 	Stackless            *ebpf.Variable `ebpf:"stackless"`
+	UcountsTable         *ebpf.Variable `ebpf:"ucounts_table"`
 	UnusedNsItem         *ebpf.Variable `ebpf:"unused_ns_item"`
 	UnusedNsRec          *ebpf.Variable `ebpf:"unused_ns_rec"`
 	UnusedReleaseItem    *ebpf.Variable `ebpf:"unused_release_item"`

@@ -14,6 +14,7 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/features"
+	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 )
 
@@ -74,6 +75,17 @@ func UseKernelBTF(path string) error {
 	givenBTF = spec
 	return nil
 }
+
+// raiseMemlock lifts RLIMIT_MEMLOCK, to which kernels before 5.11 charge
+// BPF memory (later ones charge the memory cgroup, where this does
+// nothing), before anything makes a BPF object: the feature probes too,
+// which would otherwise fail with EPERM once a few earlier runs' objects,
+// freed lazily, count against the limit.
+var raiseMemlock = sync.OnceFunc(func() {
+	if err := rlimit.RemoveMemlock(); err != nil {
+		slog.Debug("could not raise RLIMIT_MEMLOCK", "err", err)
+	}
+})
 
 // checkKernel explains, in words a user can act on, a kernel nstrace cannot
 // run on at all, whatever the backend.
@@ -137,6 +149,7 @@ const objectEnv = "NSTRACE_BPF_OBJECT"
 // needCompat says whether the programs must come from the object for
 // kernels before 5.15: the kernel lacks something the current one uses.
 func needCompat() bool {
+	raiseMemlock()
 	switch os.Getenv(objectEnv) {
 	case "compat":
 		return true
@@ -188,6 +201,7 @@ func BTFProblem() error {
 
 // RingBufferProblem says why BPF ring buffers cannot be made, if they cannot.
 func RingBufferProblem() error {
+	raiseMemlock()
 	if err := haveRingBuf(); err != nil {
 		return fmt.Errorf("BPF ring buffer not supported (%v): nstrace needs Linux 5.8 or newer", err)
 	}

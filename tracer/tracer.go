@@ -23,7 +23,6 @@ import (
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
-	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
 	"github.com/nstrace/nstrace"
@@ -142,17 +141,13 @@ type Tracer struct {
 // Open checks privileges and kernel support, then loads and attaches a
 // backend (with Auto, the first that works: openAuto).
 func Open(opts Options) (*Tracer, error) {
+	raiseMemlock()
 	go parsedSpec()
 	if err := checkPrivileges(); err != nil {
 		return nil, err
 	}
 	if err := checkKernel(); err != nil {
 		return nil, err
-	}
-	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; later ones
-	// to the memory cgroup, where this does nothing.
-	if err := rlimit.RemoveMemlock(); err != nil {
-		slog.Debug("could not raise RLIMIT_MEMLOCK", "err", err)
 	}
 	if opts.RingBufferSize == 0 {
 		opts.RingBufferSize = DefaultRingBufferSize
@@ -220,7 +215,11 @@ func open(b Backend, opts Options) (_ *Tracer, err error) {
 		slog.Debug("no kernel symbol lookup from BPF: reading /proc/kallsyms", "err", err)
 		syms = make(chan map[string]uint64, 1)
 		go func() {
-			m, err := kernelSymbols(slices.Collect(maps.Keys(workFuncs))...)
+			names := slices.Collect(maps.Keys(workFuncs))
+			if useCompat() {
+				names = append(names, ucountsTable)
+			}
+			m, err := kernelSymbols(names...)
 			if err != nil {
 				slog.Debug("kallsyms unreadable", "err", err)
 			}
@@ -289,6 +288,11 @@ func open(b Backend, opts Options) (_ *Tracer, err error) {
 		return nil, err
 	}
 	t.setAddresses(hooks, addrs)
+	if a := addrs[ucountsTable]; t.compat && a != 0 {
+		if err := coll.Variables["ucounts_table"].Set(a); err != nil {
+			return nil, fmt.Errorf("set ucounts_table: %w", err)
+		}
+	}
 	if opts.KernelStacks {
 		t.stacks = newStackNames(coll.Maps["stacks"])
 		go t.stacks.syms() // read kallsyms while the rest starts
@@ -637,6 +641,11 @@ func setKnobs(spec *ebpf.CollectionSpec, b Backend) (hooks map[string]bool, err 
 	}
 	return hooks, nil
 }
+
+// ucountsTable is the kernel's table of per-user counts, which the compat
+// object looks a failed call's caller up in (before 5.14 a cred does not
+// point at its own; bpf/lib/limits.h).
+const ucountsTable = "ucounts_hashtable"
 
 // workFnsProg looks the work functions' addresses up (bpf/hooks/destroy.h).
 const workFnsProg = "common_work_fns"

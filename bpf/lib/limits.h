@@ -210,6 +210,32 @@ static __always_inline __u32 types_of(__u64 flags)
 	return t;
 }
 
+#ifdef NSTRACE_COMPAT
+// Before 5.14 a cred has no ucounts: the caller's are where inc_ucount()
+// finds them, in the kernel's hash table of them (kernel/ucount.c:
+// ucounts_hashtable, 1 << 10 buckets, hash_ptr(ns + uid)). Its address
+// comes from /proc/kallsyms (userspace, after the load); 0: unknown.
+__u64 ucounts_table = 0;
+
+static __always_inline __u64 find_ucounts(struct user_namespace *ns, __u32 uid)
+{
+	__u64 bucket = (((__u64)ns + uid) * 0x61C8864680B583EBULL) >> (64 - 10);
+	struct hlist_node *n = NULL;
+
+	if (!ucounts_table)
+		return 0;
+	bpf_probe_read_kernel(&n, sizeof(n), (void *)(ucounts_table + bucket * sizeof(struct hlist_head)));
+	for (int i = 0; i < 8 && n; i++) {
+		struct ucounts *c = container_of(n, struct ucounts, node);
+
+		if (BPF_CORE_READ(c, ns) == ns && BPF_CORE_READ(c, uid.val) == uid)
+			return (__u64)c;
+		n = BPF_CORE_READ(n, next);
+	}
+	return 0;
+}
+#endif
+
 // full_count finds, for a failure with ENOSPC, the count that was at its
 // limit: inc_ucount() charges the caller (its euid in its user namespace)
 // and then each ancestor user namespace (as the owner of the child one),
@@ -226,6 +252,10 @@ static __always_inline int full_count(struct task_struct *t, __u32 types, struct
 
 	if (bpf_core_field_exists(t->cred->ucounts))
 		uc = (__u64)BPF_CORE_READ(t, cred, ucounts);
+#ifdef NSTRACE_COMPAT
+	else
+		uc = find_ucounts(ns, BPF_CORE_READ(t, cred, euid.val));
+#endif
 	for (int level = 0; level < LIMIT_LEVELS; level++) {
 		if (level > 0) {
 			uc = (__u64)BPF_CORE_READ(ns, ucounts);

@@ -27,6 +27,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 )
 
@@ -50,6 +51,11 @@ func init() { runtime.LockOSThread() }
 func TestMain(m *testing.M) {
 	if mode, ok := os.LookupEnv(helperEnv); ok {
 		os.Exit(runHelper(mode))
+	}
+	// The tests make BPF maps of their own: kernels before 5.11 charge
+	// them to RLIMIT_MEMLOCK.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		fmt.Fprintf(os.Stderr, "nstrace integration tests: raise RLIMIT_MEMLOCK: %v\n", err)
 	}
 	cleanup, err := setup()
 	if err != nil {
