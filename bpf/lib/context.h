@@ -468,7 +468,15 @@ static __always_inline void actor_memo_of(struct task_struct *t, struct actx *a,
 		__builtin_memcpy(a->comm, t->comm, sizeof(a->comm));
 		__builtin_memcpy(a->parent_comm, t->real_parent->comm, sizeof(a->parent_comm));
 	} else {
+#ifdef NSTRACE_COMPAT
+		// Where exec copies the name with strlcpy (5.10 does), the
+		// bytes after comm's NUL are an older name's, and the --comm
+		// filter compares all 16.
+		__builtin_memset(a->comm, 0, sizeof(a->comm));
+		bpf_probe_read_kernel_str(a->comm, sizeof(a->comm), t->comm);
+#else
 		bpf_probe_read_kernel(a->comm, sizeof(a->comm), t->comm);
+#endif
 		bpf_probe_read_kernel_str(a->parent_comm, sizeof(a->parent_comm), RD(btf, t, real_parent)->comm);
 	}
 	a->pass = actor_passes(a, RD2(btf, t, group_leader, start_time));
