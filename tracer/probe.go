@@ -166,6 +166,16 @@ func needCompat() bool {
 // useCompat is needCompat, probed once.
 var useCompat = sync.OnceValue(needCompat)
 
+// Object says which BPF object Open loads here: "current", or "compat"
+// (the one built for kernels before 5.15) with what this kernel lacks of
+// what the current one uses (nothing when NSTRACE_BPF_OBJECT forced it).
+func Object() (name string, lacking []string) {
+	if !useCompat() {
+		return "current", nil
+	}
+	return "compat", missingFeatures()
+}
+
 // kernelRelease is uname's release (a variable, so that a test can be an
 // older kernel).
 var kernelRelease = func() string {

@@ -45,7 +45,13 @@ type checkReport struct {
 	Capabilities            []string `json:"capabilities"`
 	UnprivilegedBPFDisabled string   `json:"unprivileged_bpf_disabled"`
 	RingBuffer              item     `json:"ring_buffer"`
-	Cgroup                  struct {
+	// The BPF object Open loads: "current", or "compat" (for kernels
+	// before 5.15) and what the kernel lacks of the current one's needs.
+	BPFObject struct {
+		Name    string   `json:"name"`
+		Lacking []string `json:"lacking,omitempty"`
+	} `json:"bpf_object"`
+	Cgroup struct {
 		Version   int    `json:"version"`
 		Hierarchy string `json:"hierarchy"`
 		Mount     string `json:"mount"`
@@ -146,6 +152,7 @@ func check(btf string) *checkReport {
 	}
 	r.UnprivilegedBPFDisabled = sysctl("/proc/sys/kernel/unprivileged_bpf_disabled")
 	r.RingBuffer = itemOf(tracer.RingBufferProblem(), "BPF_MAP_TYPE_RINGBUF")
+	r.BPFObject.Name, r.BPFObject.Lacking = tracer.Object()
 	if h, err := tracer.ChooseCgroupHierarchy(""); err != nil {
 		r.Cgroup.Error = err.Error()
 	} else {
@@ -240,6 +247,15 @@ func writeCheck(w io.Writer, r *checkReport) {
 	}
 	fmt.Fprintf(tw, "privileges\t%s; effective: %s; unprivileged_bpf_disabled %s\n", who, caps, r.UnprivilegedBPFDisabled)
 	fmt.Fprintf(tw, "ring buffer\t%s\n", yes(r.RingBuffer))
+	if r.BPFObject.Name == "compat" {
+		why := "forced by NSTRACE_BPF_OBJECT"
+		if len(r.BPFObject.Lacking) > 0 {
+			why = "this kernel lacks " + strings.Join(r.BPFObject.Lacking, ", ")
+		}
+		fmt.Fprintf(tw, "bpf object\tthe one for kernels before 5.15 (%s)\n", why)
+	} else {
+		fmt.Fprintf(tw, "bpf object\tcurrent\n")
+	}
 	if r.Cgroup.Error != "" {
 		fmt.Fprintf(tw, "cgroup\tunknown: %s\n", r.Cgroup.Error)
 	} else {
