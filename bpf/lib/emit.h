@@ -239,13 +239,10 @@ static __always_inline int emit_ns_body(__u32 what, __u64 inums, __u64 kid, stru
 		if (old && (kid ? old->id != kid : !old->joined)) {
 			// A watch on the inum is the dead one's, whatever its
 			// entry says: the poll must not find it gone later and
-			// take it for this one. Whoever ends a watch reports
-			// the destroy: a poll on another CPU may have found it
-			// gone first.
-			bool polled = watch_survivors && !unwatch(inum) && old->watched;
-
-			if (!polled)
-				emit_destroy(old->type, inum, HOW_REUSED, 0, a);
+			// take it for this one.
+			if (watch_survivors)
+				unwatch(inum);
+			emit_destroy(old->type, inum, HOW_REUSED, 0, a);
 		}
 	}
 	owner_is(&o, a);
@@ -406,10 +403,6 @@ static __always_inline int emit_destroy_body(__u32 type, __u32 inum, __u32 how, 
 	if (!a)
 		return 0;
 	if (info && info->type == type && info->watched && (how & UNLESS_WATCHED))
-		return 0;
-	// A reuse reports the dead one's entry: gone by now, another CPU
-	// (the poll) reported it between the caller's look and this one.
-	if ((how & 0xff) == HOW_REUSED && !(info && info->type == type))
 		return 0;
 	how &= 0xff;
 	if (info && info->type == type) {
