@@ -454,9 +454,10 @@ func (t *Tracer) pollOnce(prog *ebpf.Program) (uint32, error) {
 	const first, level, rest = 0, 1, 2 // POLL_*
 	var inums []uint32
 	var inum uint32
-	var w [24]byte
-	it := t.coll.Maps["watched"].Iterate()
-	for it.Next(&inum, &w) {
+	m := t.coll.Maps["watched"]
+	w := make([]byte, m.ValueSize())
+	it := m.Iterate()
+	for it.Next(&inum, w) {
 		inums = append(inums, inum)
 	}
 	if err := it.Err(); err != nil {

@@ -85,7 +85,7 @@ int tp_poll_watched(void *ctx)
 }
 #else
 // Before 5.13 (compat.h) userspace walks the keys of watched and runs this
-// once per namespace and pass, in the order above (tracer.pollKeys):
+// once per namespace and pass, in the order above (tracer.pollOnce):
 // ctx holds the inode number, the pass and, for POLL_LEVEL, the level. On
 // POLL_FIRST it returns 1 + the level of a pid namespace found gone (to be
 // reported in a later pass), else 0.

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 // Kernels before 5.15 (5.10 LTS is the oldest nstrace supports) get a second
-// object built from the same source with NSTRACE_COMPAT (bpf_compat_*.o,
+// object built from the same source with NSTRACE_COMPAT (bpfcompat_*.o,
 // chosen at load time by tracer.useCompat). What it does without, and why
 // each stand-in is the one chosen:
 //   - global functions with pointer arguments (5.12): the four that take
@@ -9,7 +9,7 @@
 //   - bpf_get_current_task_btf (5.11): the current task is a raw address,
 //     so every read through it is a probe read (VIA_BTF means VIA_PROBE);
 //   - task local storage (5.11): a hash keyed by thread id, its entry
-//     deleted when the task is freed (hooks/process.h);
+//     deleted at the exit of the syscall that made it (lib/maps.h);
 //   - atomic fetch operations (5.12): ids come from per-CPU sequences, and
 //     flags are tested and cleared in two steps (a spare wakeup at worst);
 //   - bpf_task_pt_regs (5.15): the user registers are found where the
