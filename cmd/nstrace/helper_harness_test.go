@@ -397,15 +397,27 @@ func (tr *nstraceRun) unshareUTS() (int, uint64) {
 type wantEvent struct {
 	desc  string
 	match func(*jsonEvent) bool
+	// slack is how much later than the deadline the event may come when
+	// the kernel, not nstrace, sets when it happens (a free the kernel
+	// defers past an RCU grace period to a workqueue). An event in that
+	// window must pass lateOK, which says why not ("" if fine).
+	slack  time.Duration
+	lateOK func(*jsonEvent) string
 }
 
-// await waits up to timeout until every want has a matching event, and
-// returns the first match of each. On timeout it fails the test, listing what
-// is missing and every event related to the scenario.
+// await waits up to timeout (plus a want's slack) until every want has a
+// matching event, and returns the first match of each. On timeout it fails
+// the test, listing what is missing and every event related to the
+// scenario.
 func (tr *nstraceRun) await(timeout time.Duration, related func(*jsonEvent) bool, wants ...wantEvent) []*jsonEvent {
 	tr.t.Helper()
+	start := time.Now()
 	found := make([]*jsonEvent, len(wants))
-	ok := tr.waitUntil(timeout, func(evs []*jsonEvent, _ []outLine) bool {
+	var slack time.Duration
+	for _, w := range wants {
+		slack = max(slack, w.slack)
+	}
+	ok := tr.waitUntil(timeout+slack, func(evs []*jsonEvent, _ []outLine) bool {
 		all := true
 		for i, w := range wants {
 			if found[i] != nil {
@@ -422,15 +434,29 @@ func (tr *nstraceRun) await(timeout time.Duration, related func(*jsonEvent) bool
 		}
 		return all
 	})
-	if !ok {
-		var missing []string
-		for i, w := range wants {
-			if found[i] == nil {
-				missing = append(missing, w.desc)
+	var missing, late []string
+	for i, w := range wants {
+		e := found[i]
+		switch {
+		case e == nil:
+			missing = append(missing, w.desc)
+		case e.recv.Sub(start) <= timeout:
+		case w.slack == 0 || e.recv.Sub(start) > timeout+w.slack:
+			late = append(late, fmt.Sprintf("%s: came %v after the start of the wait (deadline %v): %s", w.desc, e.recv.Sub(start).Round(time.Millisecond), timeout, e.line))
+		default:
+			if why := w.lateOK(e); why != "" {
+				late = append(late, fmt.Sprintf("%s: came %v after the start of the wait, past the deadline of %v, and %s: %s", w.desc, e.recv.Sub(start).Round(time.Millisecond), timeout, why, e.line))
+			} else {
+				tr.t.Logf("%s: the kernel set its time: it came %v after the start of the wait (deadline %v, slack %v): %s", w.desc, e.recv.Sub(start).Round(time.Millisecond), timeout, w.slack, e.line)
 			}
 		}
+	}
+	if len(late) > 0 {
+		tr.t.Errorf("late events:\n  %s", strings.Join(late, "\n  "))
+	}
+	if !ok {
 		desc := tr.describe(related)
-		tr.t.Fatalf("within %v, no event for:\n  %s\n%s\n%s", timeout, strings.Join(missing, "\n  "), desc, tr.diagnoseMissing(wants, found))
+		tr.t.Fatalf("within %v, no event for:\n  %s\n%s\n%s", timeout+slack, strings.Join(missing, "\n  "), desc, tr.diagnoseMissing(wants, found))
 	}
 	return found
 }

@@ -694,10 +694,14 @@ func (td teardown) expect(tr *nstraceRun) map[string]*jsonEvent {
 			continue
 		}
 		keys = append(keys, key)
-		wants = append(wants, wantEvent{fmt.Sprintf("destroy type=%s inum=%d", nsTypeOf(key), td.inum[key]), td.isDestroy(key)})
+		w := wantEvent{desc: fmt.Sprintf("destroy type=%s inum=%d", nsTypeOf(key), td.inum[key]), match: td.isDestroy(key)}
+		if deferredFree[nsTypeOf(key)] {
+			w.slack, w.lateOK = deferredFreeSlack(), freedPromptly
+		}
+		wants = append(wants, w)
 	}
 	if td.holder != nil {
-		wants = append(wants, wantEvent{td.holderDesc(), td.isHolderFree})
+		wants = append(wants, wantEvent{desc: td.holderDesc(), match: td.isHolderFree})
 	}
 	found := tr.await(eventTimeout(), td.related, wants...)
 	destroys := map[string]*jsonEvent{}
@@ -707,6 +711,30 @@ func (td teardown) expect(tr *nstraceRun) map[string]*jsonEvent {
 		destroys[key] = found[i]
 	}
 	return destroys
+}
+
+// deferredFree holds the types whose free the kernel defers past an RCU
+// grace period, and for user and net to a workqueue after it: the release
+// only queues it, and on a loaded machine (a software-emulated VM on a busy
+// CI host) the free has come 8 s after the release. nstrace cannot report a
+// free before the kernel does it, so a destroy of these types may come
+// later than the deadline, if it is the hooked free and nstrace delivered
+// it promptly.
+var deferredFree = map[string]bool{"user": true, "net": true, "pid": true}
+
+func deferredFreeSlack() time.Duration { return scaled(8 * time.Second) }
+
+// freedPromptly accepts a late destroy if it is the kernel's own free
+// (how=freed, not a poll that came late) and nstrace delivered it within the
+// event deadline of the time the kernel did it.
+func freedPromptly(e *jsonEvent) string {
+	if e.How != "freed" {
+		return fmt.Sprintf("it is %q, not the kernel's free", e.How)
+	}
+	if lag := e.recv.Sub(e.wall); lag > eventTimeout() {
+		return fmt.Sprintf("nstrace delivered it %v after the kernel's free (more than %v)", lag.Round(time.Millisecond), eventTimeout())
+	}
+	return ""
 }
 
 // recall logs, for README's recall table, whether a destroy of a namespace

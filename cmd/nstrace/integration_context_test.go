@@ -119,14 +119,14 @@ func (u *unshared) lifecycle(t *testing.T, trs ...*nstraceRun) [][]*jsonEvent {
 	for i, tr := range trs {
 		tr.watch(u.pid())
 		out[i] = tr.await(eventTimeout(), related,
-			wantEvent{fmt.Sprintf("create uts %d", u.uts), isEv("create", "uts", u.uts)},
-			wantEvent{fmt.Sprintf("create net %d", u.net), isEv("create", "net", u.net)})
+			wantEvent{desc: fmt.Sprintf("create uts %d", u.uts), match: isEv("create", "uts", u.uts)},
+			wantEvent{desc: fmt.Sprintf("create net %d", u.net), match: isEv("create", "net", u.net)})
 	}
 	u.p.release()
 	for i, tr := range trs {
 		out[i] = append(out[i], tr.await(scaled(5*time.Second), related,
-			wantEvent{fmt.Sprintf("destroy uts %d", u.uts), isEv("destroy", "uts", u.uts)},
-			wantEvent{fmt.Sprintf("destroy net %d", u.net), isEv("destroy", "net", u.net)})...)
+			wantEvent{desc: fmt.Sprintf("destroy uts %d", u.uts), match: isEv("destroy", "uts", u.uts)},
+			wantEvent{desc: fmt.Sprintf("destroy net %d", u.net), match: isEv("destroy", "net", u.net)})...)
 	}
 	return out
 }
@@ -194,8 +194,8 @@ func TestExeAfterExec(t *testing.T) {
 	}
 	tr.watch(p.selfPID)
 	evs := tr.await(eventTimeout(), func(e *jsonEvent) bool { return e.PID == p.selfPID },
-		wantEvent{fmt.Sprintf("join uts %d", holder.uts), isEv("join", "uts", holder.uts)},
-		wantEvent{fmt.Sprintf("join net %d", holder.net), isEv("join", "net", holder.net)})
+		wantEvent{desc: fmt.Sprintf("join uts %d", holder.uts), match: isEv("join", "uts", holder.uts)},
+		wantEvent{desc: fmt.Sprintf("join net %d", holder.net), match: isEv("join", "net", holder.net)})
 	if evs[0].Exe != nsenter || evs[1].Exe != again {
 		t.Errorf("want the joins by %s then %s\n    events: %s\n            %s", nsenter, again, evs[0], evs[1])
 	}
@@ -234,9 +234,9 @@ func TestCgroupAfterMove(t *testing.T) {
 	}
 	tr.watch(p.selfPID)
 	evs := tr.await(eventTimeout(), func(e *jsonEvent) bool { return e.PID == p.selfPID },
-		wantEvent{fmt.Sprintf("create ipc %d", p.ns["ipc"]), isEv("create", "ipc", p.ns["ipc"])},
-		wantEvent{fmt.Sprintf("join uts %d", holder.uts), isEv("join", "uts", holder.uts)},
-		wantEvent{fmt.Sprintf("join net %d", holder.net), isEv("join", "net", holder.net)})
+		wantEvent{desc: fmt.Sprintf("create ipc %d", p.ns["ipc"]), match: isEv("create", "ipc", p.ns["ipc"])},
+		wantEvent{desc: fmt.Sprintf("join uts %d", holder.uts), match: isEv("join", "uts", holder.uts)},
+		wantEvent{desc: fmt.Sprintf("join net %d", holder.net), match: isEv("join", "net", holder.net)})
 	for i, want := range []struct {
 		rel string
 		id  uint64
@@ -372,7 +372,7 @@ func TestFilterTypeAndEvent(t *testing.T) {
 			var wants []wantEvent
 			for _, w := range c.want {
 				ev, typ, _ := strings.Cut(w, " ")
-				wants = append(wants, wantEvent{w, isEv(ev, typ, inum[typ])})
+				wants = append(wants, wantEvent{desc: w, match: isEv(ev, typ, inum[typ])})
 			}
 			if c.want[0] == "create net" {
 				a.await(eventTimeout(), related, wants[0])
@@ -447,7 +447,7 @@ func TestContextOfExisting(t *testing.T) {
 	tr.watch(u.pid())
 	related := func(e *jsonEvent) bool { return e.Inum == u.uts || e.Inum == u.net }
 	exist := tr.await(eventTimeout(), related,
-		wantEvent{"exist uts", isEv("exist", "uts", u.uts)}, wantEvent{"exist net", isEv("exist", "net", u.net)})
+		wantEvent{desc: "exist uts", match: isEv("exist", "uts", u.uts)}, wantEvent{desc: "exist net", match: isEv("exist", "net", u.net)})
 	for _, e := range exist {
 		if e.PID != u.pid() || e.Cgroup != rel || e.CgroupID != cgid || e.Exe != path || e.ParentComm != selfComm(t) {
 			t.Errorf("exist: want pid %d, cgroup %s (id %d), exe %s, parent_comm %s\n    event: %s", u.pid(), rel, cgid, path, selfComm(t), e)
@@ -455,7 +455,7 @@ func TestContextOfExisting(t *testing.T) {
 	}
 	u.p.release()
 	destroys := tr.await(scaled(5*time.Second), related,
-		wantEvent{"destroy uts", isEv("destroy", "uts", u.uts)}, wantEvent{"destroy net", isEv("destroy", "net", u.net)})
+		wantEvent{desc: "destroy uts", match: isEv("destroy", "uts", u.uts)}, wantEvent{desc: "destroy net", match: isEv("destroy", "net", u.net)})
 	for _, e := range destroys {
 		if e.Owner == nil || e.Owner.PID != u.pid() || e.Cgroup != rel {
 			t.Errorf("destroy: want owner pid %d, cgroup %s\n    event: %s", u.pid(), rel, e)

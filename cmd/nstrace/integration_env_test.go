@@ -50,7 +50,7 @@ func TestEnvBTFFile(t *testing.T) {
 		tr := startTracer(t, "json", "--btf", copyPath)
 		pid, inum := tr.unshareUTS()
 		tr.await(eventTimeout(), func(e *jsonEvent) bool { return e.PID == pid },
-			wantEvent{"create with --btf", isEv("create", "uts", inum)})
+			wantEvent{desc: "create with --btf", match: isEv("create", "uts", inum)})
 		tr.stop(os.Interrupt)
 	})
 }

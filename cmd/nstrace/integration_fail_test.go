@@ -57,7 +57,7 @@ func TestFailUnprivileged(t *testing.T) {
 		t.Fatalf("unshare -n as nobody: stderr %q, want EPERM's message", stderr)
 	}
 	tr.watch(pid)
-	e := tr.await(eventTimeout(), isFail(pid), wantEvent{"fail of unshare -n by nobody", isFail(pid)})[0]
+	e := tr.await(eventTimeout(), isFail(pid), wantEvent{desc: "fail of unshare -n by nobody", match: isFail(pid)})[0]
 	if e.Syscall != "unshare" || e.Error != "EPERM" || e.Errno != int(syscall.EPERM) || e.UID != 65534 ||
 		e.Reason != "" || strings.Join(e.CloneFlags, "|") != "CLONE_NEWNET" {
 		t.Errorf("fail event %s: want syscall unshare, error EPERM (1), uid 65534, clone_flags [CLONE_NEWNET], no reason", e)
@@ -136,12 +136,12 @@ func TestFailLimit(t *testing.T) {
 	}
 	related := func(e *jsonEvent) bool { return e.UserNs == userNS }
 	got := tr.await(eventTimeout(), related,
-		wantEvent{"create by h1", byPid("create", step["h1"])},
-		wantEvent{"limit event at h1's create", byPid("limit", step["h1"])},
-		wantEvent{"fail of the refused unshare", byPid("fail", step["fail"])},
-		wantEvent{"create by h2", byPid("create", step["h2"])},
-		wantEvent{"create after h2 went", byPid("create", step["again"])},
-		wantEvent{"limit event again", byPid("limit", step["again"])},
+		wantEvent{desc: "create by h1", match: byPid("create", step["h1"])},
+		wantEvent{desc: "limit event at h1's create", match: byPid("limit", step["h1"])},
+		wantEvent{desc: "fail of the refused unshare", match: byPid("fail", step["fail"])},
+		wantEvent{desc: "create by h2", match: byPid("create", step["h2"])},
+		wantEvent{desc: "create after h2 went", match: byPid("create", step["again"])},
+		wantEvent{desc: "limit event again", match: byPid("limit", step["again"])},
 	)
 	usage := func(e *jsonEvent, count, limit uint32) {
 		t.Helper()
@@ -204,7 +204,7 @@ func TestFailUserNamespaceDepth(t *testing.T) {
 		}
 	}
 	tr.watch(pid)
-	e := tr.await(eventTimeout(), isFail(pid), wantEvent{"fail of the unshare at level 33", isFail(pid)})[0]
+	e := tr.await(eventTimeout(), isFail(pid), wantEvent{desc: "fail of the unshare at level 33", match: isFail(pid)})[0]
 	if e.Type != "user" || e.Error != "ENOSPC" || e.Reason != "depth" || e.Depth == nil || e.MaxDepth == nil || *e.Depth != 34 || *e.MaxDepth != 33 {
 		t.Errorf("fail event %s: want type user, ENOSPC, reason depth, depth 34, max_depth 33", e)
 	}
@@ -393,7 +393,7 @@ func TestFailClone(t *testing.T) {
 			pid := os.Getpid()
 			tr.watch(pid)
 			isOurs := func(e *jsonEvent) bool { return isFail(pid)(e) && e.Syscall == r.syscall }
-			e := tr.await(eventTimeout(), isFail(pid), wantEvent{r.syscall + " failure of this process", isOurs})[0]
+			e := tr.await(eventTimeout(), isFail(pid), wantEvent{desc: r.syscall + " failure of this process", match: isOurs})[0]
 			if e.Error != "EINVAL" || e.Errno != int(syscall.EINVAL) || e.Reason != "" ||
 				e.CloneFlagsRaw&uint64(r.flags) != uint64(r.flags) {
 				t.Errorf("fail event %s: want EINVAL, no reason, clone_flags_raw with %#x", e, r.flags)
@@ -454,10 +454,10 @@ func TestKernelStack(t *testing.T) {
 		return func(e *jsonEvent) bool { return e.Event == kind && e.PID == pid && (kind == "fail" || e.Type == "uts") }
 	}
 	got := tr.await(eventTimeout(), nil,
-		wantEvent{"create by unshare", ev("create", pid)},
-		wantEvent{"destroy at its exit", ev("destroy", pid)},
-		wantEvent{"fail of unshare -n", ev("fail", failPid)},
-		wantEvent{"create by clone", ev("create", os.Getpid())},
+		wantEvent{desc: "create by unshare", match: ev("create", pid)},
+		wantEvent{desc: "destroy at its exit", match: ev("destroy", pid)},
+		wantEvent{desc: "fail of unshare -n", match: ev("fail", failPid)},
+		wantEvent{desc: "create by clone", match: ev("create", os.Getpid())},
 	)
 	tr.stop(os.Interrupt)
 	for i, what := range []string{"unshare create", "exit destroy", "unshare fail", "clone create"} {

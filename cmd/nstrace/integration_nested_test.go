@@ -36,7 +36,7 @@ func awaitCreate(tr *nstraceRun, typ string, inum uint64, comm string) *jsonEven
 	tr.t.Helper()
 	tr.watch()
 	desc := fmt.Sprintf("create type=%s inum=%d comm=%s", typ, inum, comm)
-	e := tr.await(eventTimeout(), func(e *jsonEvent) bool { return e.Inum == inum }, wantEvent{desc, func(e *jsonEvent) bool {
+	e := tr.await(eventTimeout(), func(e *jsonEvent) bool { return e.Inum == inum }, wantEvent{desc: desc, match: func(e *jsonEvent) bool {
 		return e.Event == "create" && e.Type == typ && e.Inum == inum && e.Comm == comm
 	}})[0]
 	if why := checkNsID(e, nil); why != "" {

@@ -130,9 +130,9 @@ func TestOrphans(t *testing.T) {
 	busyInum := waitNsChange(t, busy.Process.Pid, "uts")
 
 	evs := tr.await(3*after+eventTimeout()*2, func(e *jsonEvent) bool { return e.Event == "orphan" },
-		wantEvent{"orphan of the ip netns", isOrphan("net", netInum)},
-		wantEvent{"orphan of the uts bind mount", isOrphan("uts", utsInum)},
-		wantEvent{"orphan of the ipc namespace held by fd 7", isOrphan("ipc", ipcInum)})
+		wantEvent{desc: "orphan of the ip netns", match: isOrphan("net", netInum)},
+		wantEvent{desc: "orphan of the uts bind mount", match: isOrphan("uts", utsInum)},
+		wantEvent{desc: "orphan of the ipc namespace held by fd 7", match: isOrphan("ipc", ipcInum)})
 	waited := time.Since(started)
 
 	net, uts, ipc := orphanOf(t, evs[0]), orphanOf(t, evs[1]), orphanOf(t, evs[2])
@@ -156,7 +156,7 @@ func TestOrphans(t *testing.T) {
 
 	// 5. The netns orphans and dies: its destroy says for how long.
 	runProgram(t, "ip", "netns", "del", name)
-	d := tr.await(eventTimeout()*2, isDestroyOf("net", netInum), wantEvent{"destroy of the ip netns", isDestroyOf("net", netInum)})[0]
+	d := tr.await(eventTimeout()*2, isDestroyOf("net", netInum), wantEvent{desc: "destroy of the ip netns", match: isDestroyOf("net", netInum)})[0]
 	if r := orphanOf(t, d); r.OrphanedForNS == nil || *r.OrphanedForNS < *net.OrphanedForNS {
 		t.Errorf("destroy %s: orphaned_for_ns %v, want at least the orphan event's %d", d, r.OrphanedForNS, *net.OrphanedForNS)
 	}

@@ -129,6 +129,6 @@ func TestLeastPrivilege(t *testing.T) {
 	// kernel gives it.
 	pid, inum := tr.unshareUTS()
 	tr.await(eventTimeout(), func(e *jsonEvent) bool { return e.PID == pid },
-		wantEvent{fmt.Sprintf("create of uts %d by unshare", inum), isEv("create", "uts", inum)})
+		wantEvent{desc: fmt.Sprintf("create of uts %d by unshare", inum), match: isEv("create", "uts", inum)})
 	tr.stop(os.Interrupt)
 }

@@ -96,7 +96,7 @@ func TestRuncKubernetesCgroups(t *testing.T) {
 			types := differingTypes(p.ns, selfNS(t))
 			var wants []wantEvent
 			for _, typ := range types {
-				wants = append(wants, wantEvent{fmt.Sprintf("create %s %d", typ, p.ns[nsKey(typ)]), isEv("create", typ, p.ns[nsKey(typ)])})
+				wants = append(wants, wantEvent{desc: fmt.Sprintf("create %s %d", typ, p.ns[nsKey(typ)]), match: isEv("create", typ, p.ns[nsKey(typ)])})
 			}
 			related := func(e *jsonEvent) bool { return e.ContainerID == id || e.Event == "lost" }
 			a.watch()
@@ -112,8 +112,8 @@ func TestRuncKubernetesCgroups(t *testing.T) {
 			p.release()
 			var dwants []wantEvent
 			for _, c := range creates {
-				dwants = append(dwants, wantEvent{fmt.Sprintf("destroy %s ns_id %d", c.Type, c.NsID),
-					func(e *jsonEvent) bool { return e.Event == "destroy" && e.Type == c.Type && e.NsID == c.NsID }})
+				dwants = append(dwants, wantEvent{desc: fmt.Sprintf("destroy %s ns_id %d", c.Type, c.NsID),
+					match: func(e *jsonEvent) bool { return e.Event == "destroy" && e.Type == c.Type && e.NsID == c.NsID }})
 			}
 			for _, e := range a.await(scaled(8*time.Second), related, dwants...) {
 				check(e, &e.jsonContext)
@@ -169,14 +169,14 @@ func TestDockerContainer(t *testing.T) {
 	related := func(e *jsonEvent) bool { return e.ContainerID == id || e.Event == "lost" }
 	var wants []wantEvent
 	for _, typ := range []string{"mnt", "uts", "ipc", "pid", "net"} {
-		wants = append(wants, wantEvent{"create " + typ + " of the container", func(e *jsonEvent) bool { return e.Event == "create" && e.Type == typ }})
+		wants = append(wants, wantEvent{desc: "create " + typ + " of the container", match: func(e *jsonEvent) bool { return e.Event == "create" && e.Type == typ }})
 	}
-	wants = append(wants, wantEvent{"nsproxy_free in the container", func(e *jsonEvent) bool { return e.Event == "nsproxy_free" }})
+	wants = append(wants, wantEvent{desc: "nsproxy_free in the container", match: func(e *jsonEvent) bool { return e.Event == "nsproxy_free" }})
 	found := a.await(scaled(5*time.Second), related, wants...)
 	var dwants []wantEvent
 	for _, c := range found[:5] {
-		dwants = append(dwants, wantEvent{fmt.Sprintf("destroy %s ns_id %d", c.Type, c.NsID),
-			func(e *jsonEvent) bool { return e.Event == "destroy" && e.Type == c.Type && e.NsID == c.NsID }})
+		dwants = append(dwants, wantEvent{desc: fmt.Sprintf("destroy %s ns_id %d", c.Type, c.NsID),
+			match: func(e *jsonEvent) bool { return e.Event == "destroy" && e.Type == c.Type && e.NsID == c.NsID }})
 	}
 	a.await(scaled(8*time.Second), related, dwants...)
 	b.stop(os.Interrupt)

@@ -124,7 +124,7 @@ func awaitExist(tr *nstraceRun, inums map[string]uint64) map[string]*existRecord
 	var wants []wantEvent
 	for _, typ := range slices.Sorted(maps.Keys(inums)) {
 		types = append(types, typ)
-		wants = append(wants, wantEvent{fmt.Sprintf("exist type=%s inum=%d", typ, inums[typ]), isExist(typ, inums[typ])})
+		wants = append(wants, wantEvent{desc: fmt.Sprintf("exist type=%s inum=%d", typ, inums[typ]), match: isExist(typ, inums[typ])})
 	}
 	related := func(e *jsonEvent) bool {
 		return e.Event == "lost" || slices.Contains(slices.Collect(maps.Values(inums)), e.Inum)
@@ -460,8 +460,8 @@ func TestSnapshotOffByDefault(t *testing.T) {
 		t.Fatal(err)
 	}
 	tr.await(eventTimeout(), func(e *jsonEvent) bool { return e.PID == pid }, wantEvent{
-		fmt.Sprintf("create uts pid=%d", pid),
-		func(e *jsonEvent) bool { return e.Event == "create" && e.Type == "uts" && e.Inum == inum },
+		desc:  fmt.Sprintf("create uts pid=%d", pid),
+		match: func(e *jsonEvent) bool { return e.Event == "create" && e.Type == "uts" && e.Inum == inum },
 	})
 	evs := tr.stop(os.Interrupt)
 	forbid(t, evs, "exist without --snapshot", func(e *jsonEvent) bool { return e.Event == "exist" })

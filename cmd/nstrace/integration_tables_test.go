@@ -54,7 +54,7 @@ func TestFullTable(t *testing.T) {
 	}
 	var wants []wantEvent
 	for inum := range inums {
-		wants = append(wants, wantEvent{fmt.Sprintf("create uts %d", inum), isEv("create", "uts", inum)})
+		wants = append(wants, wantEvent{desc: fmt.Sprintf("create uts %d", inum), match: isEv("create", "uts", inum)})
 	}
 	creates := tr.await(eventTimeout(), func(e *jsonEvent) bool { return inums[e.Inum] }, wants...)
 	partial := map[uint64]bool{}
@@ -77,7 +77,7 @@ func TestFullTable(t *testing.T) {
 	cmds = nil
 	wants = wants[:0]
 	for inum := range inums {
-		wants = append(wants, wantEvent{fmt.Sprintf("destroy uts %d", inum), isEv("destroy", "uts", inum)})
+		wants = append(wants, wantEvent{desc: fmt.Sprintf("destroy uts %d", inum), match: isEv("destroy", "uts", inum)})
 	}
 	for _, d := range tr.await(eventTimeout(), func(e *jsonEvent) bool { return inums[e.Inum] }, wants...) {
 		// What the table did not keep has no owner or lifetime: partial;
@@ -90,8 +90,8 @@ func TestFullTable(t *testing.T) {
 	// Room again: exact events.
 	_, inum := tr.unshareUTS()
 	ev := tr.await(eventTimeout(), func(e *jsonEvent) bool { return e.Inum == inum },
-		wantEvent{"create after the table freed", isEv("create", "uts", inum)},
-		wantEvent{"its destroy", isEv("destroy", "uts", inum)})
+		wantEvent{desc: "create after the table freed", match: isEv("create", "uts", inum)},
+		wantEvent{desc: "its destroy", match: isEv("destroy", "uts", inum)})
 	if ev[0].Partial || ev[1].Partial || ev[1].LifetimeNS == nil {
 		t.Errorf("with room in the table again, still partial or without a lifetime:\n  %s\n  %s", ev[0], ev[1])
 	}
