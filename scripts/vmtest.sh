@@ -35,8 +35,12 @@
 #                    patched while a kprobe/ftrace site was armed): cross-CPU code
 #                    patching is not coherent under multi-threaded TCG.
 #   VMTEST_CI        1: CI's subset: a kernel whose line in kernels.txt says
-#                    ci=BACKEND,... runs only those of BACKENDS (make vmtest;
+#                    ci=BACKEND,... runs only those of BACKENDS, and one that
+#                    says ci-pkgs=PKG,... only those of PKGS (make vmtest;
 #                    make vmtest-all runs every kernel under every backend)
+#   VMTEST_JOBS      VMs that run at once (default: under software emulation,
+#                    one per host CPU, as one VM keeps one CPU busy; under KVM
+#                    1). With more than one, consoles go to the logs only.
 #   VMTEST_CACHE     cache folder (default: <repo>/.cache/vmtest)
 #   VMTEST_KERNELS_FILE  the kernels' list (default: scripts/kernels.txt)
 #   VMTEST_SRC       module directory whose packages are built (default: the repo)
@@ -207,19 +211,21 @@ kernel_entries() {
 	fi
 }
 
-# kernel_opts parses kernel options $1 (ci=, suite=, arch=): sets
-# KSUITE, KARCH and KBACKENDS, which of BACKENDS the kernel runs: all of
-# them, or with VMTEST_CI=1 and a ci= option, those it names (none for
-# ci=none).
+# kernel_opts parses kernel options $1 (ci=, ci-pkgs=, suite=, arch=):
+# sets KSUITE, KARCH and KBACKENDS, which of BACKENDS the kernel runs: all
+# of them, or with VMTEST_CI=1 and a ci= option, those it names (none for
+# ci=none); and KCIPKGS, with VMTEST_CI=1 the packages ci-pkgs= names (empty:
+# all of PKGS).
 kernel_opts() {
 	local opt ci='' b out=()
-	KSUITE=$HOST_SUITE KARCH=amd64
+	KSUITE=$HOST_SUITE KARCH=amd64 KCIPKGS=''
 	for opt in $1; do
 		case $opt in
 		ci=*) ci=${opt#ci=} ;;
+		ci-pkgs=*) [ "$VMTEST_CI" != 1 ] || KCIPKGS=$(words "${opt#ci-pkgs=}" | xargs) ;;
 		suite=*) KSUITE=${opt#suite=} ;;
 		arch=*) KARCH=${opt#arch=} ;;
-		*) die "kernels.txt: unknown option '$opt' (valid: suite=NAME, arch=amd64, ci=BACKEND,...)" ;;
+		*) die "kernels.txt: unknown option '$opt' (valid: suite=NAME, arch=amd64|arm64, ci=BACKEND,..., ci-pkgs=PKG,...)" ;;
 		esac
 	done
 	[ -n "$KSUITE" ] || die "kernels.txt: no suite= for a kernel, and this machine's Debian release is unknown"
@@ -508,6 +514,7 @@ kernel_initrd() {
 	mkdir -p "$kst/vmtest"
 	echo "kernel=$KLABEL" >"$kst/vmtest/kernel.conf"
 	[ "$KBACKENDS" = "$(words "$BACKENDS" | xargs)" ] || echo "backends=${KBACKENDS// /,}" >>"$kst/vmtest/kernel.conf"
+	[ "$KPKGS" = "${TEST_NAMES[*]}" ] || echo "pkgs=${KPKGS// /,}" >>"$kst/vmtest/kernel.conf"
 	if [ -n "$KMODDIR" ] && [ -n "$VMTEST_MODULES" ]; then
 		local kver
 		kver=$(basename "$KMODDIR")
@@ -578,13 +585,16 @@ mkdir -p "$VMTEST_CACHE/logs" "$VMTEST_CACHE/kernels"
 exec 9>"$VMTEST_CACHE/.lock"
 flock -n 9 || { say "another vmtest run holds $VMTEST_CACHE/.lock: waiting"; flock 9; }
 
-# Whatever stops this script stops the VM too.
-QEMU_PIDFILE=$VMTEST_CACHE/qemu.pid
+# Whatever stops this script stops the VMs too (one pid file each).
+RUNDIR=$VMTEST_CACHE/run
 stop_vm() {
-	local pid
-	pid=$(cat "$QEMU_PIDFILE" 2>/dev/null || true)
-	if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then kill "$pid" 2>/dev/null || true; fi
-	rm -f "$QEMU_PIDFILE"
+	local f pid
+	for f in "$RUNDIR"/*.pid; do
+		[ -f "$f" ] || continue
+		pid=$(cat "$f" 2>/dev/null || true)
+		if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then kill "$pid" 2>/dev/null || true; fi
+		rm -f "$f"
+	done
 }
 trap stop_vm EXIT
 trap 'stop_vm; exit 130' INT
@@ -595,7 +605,7 @@ ensure_host_tools
 
 mapfile -t ENTRIES < <(kernel_entries)
 [ ${#ENTRIES[@]} -gt 0 ] || die "no kernels to test (KERNELS / $KERNELS_FILE)"
-declare -a K_LABELS=() K_IMAGES=() K_CONFIGS=() K_MODDIRS=() K_BACKENDS=() K_ARCHS=()
+declare -a K_LABELS=() K_IMAGES=() K_CONFIGS=() K_MODDIRS=() K_BACKENDS=() K_ARCHS=() K_CIPKGS=()
 for line in "${ENTRIES[@]}"; do
 	read -r e opts <<<"$line"
 	kernel_opts "${opts:-}"
@@ -605,7 +615,7 @@ for line in "${ENTRIES[@]}"; do
 	fi
 	fetch_kernel "$e"
 	K_LABELS+=("$KLABEL") K_IMAGES+=("$KIMAGE") K_CONFIGS+=("$KCONFIG") K_MODDIRS+=("$KMODDIR")
-	K_BACKENDS+=("$KBACKENDS") K_ARCHS+=("$KARCH")
+	K_BACKENDS+=("$KBACKENDS") K_ARCHS+=("$KARCH") K_CIPKGS+=("$KCIPKGS")
 done
 [ ${#K_LABELS[@]} -gt 0 ] || die "no kernel left to test (all ci=none)"
 for a in $(printf '%s\n' "${K_ARCHS[@]}" | sort -u); do
@@ -630,8 +640,102 @@ done
 HOST_ACCEL=("${QEMU_ACCEL[@]}")
 
 mapfile -t BACKEND_LIST < <(words "$BACKENDS")
-NRUNS=$((${#BACKEND_LIST[@]} * ${#TEST_NAMES[@]}))
-VM_TIMEOUT=${VMTEST_VM_TIMEOUT:-$((120 + NRUNS * (TIMEOUT_SECS + 45)))}
+
+# Each kernel's packages: with VMTEST_CI=1 those its ci-pkgs= names, else
+# every one built.
+declare -a K_PKGS=()
+for i in "${!K_LABELS[@]}"; do
+	pk=()
+	for p in "${TEST_NAMES[@]}"; do
+		if [ -z "${K_CIPKGS[$i]}" ] || [[ " ${K_CIPKGS[$i]} " == *" $p "* ]]; then pk+=("$p"); fi
+	done
+	[ ${#pk[@]} -gt 0 ] || die "kernels.txt: ci-pkgs=${K_CIPKGS[$i]// /,} of ${K_LABELS[$i]} names none of the packages built (${TEST_NAMES[*]})"
+	K_PKGS+=("${pk[*]}")
+done
+
+# How many VMs run at once. Software emulation runs all of a VM's vCPUs in
+# one host thread (VMTEST_TCG_THREAD=single), so a VM keeps one host CPU
+# busy: as many VMs as CPUs, longest first, instead of one after the other
+# with the other CPUs idle. A KVM guest's vCPUs are threads of their own,
+# and a console shell needs the terminal: one at a time.
+if [ -z "${VMTEST_JOBS:-}" ]; then
+	VMTEST_JOBS=$(nproc 2>/dev/null || echo 1)
+	[ "${HOST_ACCEL[1]}" != kvm ] || VMTEST_JOBS=1
+fi
+[[ $VMTEST_JOBS =~ ^[1-9][0-9]*$ ]] || die "VMTEST_JOBS must be a positive number, not '$VMTEST_JOBS'"
+[ "$VMTEST_SHELL" != 1 ] || VMTEST_JOBS=1
+[ "$VMTEST_JOBS" -le ${#K_LABELS[@]} ] || VMTEST_JOBS=${#K_LABELS[@]}
+if [ "$VMTEST_JOBS" -gt 1 ] && [ "$VMTEST_QUIET" != 1 ]; then
+	say "$VMTEST_JOBS VMs at once: their consoles go to their logs only"
+	VMTEST_QUIET=1
+fi
+
+# vm_timeout is the hard limit of kernel $1's boot: its runs' timeouts.
+vm_timeout() {
+	local nb np
+	nb=$(words "${K_BACKENDS[$1]}" | wc -l) np=$(words "${K_PKGS[$1]}" | wc -l)
+	echo "${VMTEST_VM_TIMEOUT:-$((120 + nb * np * (TIMEOUT_SECS + 45)))}"
+}
+
+# boot_kernel boots kernel $1 (an index of K_LABELS), which runs its tests
+# and powers off. The console goes to the kernel's log; qemu's exit status,
+# the VM's wall time, or what kept it from booting, to files in RUNDIR.
+boot_kernel() {
+	local i=$1 initrd stdin tb log rc limit
+	KLABEL=${K_LABELS[$i]} KIMAGE=${K_IMAGES[$i]} KCONFIG=${K_CONFIGS[$i]} KMODDIR=${K_MODDIRS[$i]}
+	KBACKENDS=${K_BACKENDS[$i]} KARCH=${K_ARCHS[$i]} KPKGS=${K_PKGS[$i]}
+	QEMU_ACCEL=(-accel "tcg,thread=$VMTEST_TCG_THREAD")
+	[ "$KARCH" != "$HOST_ARCH" ] || QEMU_ACCEL=("${HOST_ACCEL[@]}")
+	# shellcheck disable=SC2206 # words on purpose
+	QEMU_MACHINE=(${ARCH_MACHINE[$KARCH]})
+	log=$VMTEST_CACHE/logs/$KLABEL.log rc=$RUNDIR/$KLABEL
+	if [ -n "$KCONFIG" ] && ! check_config "$KCONFIG"; then
+		echo "kernel config lacks what the VM needs" >"$rc.problem"
+		return 0
+	fi
+	initrd=$VMTEST_CACHE/build/initrd-$KLABEL.img
+	kernel_initrd "$initrd"
+	limit=$(vm_timeout "$i")
+	say "booting $KLABEL (${QEMU_ACCEL[*]}, $(words "$KBACKENDS" | wc -l) backend(s) x $(words "$KPKGS" | wc -l) package(s), limit ${limit}s); console log: $log"
+	stdin=/dev/null
+	[ "$VMTEST_SHELL" != 1 ] || stdin=/dev/stdin
+	tb=$SECONDS
+	# qemu runs in the background so that a signal to this script is
+	# handled at once (trap above); --foreground keeps it in our process
+	# group, so Ctrl-C reaches it too.
+	exec 8<"$stdin"
+	{
+		# (set -e would end this subshell on a failure: hence the if.)
+		if timeout --foreground --kill-after=10 "$limit" "${ARCH_QEMU[$KARCH]}" "${QEMU_MACHINE[@]}" "${QEMU_ACCEL[@]}" \
+			-m "$VMTEST_MEM" -smp "$VMTEST_SMP" -nographic -no-reboot -nic none \
+			-pidfile "$rc.pid" -kernel "$KIMAGE" -initrd "$initrd" \
+			-append "console=${ARCH_CONSOLE[$KARCH]} panic=-1 quiet softlockup_panic=1 $VMTEST_APPEND" <&8 2>&1; then
+			echo 0 >"$rc.rc"
+		else
+			echo $? >"$rc.rc"
+		fi
+	} | clean_console | if [ "$VMTEST_QUIET" = 1 ]; then cat >"$log"; else tee "$log"; fi &
+	wait $! || true
+	exec 8<&-
+	echo $((SECONDS - tb)) >"$rc.wall"
+	say "$KLABEL: done after $(cat "$rc.wall")s"
+}
+
+rm -rf "$RUNDIR"
+mkdir -p "$RUNDIR"
+for i in "${!K_LABELS[@]}"; do rm -f "$VMTEST_CACHE/logs/${K_LABELS[$i]}.log"; done
+# Longest first (backends x packages, an emulated architecture counting
+# four times), so that the last VM to start is a short one.
+mapfile -t ORDER < <(for i in "${!K_LABELS[@]}"; do
+	w=$(($(words "${K_BACKENDS[$i]}" | wc -l) * $(words "${K_PKGS[$i]}" | wc -l)))
+	[ "${K_ARCHS[$i]}" = "$HOST_ARCH" ] || w=$((w * 4))
+	echo "$w $i"
+done | sort -k1,1nr -k2,2n | awk '{ print $2 }')
+for i in "${ORDER[@]}"; do
+	while [ "$(jobs -rp | wc -l)" -ge "$VMTEST_JOBS" ]; do wait -n || true; done
+	boot_kernel "$i" &
+done
+wait
 
 KW=6 PW=7 # column widths
 for t in "${K_LABELS[@]}"; do [ "${#t}" -le "$KW" ] || KW=${#t}; done
@@ -640,66 +744,34 @@ FAILS=()     # lines naming what failed
 ROWS=()      # summary table rows
 NPASS=0 NFAIL=0
 for i in "${!K_LABELS[@]}"; do
-	KLABEL=${K_LABELS[$i]} KIMAGE=${K_IMAGES[$i]} KCONFIG=${K_CONFIGS[$i]} KMODDIR=${K_MODDIRS[$i]} KBACKENDS=${K_BACKENDS[$i]}
-	KARCH=${K_ARCHS[$i]}
-	QEMU_ACCEL=(-accel "tcg,thread=$VMTEST_TCG_THREAD")
-	[ "$KARCH" != "$HOST_ARCH" ] || QEMU_ACCEL=("${HOST_ACCEL[@]}")
-	# shellcheck disable=SC2206 # words on purpose
-	QEMU_MACHINE=(${ARCH_MACHINE[$KARCH]})
+	KLABEL=${K_LABELS[$i]} KBACKENDS=${K_BACKENDS[$i]}
 	read -ra KBACKEND_LIST <<<"$KBACKENDS"
-	log=$VMTEST_CACHE/logs/$KLABEL.log
-	rm -f "$log"
-	problem=''
-	if [ -n "$KCONFIG" ] && ! check_config "$KCONFIG"; then
-		problem="kernel config lacks what the VM needs"
-	fi
+	read -ra KPKG_LIST <<<"${K_PKGS[$i]}"
+	log=$VMTEST_CACHE/logs/$KLABEL.log rc=$RUNDIR/$KLABEL
+	problem=$(cat "$rc.problem" 2>/dev/null || true)
 	if [ -z "$problem" ]; then
-		initrd=$VMTEST_CACHE/build/initrd-$KLABEL.img
-		kernel_initrd "$initrd"
-		say "booting $KLABEL (${QEMU_ACCEL[*]}, ${#KBACKEND_LIST[@]} backend(s) x ${#TEST_NAMES[@]} package(s), limit ${VM_TIMEOUT}s); console log: $log"
-		stdin=/dev/null
-		[ "$VMTEST_SHELL" != 1 ] || stdin=/dev/stdin
-		tb=$SECONDS
-		# qemu runs in the background so that a signal to this script is
-		# handled at once (trap above); --foreground keeps it in our process
-		# group, so Ctrl-C reaches it too.
-		rcfile=$VMTEST_CACHE/qemu.rc
-		rm -f "$rcfile"
-		exec 8<"$stdin"
-		{
-			# (set -e would end this subshell on a failure: hence the if.)
-			if timeout --foreground --kill-after=10 "$VM_TIMEOUT" "${ARCH_QEMU[$KARCH]}" "${QEMU_MACHINE[@]}" "${QEMU_ACCEL[@]}" \
-				-m "$VMTEST_MEM" -smp "$VMTEST_SMP" -nographic -no-reboot -nic none \
-				-pidfile "$QEMU_PIDFILE" -kernel "$KIMAGE" -initrd "$initrd" \
-				-append "console=${ARCH_CONSOLE[$KARCH]} panic=-1 quiet softlockup_panic=1 $VMTEST_APPEND" <&8 2>&1; then
-				echo 0 >"$rcfile"
-			else
-				echo $? >"$rcfile"
-			fi
-		} | clean_console | if [ "$VMTEST_QUIET" = 1 ]; then cat >"$log"; else tee "$log"; fi &
-		wait $! || true
-		exec 8<&-
-		qrc=$(cat "$rcfile" 2>/dev/null || echo "?")
-		wall=$((SECONDS - tb))
-		boot=$(grep -ao '@@VMTEST@@ BOOT .*' "$log" | sed -n 's/.* uptime=\([0-9.]*\).*/\1/p' | head -n1)
-		say "$KLABEL: VM ran ${wall}s (kernel reached the tests ${boot:-?}s after boot), qemu exit status $qrc"
-		if grep -aq 'Kernel panic - not syncing' "$log"; then
+		qrc=$(cat "$rc.rc" 2>/dev/null || echo "?")
+		boot=$(grep -ao '@@VMTEST@@ BOOT .*' "$log" 2>/dev/null | sed -n 's/.* uptime=\([0-9.]*\).*/\1/p' | head -n1)
+		say "$KLABEL: VM ran $(cat "$rc.wall" 2>/dev/null || echo "?")s (kernel reached the tests ${boot:-?}s after boot), qemu exit status $qrc"
+		if ! [ -f "$log" ]; then
+			problem="no console log (the VM did not start)"
+		elif grep -aq 'Kernel panic - not syncing' "$log"; then
 			problem="kernel panic: $(grep -a -m1 'Kernel panic - not syncing' "$log" | sed 's/.*not syncing: //')"
 		elif [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then
-			problem="VM timed out after ${VM_TIMEOUT}s"
+			problem="VM timed out after $(vm_timeout "$i")s"
 		elif ! grep -aq "@@VMTEST@@ VERDICT kernel=$KLABEL " "$log"; then
 			problem="no verdict line (qemu exit status $qrc)"
 		elif [ "$qrc" != 0 ]; then
 			problem="qemu exit status $qrc"
 		fi
-		if grep -aqE 'Oops:|BUG: |WARNING: CPU:' "$log"; then
+		if [ -f "$log" ] && grep -aqE 'Oops:|BUG: |WARNING: CPU:' "$log"; then
 			say "WARNING: $KLABEL: the kernel log has Oops/BUG/WARNING splats:"
 			grep -aE 'Oops:|BUG: |WARNING: CPU:' "$log" | head -n5 >&2
 		fi
 	fi
 	kfailed=0 FAILED_KEYS=()
 	for b in "${KBACKEND_LIST[@]}"; do
-		for p in "${TEST_NAMES[@]}"; do
+		for p in "${KPKG_LIST[@]}"; do
 			key="kernel=$KLABEL backend=$b pkg=$p"
 			res=NOTRUN secs=- counts=-
 			if [ -f "$log" ]; then

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -16,13 +17,16 @@ import (
 //
 // The files are line based: "key=value", one per line, blank lines and lines
 // starting with '#' ignored. Keys that may repeat build lists (backend, pkg,
-// env, arg, module); backends (comma-separated) replaces the list so far. A pkg value is three tab-separated fields: the package
+// env, arg, module); backends (comma-separated) replaces the list so far,
+// and pkgs (comma-separated names) keeps only those packages. A pkg value is
+// three tab-separated fields: the package
 // name as the host knows it (./tracer), the test binary in the VM, and the
 // directory to run it in (a copy of the package directory with its testdata).
 type Config struct {
 	Kernel   string        // label of the kernel (Debian package name or file)
 	Backends []string      // NSTRACE_TEST_BACKEND values, in order
 	Packages []Package     // test binaries, in order
+	Only     []string      // if set, the names of Packages to run (kernel.conf: CI's subset)
 	Timeout  time.Duration // passed as -test.timeout to every test binary
 	Run      string        // passed as -test.run when not empty
 	Env      []string      // extra KEY=VALUE for every test binary
@@ -63,6 +67,8 @@ func ParseConfig(c *Config, r io.Reader) error {
 			// A kernel's own list (kernel.conf, CI's subset): replaces
 			// the run's.
 			c.Backends = strings.Split(value, ",")
+		case "pkgs":
+			c.Only = strings.Split(value, ",")
 		case "pkg":
 			f := strings.Split(value, "\t")
 			if len(f) != 3 || f[0] == "" || f[1] == "" || f[2] == "" {
@@ -111,6 +117,15 @@ func LoadConfig(paths ...string) (*Config, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", p, err)
 		}
+	}
+	if c.Only != nil {
+		var keep []Package
+		for _, p := range c.Packages {
+			if slices.Contains(c.Only, p.Name) {
+				keep = append(keep, p)
+			}
+		}
+		c.Packages = keep
 	}
 	if c.Kernel == "" {
 		c.Kernel = "unknown"

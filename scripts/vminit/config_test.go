@@ -3,6 +3,7 @@
 package main
 
 import (
+	"os"
 	"reflect"
 	"slices"
 	"strings"
@@ -104,5 +105,30 @@ func TestTestEnvAndArgs(t *testing.T) {
 	wantArgs := []string{"/vmtest/bin/t.test", "-test.v", "-test.timeout=2m0s", "-test.run=TestX", "-test.count=2"}
 	if !reflect.DeepEqual(args, wantArgs) {
 		t.Fatalf("args %q want %q", args, wantArgs)
+	}
+}
+
+// A kernel.conf's pkgs keeps only the packages it names, in run.conf's
+// order (CI's subset: an emulated architecture runs fewer).
+func TestLoadConfigKernelPackages(t *testing.T) {
+	dir := t.TempDir()
+	run, kernel := dir+"/run.conf", dir+"/kernel.conf"
+	pkgs := "pkg=./tracer\t/b/tracer.test\t/s/tracer\npkg=./cmd/nstrace\t/b/cmd.test\t/s/cmd\npkg=./snapshot\t/b/snap.test\t/s/snap\n"
+	if err := os.WriteFile(run, []byte(pkgs), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(kernel, []byte("kernel=k\npkgs=./snapshot,./tracer\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := LoadConfig(run, kernel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, p := range c.Packages {
+		names = append(names, p.Name)
+	}
+	if want := []string{"./tracer", "./snapshot"}; !reflect.DeepEqual(names, want) {
+		t.Fatalf("packages %v, want %v", names, want)
 	}
 }
