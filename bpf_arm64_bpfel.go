@@ -164,11 +164,13 @@ type BpfTaskState struct {
 }
 
 type BpfWatch struct {
-	_    structs.HostLayout
-	Ns   uint64
-	Id   uint64
-	Type uint32
-	Pad  uint32
+	_         structs.HostLayout
+	Ns        uint64
+	Id        uint64
+	Nid       uint64
+	Type      uint32
+	OwnerPass uint8
+	Pad       [3]uint8
 }
 
 // Names of all BPF objects in the ELF.

@@ -40,6 +40,7 @@ static __always_inline bool watched_gone(struct ns_common *ns, __u32 type, __u32
 static long check_watched(struct bpf_map *map, __u32 *inum, struct watch *w, struct poll_ctx *pc)
 {
 	struct ns_common *ns = (void *)w->ns;
+	struct watch c;
 	__u32 level;
 
 	if (!watched_gone(ns, w->type, *inum, w->id))
@@ -57,9 +58,16 @@ static long check_watched(struct bpf_map *map, __u32 *inum, struct watch *w, str
 		return 0;
 	}
 	// Whoever deletes the entry reports the destroy (a release on another
-	// CPU may be reporting it as last_ref right now).
-	if (unwatch(*inum))
-		emit_destroy_self(w->type, *inum, HOW_POLLED, w->id, 0);
+	// CPU may be reporting it as last_ref right now, or a create reusing
+	// the inum as reused). Copied first: a deleted element's memory goes
+	// back to the map, for another CPU's next watch.
+	c = *w;
+	if (!unwatch(*inum))
+		return 0;
+	if (c.nid)
+		emit_destroy_self(c.type, *inum, HOW_POLLED | EXPECT_ID | (c.owner_pass ? OWNER_PASSED : 0), c.nid, 0);
+	else
+		emit_destroy_self(c.type, *inum, HOW_POLLED, c.id, 0);
 	return 0;
 }
 

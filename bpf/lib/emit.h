@@ -239,10 +239,13 @@ static __always_inline int emit_ns_body(__u32 what, __u64 inums, __u64 kid, stru
 		if (old && (kid ? old->id != kid : !old->joined)) {
 			// A watch on the inum is the dead one's, whatever its
 			// entry says: the poll must not find it gone later and
-			// take it for this one.
-			if (watch_survivors)
-				unwatch(inum);
-			emit_destroy(old->type, inum, HOW_REUSED, 0, a);
+			// take it for this one. Whoever ends a watch reports the
+			// destroy: the poll on another CPU may have found it
+			// gone first (and reports it under the id it watched).
+			bool ended = watch_survivors && unwatch(inum);
+
+			if (ended || !old->watched)
+				emit_destroy(old->type, inum, HOW_REUSED, 0, a);
 		}
 	}
 	owner_is(&o, a);
@@ -390,27 +393,43 @@ __noinline int emit_fail_g(__u32 err)
 // The destroy takes the namespace's entry out of live_ns, and its id with
 // it; kid is the kernel's id, for a namespace nstrace did not know. a is
 // who released the last reference (emit_destroy_self works it out). With
-// UNLESS_WATCHED in how, a namespace under watch is left to the poll.
+// UNLESS_WATCHED in how, a namespace under watch is left to the poll. With
+// EXPECT_ID, kid is the ns_id of the namespace meant: an entry with another
+// is a newer namespace's (a create took the inum meanwhile), left as it is;
+// OWNER_PASSED then says whether the owner passed the filters.
 #define UNLESS_WATCHED 0x100
+#define EXPECT_ID 0x200
+#define OWNER_PASSED 0x400
 
 static __always_inline int emit_destroy_body(__u32 type, __u32 inum, __u32 how, __u64 kid, struct actx *a)
 {
 	struct ns_info *info = live_get(inum);
 	struct owner o = {};
-	bool watched_too = true;
+	bool watched_too = true, ours;
 	struct ns_item *e;
 
 	if (!a)
 		return 0;
-	if (info && info->type == type && info->watched && (how & UNLESS_WATCHED))
+	ours = info && info->type == type && !((how & EXPECT_ID) && info->id != kid);
+	if (ours && info->watched && (how & UNLESS_WATCHED))
 		return 0;
-	how &= 0xff;
-	if (info && info->type == type) {
+	// A reuse reports the dead one's entry: gone by now, another CPU
+	// reported it between the caller's look and this one.
+	if ((how & 0xff) == HOW_REUSED && !ours)
+		return 0;
+	if (ours) {
 		kid = info->id;
 		watched_too = info->watched;
 		owner_from(info, &o);
 		live_del(inum, info);
+	} else if (how & EXPECT_ID) {
+		// The poll ended its own watch; one on the inum now is the
+		// newer namespace's. With no entry at all, whoever deleted it
+		// reported it (o.pass stays 0).
+		watched_too = false;
+		o.pass = info && (how & OWNER_PASSED);
 	}
+	how &= 0xff;
 	if (watch_survivors && watched_too)
 		unwatch(inum);
 	if (!event_wanted(EV_DESTROY, type) || !(o.pass || a->pass))
@@ -446,7 +465,7 @@ __noinline int emit_destroy_self(__u32 type, __u32 inum, __u32 how, __u64 kid, _
 {
 	struct actx a = { .stack = stack };
 
-	if (how != HOW_POLLED && event_wanted(EV_DESTROY, type))
+	if ((how & 0xff) != HOW_POLLED && event_wanted(EV_DESTROY, type))
 		actor_of(current_task(), &a, CG_CACHED, VIA_PROBE);
 	emit_destroy(type, inum, how, kid, &a);
 	flush(&a);

@@ -192,8 +192,10 @@ static __always_inline void live_del(__u32 inum, struct ns_info *info)
 struct watch {
 	__u64 ns;  // struct ns_common *
 	__u64 id;  // the kernel's ns_id, 0 before 6.18
+	__u64 nid; // its ns_id in live_ns when watched, 0 if unknown
 	__u32 type;
-	__u32 _pad;
+	__u8 owner_pass; // its owner passed the filters (live_ns)
+	__u8 _pad[3];
 };
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

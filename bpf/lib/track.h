@@ -149,6 +149,13 @@ __noinline int watch_ns(__u64 nsp, __u32 type)
 	if (!inum || inum == init_ns_inum[type & (NS_TYPES - 1)])
 		return 0;
 	w.id = ns_kernel_id(ns, VIA_PROBE);
+	// Who it is, for the poll: by the time it reports the destroy, a
+	// create on another CPU may have given the inum's entry to another.
+	info = live_get(inum);
+	if (info && info->type == type) {
+		w.nid = info->id;
+		w.owner_pass = info->owner_pass;
+	}
 	if (bpf_map_update_elem(&watched, &inum, &w, BPF_NOEXIST) == 0) {
 		watch_added();
 	} else if (bpf_map_update_elem(&watched, &inum, &w, BPF_EXIST)) {
@@ -158,7 +165,6 @@ __noinline int watch_ns(__u64 nsp, __u32 type)
 		return 0;
 	}
 	// So that a destroy knows whether there is a watch to end.
-	info = live_get(inum);
 	if (info && info->type == type)
 		info->watched = 1;
 	return 0;
