@@ -41,7 +41,7 @@ func loadParallel(spec *ebpf.CollectionSpec) (*ebpf.Collection, error) {
 		coll.Close()
 		return nil, fmt.Errorf("kernel BTF: %w", err)
 	}
-	opts := ebpf.CollectionOptions{MapReplacements: coll.Maps, Programs: ebpf.ProgramOptions{KernelTypes: kt}, Cache: btfCache}
+	opts := ebpf.CollectionOptions{MapReplacements: coll.Maps, Programs: ebpf.ProgramOptions{KernelTypes: kt}, Cache: kernelCache()}
 	var (
 		wg   sync.WaitGroup
 		mu   sync.Mutex

@@ -43,8 +43,18 @@ func checkPrivileges() error {
 // btfCache holds the kernel's BTF, decoded once (each btf.LoadKernelSpec
 // decodes it anew, 10-20 ms): the feature checks, the CO-RE relocations and
 // the attach-target lookups of every load share it. Its types are decoded
-// lazily under a lock, so concurrent loads may read it.
-var btfCache = btf.NewCache()
+// lazily under a lock, so concurrent loads may read it. Open drops it when
+// done (releaseLoadState); loadMu guards the variable.
+var (
+	loadMu   sync.Mutex
+	btfCache = btf.NewCache()
+)
+
+func kernelCache() *btf.Cache {
+	loadMu.Lock()
+	defer loadMu.Unlock()
+	return btfCache
+}
 
 // givenBTF is the kernel's types as --btf gave them (UseKernelBTF).
 var givenBTF *btf.Spec
@@ -54,7 +64,7 @@ func kernelTypes() (*btf.Spec, error) {
 	if givenBTF != nil {
 		return givenBTF, nil
 	}
-	return btfCache.Kernel()
+	return kernelCache().Kernel()
 }
 
 // UseKernelBTF makes nstrace take the kernel's types from path (raw BTF,
@@ -253,7 +263,7 @@ var haveFentry = sync.OnceValue(func() error {
 			asm.Mov.Imm(asm.R0, 0),
 			asm.Return(),
 		},
-	}}}, ebpf.CollectionOptions{Cache: btfCache})
+	}}}, ebpf.CollectionOptions{Cache: kernelCache()})
 	if err != nil {
 		return fmt.Errorf("fentry programs cannot be loaded: %w", explainLoad(err))
 	}

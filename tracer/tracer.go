@@ -142,6 +142,7 @@ type Tracer struct {
 // backend (with Auto, the first that works: openAuto).
 func Open(opts Options) (*Tracer, error) {
 	raiseMemlock()
+	defer releaseLoadState()
 	go parsedSpec()
 	if err := checkPrivileges(); err != nil {
 		return nil, err
@@ -508,12 +509,34 @@ func (t *Tracer) kickPoll() {
 
 // parsedSpec is the BPF object, parsed once (10-20 ms): Open starts it
 // while it checks the kernel, and each backend it tries takes a copy.
-var parsedSpec = sync.OnceValues(func() (*ebpf.CollectionSpec, error) {
-	if useCompat() {
-		return nstrace.LoadBpfCompat()
-	}
-	return nstrace.LoadBpf()
-})
+func parsedSpec() (*ebpf.CollectionSpec, error) {
+	loadMu.Lock()
+	parse := parseSpec
+	loadMu.Unlock()
+	return parse()
+}
+
+var parseSpec = newSpecParse()
+
+func newSpecParse() func() (*ebpf.CollectionSpec, error) {
+	return sync.OnceValues(func() (*ebpf.CollectionSpec, error) {
+		if useCompat() {
+			return nstrace.LoadBpfCompat()
+		}
+		return nstrace.LoadBpf()
+	})
+}
+
+// releaseLoadState drops the parsed BPF object and the kernel's decoded
+// BTF: about 8 MB of heap that a loaded tracer never reads again, and that
+// the garbage collector's goal would otherwise double for as long as
+// nstrace runs. Another Open parses and decodes them again.
+func releaseLoadState() {
+	loadMu.Lock()
+	defer loadMu.Unlock()
+	parseSpec = newSpecParse()
+	btfCache = btf.NewCache()
+}
 
 // Prefetch starts, in the background, the two decodes every start-up
 // waits for: the BPF object's and the kernel's BTF (10-20 ms each, and the

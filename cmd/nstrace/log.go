@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
+	rtmetrics "runtime/metrics"
 	"strconv"
 	"strings"
 	"sync"
@@ -61,3 +63,17 @@ func (h *logHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
 }
 
 func (h *logHandler) WithGroup(string) slog.Handler { return h }
+
+// debugState logs, with -v, the goroutines running and the heap live after
+// a collection: a leak shows in the second whatever the collector's timing
+// and whatever pages the kernel has mapped in (the soak test compares the
+// start's with the end's).
+func debugState(when string) {
+	if !slog.Default().Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	runtime.GC()
+	live := []rtmetrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	rtmetrics.Read(live)
+	slog.Debug(when, "goroutines", runtime.NumGoroutine(), "heap_live", live[0].Value.Uint64())
+}

@@ -10,7 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -372,8 +372,12 @@ func run(ctx context.Context, opts options, stdout, stderr io.Writer) error {
 	dropPrivileges(t, socket, m != nil, opts.orphans > 0)
 	// Once the snapshot is out: a script that waits for this line has it all.
 	fmt.Fprintf(stderr, "nstrace: tracing namespaces (backend: %s); Ctrl-C to stop\n", t.Backend())
+	// What the start-up needed (the parsed BPF object, the kernel's types,
+	// the loader's copies: most of the heap's peak) is garbage now: given
+	// back to the kernel at once rather than kept as RSS while nstrace runs.
+	go debug.FreeOSMemory()
 	// For the soak test: what runs, at the start and at the end.
-	slog.Debug("running", "goroutines", runtime.NumGoroutine())
+	debugState("running")
 
 	// Stopping: detach first so nothing new arrives, then the reader drains
 	// what is buffered and sees ringbuf.ErrFlushed.
@@ -387,7 +391,7 @@ func run(ctx context.Context, opts options, stdout, stderr io.Writer) error {
 		}
 	}()
 	err = s.loop(cancel)
-	slog.Debug("stopping", "goroutines", runtime.NumGoroutine())
+	debugState("stopping")
 	cancel()
 	<-stopped
 	if ferr := s.finish(); err == nil {
