@@ -17,9 +17,10 @@ func rssSection(cfg *config, churn workload, modes []mode, table *ratioTable) er
 	if table != nil {
 		modes = table.ms
 	}
-	fmt.Printf("\nRSS and CPU of nstrace in the %s runs (%s ops; peak RSS = VmHWM at exit, wait4's ru_maxrss;\n", churn.name, count(float64(churn.n)))
-	fmt.Println("CPU = user + system from ready to exit; medians, RSS the highest)")
-	fmt.Printf("  %-12s %10s %10s %10s\n", "MODE", "PEAK RSS", "CPU/RUN", "CPU/EVENT")
+	fmt.Printf("\nRSS and CPU of nstrace in the %s runs (%s ops; peak RSS = VmHWM at exit, wait4's ru_maxrss,\n", churn.name, count(float64(churn.n)))
+	fmt.Println("the start-up's included; end RSS = VmRSS at the end of the churn; CPU = user + system from ready to exit;")
+	fmt.Println("medians, RSS the highest)")
+	fmt.Printf("  %-12s %10s %10s %10s %10s\n", "MODE", "PEAK RSS", "END RSS", "CPU/RUN", "CPU/EVENT")
 	for mi, m := range modes {
 		if m.kind != nstraceKind {
 			continue
@@ -35,16 +36,17 @@ func rssSection(cfg *config, churn workload, modes []mode, table *ratioTable) er
 			}
 			runs = []sample{s}
 		}
-		var rss int64
+		var rss, end int64
 		var cpu, perEvent []float64
 		for _, r := range runs {
 			rss = max(rss, r.maxRSS)
+			end = max(end, r.endRSS)
 			cpu = append(cpu, float64(r.cpu))
 			if r.events > 0 {
 				perEvent = append(perEvent, float64(r.cpu)/float64(r.events))
 			}
 		}
-		fmt.Printf("  %-12s %10s %10s %10s\n", m.name, fmt.Sprintf("%.1f MiB", float64(rss)/1024), nanos(median(cpu)), nanos(median(perEvent)))
+		fmt.Printf("  %-12s %10s %10s %10s %10s\n", m.name, fmt.Sprintf("%.1f MiB", float64(rss)/1024), fmt.Sprintf("%.1f MiB", float64(end)/1024), nanos(median(cpu)), nanos(median(perEvent)))
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -64,6 +65,7 @@ type tracer struct {
 type outcome struct {
 	events, lost uint64
 	maxRSS       int64         // KiB: peak resident set (VmHWM) at exit, from wait4's rusage
+	endRSS       int64         // KiB: resident set (VmRSS) when asked to stop, 0 if unknown
 	cpu          time.Duration // user + system, from ready to exit
 }
 
@@ -186,6 +188,7 @@ func fileHasPrefix(path, prefix string) bool {
 // stop interrupts the tracer, as Ctrl-C would, and reads what it reports.
 func (t *tracer) stop() (outcome, error) {
 	var o outcome
+	o.endRSS = vmRSS(t.cmd.Process.Pid)
 	t.cmd.Process.Signal(os.Interrupt)
 	select {
 	case <-t.exited:
@@ -210,6 +213,21 @@ func (t *tracer) stop() (outcome, error) {
 		err = fmt.Errorf("%s: %w%s", t.m.name, err, t.stderr.tail())
 	}
 	return o, err
+}
+
+// vmRSS is process pid's VmRSS in KiB, 0 if unknown.
+func vmRSS(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb
+		}
+	}
+	return 0
 }
 
 // nstraceSummary reads nstrace's last words: "nstrace: N events, M lost".
