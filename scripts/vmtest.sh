@@ -670,12 +670,11 @@ if [ "$VMTEST_JOBS" -gt 1 ] && [ "$VMTEST_QUIET" != 1 ]; then
 	VMTEST_QUIET=1
 fi
 
+# kernel_runs is how many test binaries kernel $1 runs: backends x packages.
+kernel_runs() { echo $(($(words "${K_BACKENDS[$1]}" | wc -l) * $(words "${K_PKGS[$1]}" | wc -l))); }
+
 # vm_timeout is the hard limit of kernel $1's boot: its runs' timeouts.
-vm_timeout() {
-	local nb np
-	nb=$(words "${K_BACKENDS[$1]}" | wc -l) np=$(words "${K_PKGS[$1]}" | wc -l)
-	echo "${VMTEST_VM_TIMEOUT:-$((120 + nb * np * (TIMEOUT_SECS + 45)))}"
-}
+vm_timeout() { echo "${VMTEST_VM_TIMEOUT:-$((120 + $(kernel_runs "$1") * (TIMEOUT_SECS + 45)))}"; }
 
 # boot_kernel boots kernel $1 (an index of K_LABELS), which runs its tests
 # and powers off. The console goes to the kernel's log; qemu's exit status,
@@ -696,7 +695,7 @@ boot_kernel() {
 	initrd=$VMTEST_CACHE/build/initrd-$KLABEL.img
 	kernel_initrd "$initrd"
 	limit=$(vm_timeout "$i")
-	say "booting $KLABEL (${QEMU_ACCEL[*]}, $(words "$KBACKENDS" | wc -l) backend(s) x $(words "$KPKGS" | wc -l) package(s), limit ${limit}s); console log: $log"
+	say "booting $KLABEL (${QEMU_ACCEL[*]}, $(kernel_runs "$i") run(s): backends $KBACKENDS x packages $KPKGS, limit ${limit}s); console log: $log"
 	stdin=/dev/null
 	[ "$VMTEST_SHELL" != 1 ] || stdin=/dev/stdin
 	tb=$SECONDS
@@ -724,10 +723,10 @@ boot_kernel() {
 rm -rf "$RUNDIR"
 mkdir -p "$RUNDIR"
 for i in "${!K_LABELS[@]}"; do rm -f "$VMTEST_CACHE/logs/${K_LABELS[$i]}.log"; done
-# Longest first (backends x packages, an emulated architecture counting
-# four times), so that the last VM to start is a short one.
+# Longest first (its runs, an emulated architecture's counting four
+# times), so that the last VM to start is a short one.
 mapfile -t ORDER < <(for i in "${!K_LABELS[@]}"; do
-	w=$(($(words "${K_BACKENDS[$i]}" | wc -l) * $(words "${K_PKGS[$i]}" | wc -l)))
+	w=$(kernel_runs "$i")
 	[ "${K_ARCHS[$i]}" = "$HOST_ARCH" ] || w=$((w * 4))
 	echo "$w $i"
 done | sort -k1,1nr -k2,2n | awk '{ print $2 }')

@@ -41,7 +41,7 @@ static long check_watched(struct bpf_map *map, __u32 *inum, struct watch *w, str
 {
 	struct ns_common *ns = (void *)w->ns;
 	struct watch c;
-	__u32 level;
+	__u32 level, how = HOW_POLLED;
 
 	if (!watched_gone(ns, w->type, *inum, w->id))
 		return 0;
@@ -65,9 +65,8 @@ static long check_watched(struct bpf_map *map, __u32 *inum, struct watch *w, str
 	if (!unwatch(*inum))
 		return 0;
 	if (c.nid)
-		emit_destroy_self(c.type, *inum, HOW_POLLED | EXPECT_ID | (c.owner_pass ? OWNER_PASSED : 0), c.nid, 0);
-	else
-		emit_destroy_self(c.type, *inum, HOW_POLLED, c.id, 0);
+		how |= EXPECT_ID | (c.owner_pass ? OWNER_PASSED : 0);
+	emit_destroy_self(c.type, *inum, how, c.nid ?: c.id, 0);
 	return 0;
 }
 

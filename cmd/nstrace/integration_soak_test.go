@@ -256,7 +256,7 @@ func logDoubles(t *testing.T, r io.Reader) {
 	}
 }
 
-var goroutinesRE = regexp.MustCompile(`nstrace: (running|stopping) goroutines=(\d+) heap_live=(\d+)`)
+var debugStateRE = regexp.MustCompile(`nstrace: (running|stopping) goroutines=(\d+) heap_live=(\d+)`)
 
 // soakDriver is the soak's driver process, waiting for "go".
 type soakDriver struct {
@@ -531,7 +531,7 @@ func TestSoak(t *testing.T) {
 			t.Log(l)
 		}
 	}
-	g := goroutinesRE.FindAllStringSubmatch(errText, -1)
+	g := debugStateRE.FindAllStringSubmatch(errText, -1)
 	if len(g) != 2 {
 		t.Fatalf("want the running and stopping goroutine counts on stderr:\n%s", errText)
 	}
